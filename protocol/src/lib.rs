@@ -1,0 +1,18 @@
+//! Wire types of Sohbet, defined once and shared by the server (`sohbet-server`), the Rust
+//! client SDK and, through generated TypeScript, the desktop UI.
+//!
+//! - [`auth`]: registration, login and sessions.
+//! - [`users`]: user profiles and their updates.
+//! - [`error`]: the single error body every failing request returns.
+//!
+//! Request bodies reject unknown fields so that a typo in a client is a clear 4xx rather
+//! than a silently ignored field.
+
+pub mod auth;
+pub mod error;
+pub mod users;
+
+mod serde_util;
+
+/// Identifier of a user (the seed's `users.user_id`).
+pub type UserId = i64;

@@ -1,0 +1,102 @@
+//! Typed configuration from flags and environment variables.
+
+use std::{fmt, net::SocketAddr, time::Duration};
+
+use clap::Parser;
+
+/// A value that never prints (connection strings can carry passwords).
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(name = "sohbet-server", version, about = "Sohbet chat server")]
+pub struct Settings {
+    /// PostgreSQL connection string.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Secret,
+
+    /// Redis connection string.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Secret,
+
+    /// Address to listen on.
+    #[arg(long, env = "SOHBET_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
+    /// Empty by default, giving the seed's `session:{token}`.
+    #[arg(long, env = "SOHBET_REDIS_PREFIX", default_value = "")]
+    pub redis_prefix: String,
+
+    /// Seconds a session lives without use; every authenticated request renews it.
+    #[arg(long, env = "SOHBET_SESSION_TTL", default_value_t = 3600)]
+    pub session_ttl_secs: u64,
+
+    /// PostgreSQL pool size.
+    #[arg(long, env = "SOHBET_DB_POOL", default_value_t = 16)]
+    pub db_pool_size: u32,
+
+    /// Largest request body accepted, in bytes. Message bodies are at most 4000 characters,
+    /// so 64 KiB leaves room without letting a client make the server buffer megabytes.
+    #[arg(long, env = "SOHBET_MAX_BODY", default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Login attempts allowed per client IP per window.
+    #[arg(long, env = "SOHBET_LOGIN_IP_LIMIT", default_value_t = 30)]
+    pub login_ip_limit: u64,
+
+    /// Failed logins allowed per account per window before it is locked for the window.
+    #[arg(long, env = "SOHBET_LOGIN_ACCOUNT_LIMIT", default_value_t = 10)]
+    pub login_account_limit: u64,
+
+    /// Length of the login rate-limit window, in seconds.
+    #[arg(long, env = "SOHBET_LOGIN_WINDOW", default_value_t = 300)]
+    pub login_window_secs: u64,
+
+    /// Concurrent password hashes. Each argon2id hash holds 19 MiB and a core for tens of
+    /// milliseconds; more than the core count only queues inside the OS instead of here.
+    #[arg(long, env = "SOHBET_HASH_CONCURRENCY")]
+    pub hash_concurrency: Option<usize>,
+}
+
+impl Settings {
+    /// Settings for a server on the given stores, with defaults for everything else.
+    pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
+        Self {
+            database_url: Secret(database_url.into()),
+            redis_url: Secret(redis_url.into()),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            redis_prefix: String::new(),
+            session_ttl_secs: 3600,
+            db_pool_size: 16,
+            max_body_bytes: 64 * 1024,
+            login_ip_limit: 30,
+            login_account_limit: 10,
+            login_window_secs: 300,
+            hash_concurrency: None,
+        }
+    }
+
+    pub fn session_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_ttl_secs)
+    }
+}

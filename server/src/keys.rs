@@ -1,0 +1,39 @@
+//! Every Redis key the server uses, in one place. All carry the deployment's prefix, empty by
+//! default, so the seed's `session:{token}` is literally the key in production.
+
+use protocol::UserId;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+        }
+    }
+
+    /// `session:{token}` → the session JSON of the seed, with the session TTL.
+    pub fn session(&self, token: &str) -> String {
+        format!("{}session:{token}", self.prefix)
+    }
+
+    /// Hash of a user's sessions: field = public session id, value = token. Lets a user list
+    /// and revoke sessions without ever seeing another session's token.
+    pub fn user_sessions(&self, user_id: UserId) -> String {
+        format!("{}user_sessions:{user_id}", self.prefix)
+    }
+
+    /// Login attempts from one client IP in the current window.
+    pub fn login_ip(&self, ip: &str) -> String {
+        format!("{}ratelimit:login:ip:{ip}", self.prefix)
+    }
+
+    /// Failed logins for one login name (username or email, lower-cased) in the window.
+    /// Keyed by what was typed, so unknown accounts are limited exactly like real ones.
+    pub fn login_account(&self, login: &str) -> String {
+        format!("{}ratelimit:login:account:{login}", self.prefix)
+    }
+}

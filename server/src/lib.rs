@@ -1,0 +1,139 @@
+//! `sohbet-server`: the Sohbet REST API (and, later, the WebSocket gateway) over PostgreSQL
+//! and Redis.
+//!
+//! - [`config`]: typed settings from flags and environment.
+//! - [`routes`]: one module per resource (auth, users, health), merged with the OpenAPI
+//!   document generated from the same route list.
+//! - [`error`]: `ApiError`, the one error shape.
+//! - [`domain`]: validated values (username, email, password, friend code...).
+//! - [`session`], [`auth`]: Redis sessions and the extractor that checks them.
+//! - [`password`]: argon2id on a bounded blocking pool.
+//! - [`rate_limit`], [`keys`]: Redis counters and key names.
+//!
+//! [`run`] is the whole server: tests start it on port 0 exactly as `main` does.
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod keys;
+pub mod password;
+pub mod rate_limit;
+pub mod routes;
+pub mod session;
+pub mod state;
+pub mod telemetry;
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::{extract::DefaultBodyLimit, response::IntoResponse, Router};
+use sqlx::postgres::PgPoolOptions;
+use tokio::net::TcpListener;
+use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+
+use crate::{
+    config::Settings, error::ApiError, keys::Keys, password::PasswordHasher, session::SessionStore,
+    state::AppState,
+};
+
+/// The migrations, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// How long a request may wait for a database connection before answering 503.
+const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects to the stores, migrates, and builds the shared state.
+pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    let db = PgPoolOptions::new()
+        .max_connections(settings.db_pool_size)
+        .acquire_timeout(DB_ACQUIRE_TIMEOUT)
+        .connect(settings.database_url.expose())
+        .await
+        .context("connecting to PostgreSQL")?;
+    MIGRATOR.run(&db).await.context("running migrations")?;
+
+    let redis = redis::Client::open(settings.redis_url.expose())
+        .context("parsing REDIS_URL")?
+        .get_connection_manager()
+        .await
+        .context("connecting to Redis")?;
+
+    let keys = Keys::new(settings.redis_prefix.clone());
+    let sessions = SessionStore::new(redis.clone(), keys.clone(), settings.session_ttl_secs);
+    let concurrency = settings.hash_concurrency.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    });
+    let passwords = PasswordHasher::new(concurrency).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(AppState {
+        db,
+        redis,
+        keys,
+        sessions,
+        passwords,
+        settings: Arc::new(settings),
+    })
+}
+
+pub fn app(state: AppState) -> Router {
+    let max_body = state.settings.max_body_bytes;
+    routes::router()
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(TraceLayer::new_for_http())
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then drains open requests.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let state = build_state(settings).await?;
+    let db = state.db.clone();
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving")?;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,18 @@
+//! Shared state handed to every handler.
+
+use std::sync::Arc;
+
+use redis::aio::ConnectionManager;
+use sqlx::PgPool;
+
+use crate::{config::Settings, keys::Keys, password::PasswordHasher, session::SessionStore};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub redis: ConnectionManager,
+    pub keys: Keys,
+    pub sessions: SessionStore,
+    pub passwords: PasswordHasher,
+    pub settings: Arc<Settings>,
+}

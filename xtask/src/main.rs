@@ -1,0 +1,132 @@
+//! `cargo xtask`: the project's two commands and its benchmarks.
+//!
+//! - `cargo xtask up`    installs missing system packages, starts a private PostgreSQL
+//!   cluster and Redis under `.data/`, and runs the server.
+//! - `cargo xtask test`  the same set-up, then every test of the workspace.
+//! - `cargo xtask bench` the same set-up, then the benchmarks (release build).
+//! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
+//!
+//! `DATABASE_URL` and `REDIS_URL`, when set, are used as they are instead of the private
+//! services.
+
+mod services;
+mod system;
+
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args
+        .split_first()
+        .map(|(t, r)| (t.as_str(), r))
+        .unwrap_or(("help", &[]));
+    match task {
+        "up" => up(rest),
+        "test" => test(rest),
+        "bench" => bench(rest),
+        "services" => {
+            let env = prepare(false)?;
+            for (k, v) in &env.vars {
+                println!("export {k}={v}");
+            }
+            Ok(())
+        }
+        "stop" => services::stop(&system::repo_root()?),
+        _ => {
+            eprintln!(
+                "usage: cargo xtask <up|test|bench|services|stop>\n\
+                 \n  up        start PostgreSQL + Redis under .data/ and run the server\
+                 \n  test      start them and run every test (extra args go to the test runner)\
+                 \n  bench     start them and run the benchmarks\
+                 \n  services  start them and print DATABASE_URL / REDIS_URL\
+                 \n  stop      stop the private PostgreSQL and Redis"
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Environment the server, tests and benchmarks run with.
+struct Prepared {
+    vars: Vec<(String, String)>,
+}
+
+impl Prepared {
+    fn apply(&self, cmd: &mut Command) {
+        for (k, v) in &self.vars {
+            cmd.env(k, v);
+        }
+    }
+}
+
+fn prepare(for_tests: bool) -> Result<Prepared> {
+    let root = system::repo_root()?;
+    system::ensure_packages(for_tests)?;
+    let mut vars = services::ensure(&root, for_tests)?;
+    if for_tests {
+        vars.extend(system::test_environment(&root)?);
+    }
+    Ok(Prepared { vars })
+}
+
+fn up(rest: &[String]) -> Result<()> {
+    let env = prepare(false)?;
+    step("building and starting sohbet-server (Ctrl-C stops it)");
+    let mut cmd = Command::new(cargo());
+    cmd.args(["run", "--release", "-p", "sohbet-server", "--"])
+        .args(rest);
+    env.apply(&mut cmd);
+    run(&mut cmd)
+}
+
+fn test(rest: &[String]) -> Result<()> {
+    let env = prepare(true)?;
+    let mut cmd = Command::new(cargo());
+    if system::has_nextest() {
+        step("running every test with cargo nextest");
+        cmd.args(["nextest", "run", "--workspace", "--no-fail-fast"])
+            .args(rest);
+    } else {
+        step("cargo-nextest not found: running every test with cargo test");
+        cmd.args(["test", "--workspace", "--no-fail-fast"])
+            .args(rest);
+    }
+    env.apply(&mut cmd);
+    run(&mut cmd)
+}
+
+fn bench(rest: &[String]) -> Result<()> {
+    let env = prepare(true)?;
+    step("running benchmarks (release build)");
+    let mut cmd = Command::new(cargo());
+    cmd.args([
+        "run",
+        "--release",
+        "-p",
+        "sohbet-tests",
+        "--bin",
+        "sohbet-bench",
+        "--",
+    ])
+    .args(rest);
+    env.apply(&mut cmd);
+    run(&mut cmd)
+}
+
+pub fn step(what: &str) {
+    eprintln!("==> {what}");
+}
+
+fn cargo() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{:?} failed: {status}", cmd.get_program());
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The machine: Debian packages the build and tests need, installed when missing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{run, step};
+
+/// What building the server and its tests needs (see shared/STACK-NOTES.md).
+const BUILD_PACKAGES: &[&str] = &[
+    "pkg-config",
+    "build-essential",
+    "cmake",
+    "libssl-dev",
+    "libasound2-dev",
+    "curl",
+    "file",
+];
+/// Services run by `up` and `test`.
+const SERVICE_PACKAGES: &[&str] = &["redis-server"];
+/// Only the tests and benchmarks: virtual sound card, test speech, a browser peer.
+const TEST_PACKAGES: &[&str] = &[
+    "pipewire",
+    "pipewire-pulse",
+    "wireplumber",
+    "pulseaudio-utils",
+    "libasound2-plugins",
+    "dbus",
+    "espeak-ng",
+    "sox",
+    "python3-pip",
+    "chromium",
+];
+
+pub fn repo_root() -> Result<PathBuf> {
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    Ok(here
+        .parent()
+        .context("xtask has no parent folder")?
+        .to_path_buf())
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .stderr(Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+pub fn has_command(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+pub fn has_nextest() -> bool {
+    Command::new("cargo")
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Installs whichever of the packages are missing, with apt-get (as root).
+pub fn ensure_packages(for_tests: bool) -> Result<()> {
+    if !Path::new("/usr/bin/dpkg-query").exists() {
+        step("not a Debian system: skipping package installation");
+        return Ok(());
+    }
+    let mut wanted: Vec<&str> = BUILD_PACKAGES
+        .iter()
+        .chain(SERVICE_PACKAGES)
+        .copied()
+        .collect();
+    if !has_command("initdb") && !Path::new("/usr/lib/postgresql").exists() {
+        wanted.push("postgresql");
+    }
+    if for_tests {
+        wanted.extend(TEST_PACKAGES);
+    }
+    let missing: Vec<&str> = wanted.into_iter().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        step("system packages: all present");
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages (install them as root): {}",
+            missing.join(" ")
+        );
+    }
+    step(&format!(
+        "installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// Extra environment for tests: set up by scripts of the parts that need more than the
+/// databases (the voice engine's virtual sound card, for one).
+pub fn test_environment(root: &Path) -> Result<Vec<(String, String)>> {
+    let mut vars = Vec::new();
+    let script = root.join("voice/scripts/setup-test-env.sh");
+    if script.exists() {
+        step("setting up the voice test environment (virtual sound card, test tools)");
+        let out = Command::new("bash")
+            .arg(&script)
+            .current_dir(root)
+            .stderr(Stdio::inherit())
+            .output()
+            .context("running voice/scripts/setup-test-env.sh")?;
+        if !out.status.success() {
+            bail!("voice/scripts/setup-test-env.sh failed");
+        }
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                vars.push((k.trim().to_owned(), v.trim().trim_matches('"').to_owned()));
+            }
+        }
+    }
+    Ok(vars)
+}
