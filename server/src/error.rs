@@ -2,7 +2,7 @@
 //! Internal causes are logged with their chain and never shown to the client.
 
 use axum::{
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    extract::rejection::{PathRejection, QueryRejection},
     http::{header, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -154,20 +154,6 @@ impl From<redis::RedisError> for ApiError {
             Self::Unavailable
         } else {
             Self::Internal(e.into())
-        }
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonSyntaxError(_) => Self::MalformedJson,
-            JsonRejection::JsonDataError(e) => Self::InvalidBody(e.body_text()),
-            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
-            JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Self::PayloadTooLarge
-            }
-            other => Self::InvalidParameter(other.body_text()),
         }
     }
 }

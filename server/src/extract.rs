@@ -1,17 +1,56 @@
 //! Extractors whose rejections are [`ApiError`]s, so a bad body, path or query answers in
 //! the one error shape.
 
-use axum::extract::FromRequest;
-use axum::extract::FromRequestParts;
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+};
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::error::ApiError;
 
-#[derive(FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// A JSON body. Not JSON at all → 400 `malformed_json`; JSON of the wrong shape (types,
+/// missing or unknown fields) → 422 `invalid_body`; not declared JSON → 415; over the body
+/// limit → 413.
 pub struct Json<T>(pub T);
 
-impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
-    fn into_response(self) -> axum::response::Response {
+fn is_json_content_type(req: &Request) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json_content_type(&req) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::InvalidParameter(e.body_text())
+            }
+        })?;
+        match serde_json::from_slice::<T>(&bytes) {
+            Ok(value) => Ok(Self(value)),
+            // Valid JSON of the wrong shape, or not JSON at all?
+            Err(e) if serde_json::from_slice::<IgnoredAny>(&bytes).is_ok() => {
+                Err(ApiError::InvalidBody(format!("invalid body: {e}")))
+            }
+            Err(_) => Err(ApiError::MalformedJson),
+        }
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
     }
 }

@@ -200,7 +200,7 @@ impl SessionStore {
                 .query_async::<()>(&mut conn)
                 .await?;
         }
-        sessions.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        sessions.sort_by_key(|s| std::cmp::Reverse(s.created_at));
         Ok(sessions)
     }
 

@@ -1,1 +1,272 @@
-//! Test harness.
+//! Test harness: [`TestApp`] starts the real server on port 0 against the real PostgreSQL
+//! and Redis named by `DATABASE_URL` / `REDIS_URL` (`cargo xtask test` starts private ones),
+//! each app with its own database and its own Redis key prefix, so tests run in parallel
+//! and clean up after themselves.
+
+use std::{net::SocketAddr, time::Duration};
+
+use protocol::{auth::LoginResponse, users::User};
+use reqwest::{Method, StatusCode};
+use serde::{de::DeserializeOwned, Serialize};
+use serde_json::Value;
+use sohbet_server::config::Settings;
+use sqlx::{postgres::PgPoolOptions, Connection, PgConnection, PgPool};
+use tokio::sync::oneshot;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with `cargo xtask test`, which starts PostgreSQL and Redis")
+    })
+}
+
+fn random_suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..12).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+}
+
+/// Replaces the database name at the end of a PostgreSQL URL.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    match query {
+        Some(q) => format!("{base}/{db}?{q}"),
+        None => format!("{base}/{db}"),
+    }
+}
+
+/// A database of its own for one test, dropped (forcibly) when the guard goes.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin_url = with_database(&env("DATABASE_URL"), "postgres");
+        let name = format!("t_{}", random_suffix());
+        let mut admin = PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create test database");
+        let url = with_database(&env("DATABASE_URL"), &name);
+        Self { name, url, admin_url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "drop database if exists {name} with (force)"
+                    )))
+                    .execute(&mut admin)
+                    .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// A running server with its own database and Redis prefix.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub http: reqwest::Client,
+    pub db: PgPool,
+    pub redis: redis::aio::MultiplexedConnection,
+    pub prefix: String,
+    pub settings: Settings,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts a server after `configure` has adjusted its settings (short TTLs, limits...).
+    pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
+        let database = TestDatabase::create().await;
+        let prefix = format!("test:{}:", database.name);
+        let mut settings = Settings::new(database.url.clone(), env("REDIS_URL"));
+        settings.redis_prefix = prefix.clone();
+        settings.db_pool_size = 5;
+        configure(&mut settings);
+        Self::start(database, settings).await
+    }
+
+    async fn start(database: TestDatabase, settings: Settings) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let state = sohbet_server::build_state(settings.clone()).await.expect("server state");
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(sohbet_server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        let db = PgPoolOptions::new()
+            .max_connections(3)
+            .connect(&database.url)
+            .await
+            .expect("test pool");
+        let redis = redis::Client::open(settings.redis_url.expose())
+            .expect("redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connection");
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            db,
+            redis,
+            prefix: settings.redis_prefix.clone(),
+            settings,
+            shutdown: Some(tx),
+            server: Some(server),
+            database,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Sends a request with an optional bearer token and JSON body; returns status and the
+    /// JSON answer (`Value::Null` for an empty body).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.http.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"))
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn register_raw(&self, username: &str, email: &str, password: &str) -> (StatusCode, Value) {
+        let body = serde_json::json!({"username": username, "email": email, "password": password});
+        self.post("/api/auth/register", None, &body).await
+    }
+
+    pub async fn register(&self, username: &str) -> User {
+        let (status, body) = self.register_raw(username, &format!("{username}@example.org"), PASSWORD).await;
+        assert_eq!(status, StatusCode::CREATED, "register {username}: {body}");
+        parse(body)
+    }
+
+    pub async fn login_raw(&self, login: &str, password: &str) -> (StatusCode, Value) {
+        let body = serde_json::json!({"login": login, "password": password, "device_info": "test"});
+        self.post("/api/auth/login", None, &body).await
+    }
+
+    pub async fn login(&self, login: &str) -> LoginResponse {
+        let (status, body) = self.login_raw(login, PASSWORD).await;
+        assert_eq!(status, StatusCode::OK, "login {login}: {body}");
+        parse(body)
+    }
+
+    /// Registers `username` and logs in: the usual first step of a test.
+    pub async fn user(&self, username: &str) -> TestUser {
+        let user = self.register(username).await;
+        let login = self.login(username).await;
+        TestUser { user, token: login.token }
+    }
+
+    /// The Redis key the server uses for `suffix` (e.g. `session:{token}`).
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.prefix)
+    }
+
+    pub async fn redis_cmd<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
+        cmd.query_async(&mut self.redis.clone()).await.expect("redis command")
+    }
+
+    /// Stops the server and waits for it to finish.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let url = self.settings.redis_url.expose().to_owned();
+        let pattern = format!("{}*", self.prefix);
+        let _ = &self.database;
+        let cleanup = std::thread::spawn(move || {
+            let Ok(client) = redis::Client::open(url) else { return };
+            let Ok(mut conn) = client.get_connection() else { return };
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        });
+        let _ = cleanup.join();
+    }
+}
+
+pub struct TestUser {
+    pub user: User,
+    pub token: String,
+}
+
+pub fn parse<T: DeserializeOwned>(v: Value) -> T {
+    serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("unexpected body {v}: {e}"))
+}
+
+pub fn json<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("serializable")
+}
+
+/// The `code` of an error body.
+pub fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}

@@ -1,0 +1,100 @@
+//! Malformed requests: every one answers 4xx in the one error shape, never 500.
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use sohbet_tests::{code, TestApp};
+
+async fn raw(app: &TestApp, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    let mut req = app.http.post(app.url(path)).body(body);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = TestApp::spawn().await;
+    for body in [&b"{"[..], b"not json", b"{\"username\": }", b"\xff\xfe"] {
+        let (status, answer) = raw(&app, "/api/auth/register", Some("application/json"), body.to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
+        assert_eq!(code(&answer), "malformed_json");
+    }
+}
+
+#[tokio::test]
+async fn wrong_types_missing_and_unknown_fields_are_422() {
+    let app = TestApp::spawn().await;
+    for body in [
+        r#"{"username": 5, "email": "a@b.co", "password": "longenough"}"#,
+        r#"{"email": "a@b.co", "password": "longenough"}"#,
+        r#"{"username": "abc", "email": "a@b.co", "password": "longenough", "admin": true}"#,
+        r#"[1, 2, 3]"#,
+        r#"null"#,
+    ] {
+        let (status, answer) = raw(&app, "/api/auth/register", Some("application/json"), body.into()).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_eq!(code(&answer), "invalid_body", "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_without_json_content_type_is_415() {
+    let app = TestApp::spawn().await;
+    let (status, answer) = raw(&app, "/api/auth/login", Some("text/plain"), b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(code(&answer), "unsupported_media_type");
+    let (status, _) = raw(&app, "/api/auth/login", None, b"{}".to_vec()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+}
+
+#[tokio::test]
+async fn an_oversize_body_is_413() {
+    let app = TestApp::spawn_with(|s| s.max_body_bytes = 4096).await;
+    let big = format!(r#"{{"username": "abc", "email": "a@b.co", "password": "{}"}}"#, "x".repeat(10_000));
+    let (status, answer) = raw(&app, "/api/auth/register", Some("application/json"), big.into()).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(code(&answer), "payload_too_large");
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_404_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let resp = app.http.get(app.url("/api/nothing/here")).send().await.expect("request");
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(code(&body), "not_found");
+}
+
+#[tokio::test]
+async fn health_reports_both_stores() {
+    let app = TestApp::spawn().await;
+    let resp = app.http.get(app.url("/api/health")).send().await.expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(body, serde_json::json!({"postgres": "ok", "redis": "ok"}));
+}
+
+#[tokio::test]
+async fn openapi_document_lists_every_route() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.http.get(app.url("/api/openapi.json")).send().await.expect("request").json().await.expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/health", "get"),
+        ("/api/auth/register", "post"),
+        ("/api/auth/login", "post"),
+        ("/api/auth/logout", "post"),
+        ("/api/auth/sessions", "get"),
+        ("/api/auth/sessions", "delete"),
+        ("/api/auth/sessions/{session_id}", "delete"),
+        ("/api/users/me", "get"),
+        ("/api/users/me", "patch"),
+        ("/api/users/me/friend-code", "post"),
+    ] {
+        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
+    }
+    assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+}
