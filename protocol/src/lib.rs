@@ -4,12 +4,14 @@
 //! - [`auth`]: registration, login and sessions.
 //! - [`users`]: user profiles and their updates.
 //! - [`error`]: the single error body every failing request returns.
+//! - [`gateway`]: real-time events pushed over the WebSocket gateway.
 //!
 //! Request bodies reject unknown fields so that a typo in a client is a clear 4xx rather
 //! than a silently ignored field.
 
 pub mod auth;
 pub mod error;
+pub mod gateway;
 pub mod users;
 
 mod serde_util;

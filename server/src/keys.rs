@@ -36,4 +36,9 @@ impl Keys {
     pub fn login_account(&self, login: &str) -> String {
         format!("{}ratelimit:login:account:{login}", self.prefix)
     }
+
+    /// Pub/sub channel carrying every event between server instances.
+    pub fn events_channel(&self) -> String {
+        format!("{}events", self.prefix)
+    }
 }

@@ -9,6 +9,7 @@
 //! - [`session`], [`auth`]: Redis sessions and the extractor that checks them.
 //! - [`password`]: argon2id on a bounded blocking pool.
 //! - [`rate_limit`], [`keys`]: Redis counters and key names.
+//! - [`events`]: the event bus between REST handlers and the gateway, across instances.
 //!
 //! [`run`] is the whole server: tests start it on port 0 exactly as `main` does.
 
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod keys;
 pub mod password;
@@ -68,6 +70,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             .unwrap_or(2)
     });
     let passwords = PasswordHasher::new(concurrency).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let events = events::EventBus::new(redis.clone(), &keys);
     Ok(AppState {
         db,
         redis,
@@ -75,6 +78,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         sessions,
         passwords,
         settings: Arc::new(settings),
+        events,
     })
 }
 
@@ -106,10 +110,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving")?;
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("serving")?;
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
-use crate::{config::Settings, keys::Keys, password::PasswordHasher, session::SessionStore};
+use crate::{
+    config::Settings, events::EventBus, keys::Keys, password::PasswordHasher, session::SessionStore,
+};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -15,4 +17,5 @@ pub struct AppState {
     pub sessions: SessionStore,
     pub passwords: PasswordHasher,
     pub settings: Arc<Settings>,
+    pub events: EventBus,
 }

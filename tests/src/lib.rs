@@ -24,12 +24,16 @@ fn env(name: &str) -> String {
 fn random_suffix() -> String {
     use rand::Rng;
     let mut rng = rand::rng();
-    (0..12).map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)])).collect()
+    (0..12)
+        .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
+        .collect()
 }
 
 /// Replaces the database name at the end of a PostgreSQL URL.
 pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
     match query {
         Some(q) => format!("{base}/{db}?{q}"),
@@ -48,13 +52,19 @@ impl TestDatabase {
     pub async fn create() -> Self {
         let admin_url = with_database(&env("DATABASE_URL"), "postgres");
         let name = format!("t_{}", random_suffix());
-        let mut admin = PgConnection::connect(&admin_url).await.expect("connect to PostgreSQL");
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to PostgreSQL");
         sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
             .execute(&mut admin)
             .await
             .expect("create test database");
         let url = with_database(&env("DATABASE_URL"), &name);
-        Self { name, url, admin_url }
+        Self {
+            name,
+            url,
+            admin_url,
+        }
     }
 }
 
@@ -63,7 +73,10 @@ impl Drop for TestDatabase {
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         // Drop runs inside the test's runtime: do the async cleanup on a thread of its own.
         let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
                 return;
             };
             rt.block_on(async {
@@ -111,9 +124,13 @@ impl TestApp {
     }
 
     async fn start(database: TestDatabase, settings: Settings) -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let state = sohbet_server::build_state(settings.clone()).await.expect("server state");
+        let state = sohbet_server::build_state(settings.clone())
+            .await
+            .expect("server state");
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(sohbet_server::serve(listener, state, async move {
             let _ = rx.await;
@@ -171,7 +188,8 @@ impl TestApp {
         let value = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"))
+            serde_json::from_str(&text)
+                .unwrap_or_else(|_| panic!("non-JSON answer {status}: {text}"))
         };
         (status, value)
     }
@@ -184,13 +202,20 @@ impl TestApp {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
-    pub async fn register_raw(&self, username: &str, email: &str, password: &str) -> (StatusCode, Value) {
+    pub async fn register_raw(
+        &self,
+        username: &str,
+        email: &str,
+        password: &str,
+    ) -> (StatusCode, Value) {
         let body = serde_json::json!({"username": username, "email": email, "password": password});
         self.post("/api/auth/register", None, &body).await
     }
 
     pub async fn register(&self, username: &str) -> User {
-        let (status, body) = self.register_raw(username, &format!("{username}@example.org"), PASSWORD).await;
+        let (status, body) = self
+            .register_raw(username, &format!("{username}@example.org"), PASSWORD)
+            .await;
         assert_eq!(status, StatusCode::CREATED, "register {username}: {body}");
         parse(body)
     }
@@ -210,7 +235,10 @@ impl TestApp {
     pub async fn user(&self, username: &str) -> TestUser {
         let user = self.register(username).await;
         let login = self.login(username).await;
-        TestUser { user, token: login.token }
+        TestUser {
+            user,
+            token: login.token,
+        }
     }
 
     /// The Redis key the server uses for `suffix` (e.g. `session:{token}`).
@@ -219,7 +247,9 @@ impl TestApp {
     }
 
     pub async fn redis_cmd<T: redis::FromRedisValue>(&self, cmd: &mut redis::Cmd) -> T {
-        cmd.query_async(&mut self.redis.clone()).await.expect("redis command")
+        cmd.query_async(&mut self.redis.clone())
+            .await
+            .expect("redis command")
     }
 
     /// Stops the server and waits for it to finish.
@@ -242,9 +272,16 @@ impl Drop for TestApp {
         let pattern = format!("{}*", self.prefix);
         let _ = &self.database;
         let cleanup = std::thread::spawn(move || {
-            let Ok(client) = redis::Client::open(url) else { return };
-            let Ok(mut conn) = client.get_connection() else { return };
-            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).unwrap_or_default();
+            let Ok(client) = redis::Client::open(url) else {
+                return;
+            };
+            let Ok(mut conn) = client.get_connection() else {
+                return;
+            };
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query(&mut conn)
+                .unwrap_or_default();
             if !keys.is_empty() {
                 let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
             }

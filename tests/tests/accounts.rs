@@ -20,13 +20,19 @@ async fn register_returns_the_new_user_with_a_friend_code() {
     assert_eq!(user.username, "ada.l_1", "usernames are stored lower-case");
     assert_eq!(user.display_name.as_deref(), Some("Ada"));
     assert_eq!(user.friend_code.len(), 8);
-    assert!(user.friend_code.chars().all(|c| "23456789ABCDEFGHJKMNPQRSTUVWXYZ".contains(c)));
+    assert!(user
+        .friend_code
+        .chars()
+        .all(|c| "23456789ABCDEFGHJKMNPQRSTUVWXYZ".contains(c)));
     let hash: String = sqlx::query_scalar("select password_hash from users where user_id = $1")
         .bind(user.user_id)
         .fetch_one(&app.db)
         .await
         .expect("row");
-    assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    assert!(
+        hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "{hash}"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +98,10 @@ async fn profile_update_sets_and_clears_fields() {
     assert_eq!(status, StatusCode::OK, "{body}");
     let user: User = parse(body);
     assert_eq!(user.display_name.as_deref(), Some("Bob B."));
-    assert_eq!(user.profile_pic.as_deref(), Some("https://img.example.org/b.png"));
+    assert_eq!(
+        user.profile_pic.as_deref(),
+        Some("https://img.example.org/b.png")
+    );
     assert_eq!(user.status, protocol::users::UserStatus::Dnd);
     assert!(user.updated_at > bob.user.updated_at);
 
@@ -102,7 +111,10 @@ async fn profile_update_sets_and_clears_fields() {
     assert_eq!(status, StatusCode::OK);
     let user: User = parse(body);
     assert_eq!(user.display_name, None);
-    assert_eq!(user.profile_pic.as_deref(), Some("https://img.example.org/b.png"));
+    assert_eq!(
+        user.profile_pic.as_deref(),
+        Some("https://img.example.org/b.png")
+    );
     assert_eq!(user.status, protocol::users::UserStatus::Dnd);
 }
 
@@ -114,18 +126,50 @@ async fn profile_update_rejects_bad_values_and_changes_nothing() {
         (json!({"display_name": ""}), "display_name"),
         (json!({"display_name": "x".repeat(65)}), "display_name"),
         (json!({"profile_pic": "javascript:alert(1)"}), "profile_pic"),
-        (json!({"profile_pic": "ftp://example.org/x.png"}), "profile_pic"),
-        (json!({"display_name": "ok", "profile_pic": "not a url"}), "profile_pic"),
+        (
+            json!({"profile_pic": "ftp://example.org/x.png"}),
+            "profile_pic",
+        ),
+        (
+            json!({"display_name": "ok", "profile_pic": "not a url"}),
+            "profile_pic",
+        ),
     ];
     for (body, field) in cases {
-        let (status, answer) = app.call(Method::PATCH, "/api/users/me", Some(&carol.token), Some(&body)).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {answer}");
+        let (status, answer) = app
+            .call(
+                Method::PATCH,
+                "/api/users/me",
+                Some(&carol.token),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {answer}"
+        );
         assert_eq!(code(&answer), "validation_failed");
         assert_eq!(answer["error"]["field"], field);
     }
-    for body in [json!({"status": "offline"}), json!({"status": 3}), json!({"nickname": "x"})] {
-        let (status, answer) = app.call(Method::PATCH, "/api/users/me", Some(&carol.token), Some(&body)).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {answer}");
+    for body in [
+        json!({"status": "offline"}),
+        json!({"status": 3}),
+        json!({"nickname": "x"}),
+    ] {
+        let (status, answer) = app
+            .call(
+                Method::PATCH,
+                "/api/users/me",
+                Some(&carol.token),
+                Some(&body),
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {answer}"
+        );
         assert_eq!(code(&answer), "invalid_body");
     }
     let (_, body) = app.get("/api/users/me", &carol.token).await;
@@ -136,13 +180,17 @@ async fn profile_update_rejects_bad_values_and_changes_nothing() {
 async fn friend_code_can_be_regenerated_by_its_owner() {
     let app = TestApp::spawn().await;
     let dan = app.user("dan").await;
-    let (status, body) = app.post("/api/users/me/friend-code", Some(&dan.token), &json!({})).await;
+    let (status, body) = app
+        .post("/api/users/me/friend-code", Some(&dan.token), &json!({}))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let new_code = body["friend_code"].as_str().expect("code").to_owned();
     assert_ne!(new_code, dan.user.friend_code);
     let (_, me) = app.get("/api/users/me", &dan.token).await;
     assert_eq!(me["friend_code"], new_code.as_str());
-    let (status, _) = app.call(Method::POST, "/api/users/me/friend-code", None, None).await;
+    let (status, _) = app
+        .call(Method::POST, "/api/users/me/friend-code", None, None)
+        .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -150,13 +198,20 @@ async fn friend_code_can_be_regenerated_by_its_owner() {
 async fn duplicate_username_or_email_is_a_conflict_regardless_of_case() {
     let app = TestApp::spawn().await;
     app.register("erin").await;
-    let (status, body) = app.register_raw("ERIN", "other@example.org", PASSWORD).await;
+    let (status, body) = app
+        .register_raw("ERIN", "other@example.org", PASSWORD)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&body), "username_taken");
-    let (status, body) = app.register_raw("erin2", "Erin@EXAMPLE.org", PASSWORD).await;
+    let (status, body) = app
+        .register_raw("erin2", "Erin@EXAMPLE.org", PASSWORD)
+        .await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(code(&body), "email_taken");
-    let count: i64 = sqlx::query_scalar("select count(*) from users").fetch_one(&app.db).await.expect("count");
+    let count: i64 = sqlx::query_scalar("select count(*) from users")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
     assert_eq!(count, 1);
 }
 
@@ -164,10 +219,18 @@ async fn duplicate_username_or_email_is_a_conflict_regardless_of_case() {
 async fn concurrent_registrations_of_one_name_create_one_account() {
     let app = TestApp::spawn().await;
     let emails: Vec<String> = (0..4).map(|i| format!("frank{i}@example.org")).collect();
-    let attempts = emails.iter().map(|e| app.register_raw("frank", e, PASSWORD));
+    let attempts = emails
+        .iter()
+        .map(|e| app.register_raw("frank", e, PASSWORD));
     let results = futures::future::join_all(attempts).await;
-    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
-    let conflicts = results.iter().filter(|(s, b)| *s == StatusCode::CONFLICT && code(b) == "username_taken").count();
+    let created = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::CREATED)
+        .count();
+    let conflicts = results
+        .iter()
+        .filter(|(s, b)| *s == StatusCode::CONFLICT && code(b) == "username_taken")
+        .count();
     assert_eq!((created, conflicts), (1, 3), "{results:?}");
 }
 
@@ -178,30 +241,77 @@ async fn registration_validates_every_field() {
     let long_pw = "p".repeat(129);
     let long_display = "d".repeat(65);
     let cases: Vec<(serde_json::Value, &str)> = vec![
-        (json!({"username": "ab", "email": "a@b.co", "password": PASSWORD}), "username"),
-        (json!({"username": long, "email": "a@b.co", "password": PASSWORD}), "username"),
-        (json!({"username": "has space", "email": "a@b.co", "password": PASSWORD}), "username"),
-        (json!({"username": "dash-name", "email": "a@b.co", "password": PASSWORD}), "username"),
-        (json!({"username": "émile", "email": "a@b.co", "password": PASSWORD}), "username"),
-        (json!({"username": "good", "email": "no-at-sign", "password": PASSWORD}), "email"),
-        (json!({"username": "good", "email": "a@nodot", "password": PASSWORD}), "email"),
-        (json!({"username": "good", "email": "a b@c.de", "password": PASSWORD}), "email"),
-        (json!({"username": "good", "email": "a@b.co", "password": "short"}), "password"),
-        (json!({"username": "good", "email": "a@b.co", "password": long_pw}), "password"),
-        (json!({"username": "good", "email": "a@b.co", "password": PASSWORD, "display_name": long_display}), "display_name"),
-        (json!({"username": "good", "email": "a@b.co", "password": PASSWORD, "display_name": "   "}), "display_name"),
+        (
+            json!({"username": "ab", "email": "a@b.co", "password": PASSWORD}),
+            "username",
+        ),
+        (
+            json!({"username": long, "email": "a@b.co", "password": PASSWORD}),
+            "username",
+        ),
+        (
+            json!({"username": "has space", "email": "a@b.co", "password": PASSWORD}),
+            "username",
+        ),
+        (
+            json!({"username": "dash-name", "email": "a@b.co", "password": PASSWORD}),
+            "username",
+        ),
+        (
+            json!({"username": "émile", "email": "a@b.co", "password": PASSWORD}),
+            "username",
+        ),
+        (
+            json!({"username": "good", "email": "no-at-sign", "password": PASSWORD}),
+            "email",
+        ),
+        (
+            json!({"username": "good", "email": "a@nodot", "password": PASSWORD}),
+            "email",
+        ),
+        (
+            json!({"username": "good", "email": "a b@c.de", "password": PASSWORD}),
+            "email",
+        ),
+        (
+            json!({"username": "good", "email": "a@b.co", "password": "short"}),
+            "password",
+        ),
+        (
+            json!({"username": "good", "email": "a@b.co", "password": long_pw}),
+            "password",
+        ),
+        (
+            json!({"username": "good", "email": "a@b.co", "password": PASSWORD, "display_name": long_display}),
+            "display_name",
+        ),
+        (
+            json!({"username": "good", "email": "a@b.co", "password": PASSWORD, "display_name": "   "}),
+            "display_name",
+        ),
     ];
     for (body, field) in cases {
         let (status, answer) = app.post("/api/auth/register", None, &body).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} -> {answer}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} -> {answer}"
+        );
         assert_eq!(code(&answer), "validation_failed", "{body}");
         assert_eq!(answer["error"]["field"], field, "{body}");
     }
     // Limits are inclusive: 3 and 32 characters, 8 and 128 characters.
-    let (status, body) = app.register_raw("abc", "abc@example.org", &"p".repeat(8)).await;
+    let (status, body) = app
+        .register_raw("abc", "abc@example.org", &"p".repeat(8))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let (status, body) = app.register_raw(&"b".repeat(32), "b@example.org", &"p".repeat(128)).await;
+    let (status, body) = app
+        .register_raw(&"b".repeat(32), "b@example.org", &"p".repeat(128))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    let count: i64 = sqlx::query_scalar("select count(*) from users").fetch_one(&app.db).await.expect("count");
+    let count: i64 = sqlx::query_scalar("select count(*) from users")
+        .fetch_one(&app.db)
+        .await
+        .expect("count");
     assert_eq!(count, 2, "no rejected registration left a row");
 }

@@ -4,7 +4,12 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use sohbet_tests::{code, TestApp};
 
-async fn raw(app: &TestApp, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+async fn raw(
+    app: &TestApp,
+    path: &str,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
     let mut req = app.http.post(app.url(path)).body(body);
     if let Some(ct) = content_type {
         req = req.header("content-type", ct);
@@ -18,7 +23,13 @@ async fn raw(app: &TestApp, path: &str, content_type: Option<&str>, body: Vec<u8
 async fn malformed_json_is_400() {
     let app = TestApp::spawn().await;
     for body in [&b"{"[..], b"not json", b"{\"username\": }", b"\xff\xfe"] {
-        let (status, answer) = raw(&app, "/api/auth/register", Some("application/json"), body.to_vec()).await;
+        let (status, answer) = raw(
+            &app,
+            "/api/auth/register",
+            Some("application/json"),
+            body.to_vec(),
+        )
+        .await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?}");
         assert_eq!(code(&answer), "malformed_json");
     }
@@ -34,7 +45,13 @@ async fn wrong_types_missing_and_unknown_fields_are_422() {
         r#"[1, 2, 3]"#,
         r#"null"#,
     ] {
-        let (status, answer) = raw(&app, "/api/auth/register", Some("application/json"), body.into()).await;
+        let (status, answer) = raw(
+            &app,
+            "/api/auth/register",
+            Some("application/json"),
+            body.into(),
+        )
+        .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
         assert_eq!(code(&answer), "invalid_body", "{body}");
     }
@@ -53,8 +70,17 @@ async fn a_body_without_json_content_type_is_415() {
 #[tokio::test]
 async fn an_oversize_body_is_413() {
     let app = TestApp::spawn_with(|s| s.max_body_bytes = 4096).await;
-    let big = format!(r#"{{"username": "abc", "email": "a@b.co", "password": "{}"}}"#, "x".repeat(10_000));
-    let (status, answer) = raw(&app, "/api/auth/register", Some("application/json"), big.into()).await;
+    let big = format!(
+        r#"{{"username": "abc", "email": "a@b.co", "password": "{}"}}"#,
+        "x".repeat(10_000)
+    );
+    let (status, answer) = raw(
+        &app,
+        "/api/auth/register",
+        Some("application/json"),
+        big.into(),
+    )
+    .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(code(&answer), "payload_too_large");
 }
@@ -62,7 +88,12 @@ async fn an_oversize_body_is_413() {
 #[tokio::test]
 async fn an_unknown_route_is_404_in_the_error_shape() {
     let app = TestApp::spawn().await;
-    let resp = app.http.get(app.url("/api/nothing/here")).send().await.expect("request");
+    let resp = app
+        .http
+        .get(app.url("/api/nothing/here"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(code(&body), "not_found");
@@ -71,7 +102,12 @@ async fn an_unknown_route_is_404_in_the_error_shape() {
 #[tokio::test]
 async fn health_reports_both_stores() {
     let app = TestApp::spawn().await;
-    let resp = app.http.get(app.url("/api/health")).send().await.expect("request");
+    let resp = app
+        .http
+        .get(app.url("/api/health"))
+        .send()
+        .await
+        .expect("request");
     assert_eq!(resp.status(), StatusCode::OK);
     let body: Value = resp.json().await.expect("json");
     assert_eq!(body, serde_json::json!({"postgres": "ok", "redis": "ok"}));
@@ -80,7 +116,15 @@ async fn health_reports_both_stores() {
 #[tokio::test]
 async fn openapi_document_lists_every_route() {
     let app = TestApp::spawn().await;
-    let doc: Value = app.http.get(app.url("/api/openapi.json")).send().await.expect("request").json().await.expect("json");
+    let doc: Value = app
+        .http
+        .get(app.url("/api/openapi.json"))
+        .send()
+        .await
+        .expect("request")
+        .json()
+        .await
+        .expect("json");
     let paths = doc["paths"].as_object().expect("paths");
     for (path, method) in [
         ("/api/health", "get"),
@@ -94,7 +138,10 @@ async fn openapi_document_lists_every_route() {
         ("/api/users/me", "patch"),
         ("/api/users/me/friend-code", "post"),
     ] {
-        assert!(paths.get(path).and_then(|p| p.get(method)).is_some(), "{method} {path} missing");
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "{method} {path} missing"
+        );
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
 }

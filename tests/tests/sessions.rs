@@ -16,14 +16,25 @@ async fn session_is_stored_as_the_seed_describes() {
     let key = app.key(&format!("session:{}", login.token));
     let raw: String = app.redis_cmd(redis::cmd("GET").arg(&key)).await;
     let value: Value = serde_json::from_str(&raw).expect("session JSON");
-    let fields: Vec<&str> = value.as_object().expect("object").keys().map(String::as_str).collect();
+    let fields: Vec<&str> = value
+        .as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect();
     assert_eq!(fields.len(), 5, "{value}");
     assert_eq!(value["user_id"], user.user_id);
     assert_eq!(value["username"], "ali");
     assert_eq!(value["ip_address"], "127.0.0.1");
     assert_eq!(value["device_info"], "test");
-    let created = chrono::DateTime::parse_from_rfc3339(value["created_at"].as_str().expect("str")).expect("rfc3339");
-    assert!((chrono::Utc::now() - created.with_timezone(&chrono::Utc)).num_seconds().abs() < 60);
+    let created = chrono::DateTime::parse_from_rfc3339(value["created_at"].as_str().expect("str"))
+        .expect("rfc3339");
+    assert!(
+        (chrono::Utc::now() - created.with_timezone(&chrono::Utc))
+            .num_seconds()
+            .abs()
+            < 60
+    );
     let ttl: i64 = app.redis_cmd(redis::cmd("TTL").arg(&key)).await;
     assert!((3590..=3600).contains(&ttl), "ttl {ttl}");
 }
@@ -57,11 +68,18 @@ async fn logout_ends_only_the_calling_session() {
     let app = TestApp::spawn().await;
     let first = app.user("deniz").await;
     let second = app.login("deniz").await.token;
-    let (status, _) = app.call(Method::POST, "/api/auth/logout", Some(&first.token), None).await;
+    let (status, _) = app
+        .call(Method::POST, "/api/auth/logout", Some(&first.token), None)
+        .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(app.get("/api/users/me", &first.token).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/users/me", &first.token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.get("/api/users/me", &second).await.0, StatusCode::OK);
-    let exists: i64 = app.redis_cmd(redis::cmd("EXISTS").arg(app.key(&format!("session:{}", first.token)))).await;
+    let exists: i64 = app
+        .redis_cmd(redis::cmd("EXISTS").arg(app.key(&format!("session:{}", first.token))))
+        .await;
     assert_eq!(exists, 0);
 }
 
@@ -77,7 +95,10 @@ async fn sessions_are_listed_without_tokens_and_one_can_be_revoked() {
     let a = app.user("ece").await;
     let b = app.login("ece").await.token;
     let (_, raw) = app.get("/api/auth/sessions", &a.token).await;
-    assert!(!raw.to_string().contains(&b), "another session's token is never listed");
+    assert!(
+        !raw.to_string().contains(&b),
+        "another session's token is never listed"
+    );
     let list = sessions(&app, &a.token).await;
     assert_eq!(list.len(), 2);
     assert_eq!(list.iter().filter(|s| s.current).count(), 1);
@@ -86,7 +107,10 @@ async fn sessions_are_listed_without_tokens_and_one_can_be_revoked() {
     let path = format!("/api/auth/sessions/{}", other.session_id);
     let (status, _) = app.call(Method::DELETE, &path, Some(&a.token), None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert_eq!(app.get("/api/users/me", &b).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.get("/api/users/me", &b).await.0,
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(app.get("/api/users/me", &a.token).await.0, StatusCode::OK);
     assert_eq!(sessions(&app, &a.token).await.len(), 1);
 
@@ -111,14 +135,30 @@ async fn a_user_cannot_revoke_someone_elses_session() {
 async fn revoking_all_others_keeps_the_current_session() {
     let app = TestApp::spawn().await;
     let keep = app.user("hakan").await;
-    let others = [app.login("hakan").await.token, app.login("hakan").await.token];
-    let (status, body) = app.call(Method::DELETE, "/api/auth/sessions", Some(&keep.token), None).await;
+    let others = [
+        app.login("hakan").await.token,
+        app.login("hakan").await.token,
+    ];
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            "/api/auth/sessions",
+            Some(&keep.token),
+            None,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, json!({"revoked": 2}));
     for t in &others {
-        assert_eq!(app.get("/api/users/me", t).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.get("/api/users/me", t).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
-    assert_eq!(app.get("/api/users/me", &keep.token).await.0, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/users/me", &keep.token).await.0,
+        StatusCode::OK
+    );
     assert_eq!(sessions(&app, &keep.token).await.len(), 1);
 }
 
@@ -145,7 +185,10 @@ async fn failed_logins_are_limited_per_account() {
     .await;
     app.register("kaan").await;
     for _ in 0..3 {
-        assert_eq!(app.login_raw("kaan", "wrong password").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.login_raw("kaan", "wrong password").await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     // Now even the right password waits: the account is locked for the window.
     let resp = app
@@ -156,7 +199,11 @@ async fn failed_logins_are_limited_per_account() {
         .await
         .expect("request");
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
-    let retry: u64 = resp.headers()["retry-after"].to_str().expect("ascii").parse().expect("seconds");
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
     assert!((1..=300).contains(&retry), "{retry}");
     let body: Value = resp.json().await.expect("json");
     assert_eq!(code(&body), "rate_limited");
@@ -169,9 +216,15 @@ async fn failed_logins_are_limited_per_account() {
 async fn unknown_accounts_are_limited_like_real_ones() {
     let app = TestApp::spawn_with(|s| s.login_account_limit = 2).await;
     for _ in 0..2 {
-        assert_eq!(app.login_raw("ghost", PASSWORD).await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.login_raw("ghost", PASSWORD).await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
-    assert_eq!(app.login_raw("ghost", PASSWORD).await.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        app.login_raw("ghost", PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
 }
 
 #[tokio::test]
@@ -199,7 +252,10 @@ async fn a_successful_login_clears_the_failure_count() {
     }
     app.login("nil").await;
     for _ in 0..2 {
-        assert_eq!(app.login_raw("nil", "wrong password").await.0, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            app.login_raw("nil", "wrong password").await.0,
+            StatusCode::UNAUTHORIZED
+        );
     }
     app.login("nil").await;
 }

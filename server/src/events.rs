@@ -1,0 +1,80 @@
+//! The event bus: REST handlers publish [`Event`]s after their transaction commits; every
+//! server instance receives them over Redis pub/sub and its gateway delivers each to the
+//! connected recipients.
+//!
+//! Publishing never fails a request: the change is already committed, and clients that miss
+//! a live event catch up when they resume (messages by sequence number). A failed publish is
+//! logged.
+
+use protocol::{gateway::Event, UserId};
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+
+use crate::keys::Keys;
+
+/// What travels on the Redis channel: the event and who may see it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Envelope {
+    pub recipients: Vec<UserId>,
+    pub event: Event,
+}
+
+#[derive(Clone)]
+pub struct EventBus {
+    redis: ConnectionManager,
+    channel: String,
+}
+
+impl EventBus {
+    pub fn new(redis: ConnectionManager, keys: &Keys) -> Self {
+        Self {
+            redis,
+            channel: keys.events_channel(),
+        }
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Delivers `event` to `recipients` (deduplicated) on every instance.
+    pub async fn publish(&self, recipients: impl IntoIterator<Item = UserId>, event: Event) {
+        let mut recipients: Vec<UserId> = recipients.into_iter().collect();
+        recipients.sort_unstable();
+        recipients.dedup();
+        if recipients.is_empty() {
+            return;
+        }
+        let envelope = Envelope { recipients, event };
+        let payload = match serde_json::to_string(&envelope) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize event");
+                return;
+            }
+        };
+        let published = redis::cmd("PUBLISH")
+            .arg(&self.channel)
+            .arg(payload)
+            .query_async::<i64>(&mut self.redis.clone())
+            .await;
+        if let Err(e) = published {
+            tracing::warn!(error = %e, "event not published; clients catch up on resume");
+        }
+    }
+
+    /// Delivers `event` to every member of `group_id` (read after commit).
+    pub async fn publish_to_group(&self, db: impl PgExecutor<'_>, group_id: i64, event: Event) {
+        match sqlx::query_scalar::<_, i64>("select user_id from group_members where group_id = $1")
+            .bind(group_id)
+            .fetch_all(db)
+            .await
+        {
+            Ok(members) => self.publish(members, event).await,
+            Err(e) => {
+                tracing::warn!(error = %e, group_id, "cannot read members; event not published")
+            }
+        }
+    }
+}
