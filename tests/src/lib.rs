@@ -2,6 +2,10 @@
 //! and Redis named by `DATABASE_URL` / `REDIS_URL` (`cargo xtask test` starts private ones),
 //! each app with its own database and its own Redis key prefix, so tests run in parallel
 //! and clean up after themselves.
+//!
+//! [`bench`] holds the benchmark suites run by the `sohbet-bench` binary.
+
+pub mod bench;
 
 use std::{net::SocketAddr, time::Duration};
 
