@@ -41,6 +41,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(health::router())
         .merge(auth::router())
         .merge(users::router())
+        .merge(crate::gateway::router())
         .split_for_parts()
 }
 
