@@ -57,6 +57,15 @@ fn presence_of(user_id: i64, presence: Presence) -> impl FnMut(&GatewayEvent) ->
     }
 }
 
+/// Asserts that nothing says `user_id` went offline within `window`.
+async fn assert_stays_online(gw: &mut sohbet_tests::Gateway, user_id: i64, window: Duration) {
+    let seen = gw.collect_for(window).await;
+    let offline = seen.iter().any(|e| {
+        matches!(e, GatewayEvent::Event(Event::PresenceUpdated { user_id: u, presence: Presence::Offline, .. }) if *u == user_id)
+    });
+    assert!(!offline, "{user_id} must stay online: {seen:?}");
+}
+
 type RawSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -321,17 +330,7 @@ async fn a_user_on_two_devices_stays_online_until_both_close() {
     let mut desktop = app.gateway(&second_token);
     desktop.ready().await;
     phone.handle.close().await;
-    let seen = a.collect_for(Duration::from_millis(800)).await;
-    assert!(
-        !seen.iter().any(|e| matches!(
-            e,
-            GatewayEvent::Event(Event::PresenceUpdated {
-                presence: Presence::Offline,
-                ..
-            })
-        )),
-        "still online on the desktop: {seen:?}"
-    );
+    assert_stays_online(&mut a, bob.user.user_id, Duration::from_millis(800)).await;
     desktop.handle.close().await;
     a.expect(
         "bob offline",
@@ -476,14 +475,7 @@ async fn presence_spans_instances_and_expires_when_an_instance_dies() {
     let mut on_first = first.gateway(&phone_token);
     on_first.ready().await;
     on_first.handle.close().await;
-    let seen = a.collect_for(Duration::from_millis(600)).await;
-    assert!(!seen.iter().any(|e| matches!(
-        e,
-        GatewayEvent::Event(Event::PresenceUpdated {
-            presence: Presence::Offline,
-            ..
-        })
-    )));
+    assert_stays_online(&mut a, bob.user.user_id, Duration::from_millis(600)).await;
 
     // The second instance dies without cleaning up: its connection's presence expires and
     // the surviving instance announces bob offline.

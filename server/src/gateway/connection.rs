@@ -267,19 +267,14 @@ where
     let end = identified(conn, &session, session_id, resume, &mut reg, interval).await;
     hub.unregister(user_id, reg.id);
     if !conn.gateway.crashed() {
-        match conn.gateway.presence.disconnect(user_id, reg.id).await {
-            Ok(true) => {
-                presence::announce(
-                    &conn.state.db,
-                    &conn.state.events,
-                    user_id,
-                    presence::Change::Disconnected,
-                )
-                .await
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "presence disconnect failed"),
-        }
+        track_presence(
+            conn.state,
+            conn.gateway,
+            user_id,
+            reg.id,
+            presence::Change::Disconnected,
+        )
+        .await;
     }
     end
 }
@@ -296,19 +291,14 @@ where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
 {
     let user_id = session.data.user_id;
-    match conn.gateway.presence.connect(user_id, reg.id).await {
-        Ok(true) => {
-            presence::announce(
-                &conn.state.db,
-                &conn.state.events,
-                user_id,
-                presence::Change::Connected,
-            )
-            .await
-        }
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "presence connect failed"),
-    }
+    track_presence(
+        conn.state,
+        conn.gateway,
+        user_id,
+        reg.id,
+        presence::Change::Connected,
+    )
+    .await;
     let ready = match replay::ready(conn.state, &conn.gateway.presence, user_id, session_id).await {
         Ok(r) => r,
         Err(_) => return End::Close(1011, "internal error"),
@@ -361,6 +351,26 @@ where
                 return End::Close(close::GOING_AWAY, "server shutting down");
             }
         }
+    }
+}
+
+/// Records a connection opening or closing and announces the user's presence when it
+/// changed (first connection opened, last one closed).
+async fn track_presence(
+    state: &AppState,
+    gateway: &Gateway,
+    user_id: UserId,
+    conn_id: u64,
+    change: presence::Change,
+) {
+    let changed = match change {
+        presence::Change::Connected => gateway.presence.connect(user_id, conn_id).await,
+        _ => gateway.presence.disconnect(user_id, conn_id).await,
+    };
+    match changed {
+        Ok(true) => presence::announce(&state.db, &state.events, user_id, change).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, ?change, "presence not tracked"),
     }
 }
 
