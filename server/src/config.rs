@@ -76,6 +76,11 @@ pub struct Settings {
     /// milliseconds; more than the core count only queues inside the OS instead of here.
     #[arg(long, env = "SOHBET_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+
+    /// Most members a group may have. Every message fans out to each member's gateway and
+    /// read status is kept per member, so this bounds the work one send or read causes.
+    #[arg(long, env = "SOHBET_MAX_GROUP_SIZE", default_value_t = 250)]
+    pub max_group_size: i64,
 }
 
 impl Settings {
@@ -93,6 +98,7 @@ impl Settings {
             login_account_limit: 10,
             login_window_secs: 300,
             hash_concurrency: None,
+            max_group_size: 250,
         }
     }
 

@@ -11,6 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::{error::ApiError, state::AppState};
 
 pub mod auth;
+pub mod friends;
 pub mod health;
 pub mod users;
 
@@ -41,6 +42,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(health::router())
         .merge(auth::router())
         .merge(users::router())
+        .merge(friends::router())
         .split_for_parts()
 }
 
