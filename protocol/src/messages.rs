@@ -83,3 +83,24 @@ pub struct Receipt {
     /// record went with a deleted message.
     pub read_at: Option<DateTime<Utc>>,
 }
+
+/// `GET /api/groups/{group_id}/messages`: at most one of `before`, `after`, `around` (message
+/// ids of this group); none gives the latest page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Messages older than this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<MessageId>,
+    /// Messages newer than this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<MessageId>,
+    /// This message with up to `limit / 2` older ones and the rest newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub around: Option<MessageId>,
+    /// 1–100, default 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<i64>,
+}

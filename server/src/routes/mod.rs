@@ -12,7 +12,9 @@ use crate::{error::ApiError, state::AppState};
 
 pub mod auth;
 pub mod friends;
+pub mod groups;
 pub mod health;
+pub mod messages;
 pub mod users;
 
 #[derive(OpenApi)]
@@ -43,6 +45,8 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(auth::router())
         .merge(users::router())
         .merge(friends::router())
+        .merge(groups::router())
+        .merge(messages::router())
         .split_for_parts()
 }
 

@@ -77,7 +77,7 @@ macro_rules! public_user_columns {
     };
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(sqlx::FromRow, serde::Deserialize)]
 pub struct PublicUserRow {
     pub user_id: i64,
     pub username: String,
