@@ -358,17 +358,17 @@ fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
 }
 
 /// Latest messages, newest first in SQL (reversed before answering).
-const LATEST_SQL: &str = concat!(
+pub const LATEST_SQL: &str = concat!(
     "select ",
     message_columns!(),
     " from messages m where m.group_id = $1 order by m.seq desc limit $2"
 );
-const BEFORE_SQL: &str = concat!(
+pub const BEFORE_SQL: &str = concat!(
     "select ",
     message_columns!(),
     " from messages m where m.group_id = $1 and m.seq < $2 order by m.seq desc limit $3"
 );
-const FROM_SQL: &str = concat!(
+pub const FROM_SQL: &str = concat!(
     "select ",
     message_columns!(),
     " from messages m where m.group_id = $1 and m.seq >= $2 order by m.seq limit $3"
