@@ -19,10 +19,15 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::{users::User, users::UserStatus, UserId};
+use crate::{
+    friends::Friend,
+    groups::{Group, GroupDetail, Member, Role},
+    messages::Message,
+    users::{PublicUser, User, UserStatus},
+    MessageId, UserId,
+};
 
-/// Identifier of a chat group or DM (the seed's `chat_groups.group_id`).
-pub type GroupId = i64;
+pub use crate::GroupId;
 
 /// Version of the gateway protocol; bumped on incompatible changes.
 pub const GATEWAY_VERSION: u32 = 1;
@@ -77,9 +82,28 @@ pub mod close {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResumeFrom {
-    /// group_id → last `seq` received. Groups left out are not replayed (fetch their history
-    /// over REST).
-    pub groups: HashMap<GroupId, i64>,
+    /// Groups left out are not replayed (fetch their history over REST).
+    pub groups: Vec<GroupCursor>,
+}
+
+/// The last message sequence a client saw in one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GroupCursor {
+    pub group_id: GroupId,
+    pub last_seq: i64,
+}
+
+impl ResumeFrom {
+    pub fn from_positions(positions: &HashMap<GroupId, i64>) -> Self {
+        let mut groups: Vec<GroupCursor> = positions
+            .iter()
+            .map(|(&group_id, &last_seq)| GroupCursor { group_id, last_seq })
+            .collect();
+        groups.sort_by_key(|g| g.group_id);
+        Self { groups }
+    }
 }
 
 /// Client → server.
@@ -172,6 +196,67 @@ pub enum Event {
         user_id: UserId,
         expires_in_ms: u64,
     },
+
+    /// Someone sent me a friend request. To: the recipient.
+    FriendRequestReceived { request: Friend },
+    /// A request between me and `user` became a friendship. To: both.
+    FriendRequestAccepted { user: PublicUser },
+    /// The recipient declined a request. To: both (the requester's outgoing list shrinks).
+    FriendRequestDeclined { user_id: UserId },
+    /// The requester withdrew a request. To: both.
+    FriendRequestCancelled { user_id: UserId },
+    /// A friendship ended (unfriended, or blocked: deliberately the same event). To: both.
+    FriendRemoved { user_id: UserId },
+
+    /// I became a member of a new group or DM. To: its members.
+    GroupCreated { group: GroupDetail },
+    /// Name or description changed. To: members.
+    GroupUpdated { group: Group },
+    /// The group is gone with its history. To: its last members.
+    GroupDeleted { group_id: GroupId },
+    /// To: members, the new one included (who should fetch the group).
+    MemberAdded { group_id: GroupId, member: Member },
+    /// Removed or left. To: the remaining members and the one who went.
+    MemberRemoved { group_id: GroupId, user_id: UserId },
+    /// A role changed (also on ownership transfer, once per member changed). To: members.
+    MemberRoleChanged {
+        group_id: GroupId,
+        user_id: UserId,
+        role: Role,
+    },
+
+    /// To: members.
+    MessageCreated { message: Message },
+    /// Edited, or became read by everyone (`is_read`). To: members.
+    MessageUpdated { message: Message },
+    /// To: members. `seq` lets a resuming client drop it from its cache.
+    MessageDeleted {
+        group_id: GroupId,
+        message_id: MessageId,
+        seq: i64,
+    },
+    /// A member's read receipt moved: everything up to `last_read_seq` is read by `user_id`.
+    /// To: members.
+    ReadUpdated {
+        group_id: GroupId,
+        user_id: UserId,
+        last_read_seq: i64,
+        message_id: MessageId,
+        read_at: DateTime<Utc>,
+    },
+    /// My unread count in a group changed because I read on another device. To: me.
+    UnreadUpdated {
+        group_id: GroupId,
+        last_read_seq: i64,
+        unread_count: i64,
+    },
+    /// These messages became read by every other member. To: members. Sent instead of one
+    /// `message_updated` per message, since one read can cover thousands.
+    MessagesRead {
+        group_id: GroupId,
+        /// Every message with `seq <= up_to_seq` is now read by all.
+        up_to_seq: i64,
+    },
 }
 
 impl Event {
@@ -179,7 +264,8 @@ impl Event {
     /// once and in order; clients resume from the last one they saw.
     pub fn message_position(&self) -> Option<(GroupId, i64)> {
         match self {
-            Self::PresenceUpdated { .. } | Self::TypingStarted { .. } => None,
+            Self::MessageCreated { message } => Some((message.group_id, message.seq)),
+            _ => None,
         }
     }
 }

@@ -86,3 +86,16 @@ pub struct UpdateMeRequest {
 pub struct FriendCodeResponse {
     pub friend_code: String,
 }
+
+/// Another user as friends and co-members see them: no email, no friend code, and
+/// `invisible` shown as `offline`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PublicUser {
+    pub user_id: UserId,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub profile_pic: Option<String>,
+    pub status: crate::gateway::Presence,
+    pub last_seen: Option<DateTime<Utc>>,
+}

@@ -93,6 +93,11 @@ pub struct Settings {
     /// milliseconds; more than the core count only queues inside the OS instead of here.
     #[arg(long, env = "SOHBET_HASH_CONCURRENCY")]
     pub hash_concurrency: Option<usize>,
+
+    /// Most members a group may have. Every message fans out to each member's gateway and
+    /// read status is kept per member, so this bounds the work one send or read causes.
+    #[arg(long, env = "SOHBET_MAX_GROUP_SIZE", default_value_t = 250)]
+    pub max_group_size: i64,
 }
 
 impl Settings {
@@ -113,6 +118,7 @@ impl Settings {
             heartbeat_interval_ms: 10_000,
             gateway_queue: 1024,
             replay_limit: 1000,
+            max_group_size: 250,
         }
     }
 

@@ -163,6 +163,90 @@ pub fn parse_friend_code(raw: &str) -> Result<String, ApiError> {
     Ok(code)
 }
 
+/// Message text: 1–4000 characters after trimming surrounding whitespace; `\r\n` becomes
+/// `\n`; no NUL or other control characters except newline and tab. (Valid UTF-8 is
+/// guaranteed by the JSON parser, which rejects invalid bytes and lone surrogates.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageContent(String);
+
+impl MessageContent {
+    pub const MAX_CHARS: usize = 4000;
+
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let s = raw.replace("\r\n", "\n");
+        let s = s.trim();
+        let len = s.chars().count();
+        if !(1..=Self::MAX_CHARS).contains(&len) {
+            return Err(ApiError::validation(
+                "content",
+                "content must be 1 to 4000 characters after trimming",
+            ));
+        }
+        if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(ApiError::validation(
+                "content",
+                "content may not contain NUL or control characters other than newline and tab",
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A group name: 1–100 characters after trimming, no control characters.
+pub fn parse_group_name(raw: &str) -> Result<String, ApiError> {
+    let s = raw.trim();
+    let len = s.chars().count();
+    if !(1..=100).contains(&len) {
+        return Err(ApiError::validation(
+            "name",
+            "name must be 1 to 100 characters",
+        ));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "name",
+            "name may not contain control characters",
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+/// A group description: at most 1000 characters after trimming, newlines and tabs allowed,
+/// other control characters not. Empty means none.
+pub fn parse_description(raw: &str) -> Result<Option<String>, ApiError> {
+    let s = raw.trim();
+    if s.chars().count() > 1000 {
+        return Err(ApiError::validation(
+            "description",
+            "description must be at most 1000 characters",
+        ));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(ApiError::validation(
+            "description",
+            "description may not contain control characters other than newline and tab",
+        ));
+    }
+    Ok((!s.is_empty()).then(|| s.to_owned()))
+}
+
+/// A client's retry key: 1–64 characters, no control characters. Not trimmed: it is an
+/// opaque token compared exactly.
+pub fn parse_nonce(raw: &str) -> Result<String, ApiError> {
+    let len = raw.chars().count();
+    if !(1..=64).contains(&len) || raw.chars().any(char::is_control) {
+        return Err(ApiError::validation(
+            "nonce",
+            "nonce must be 1 to 64 characters without control characters",
+        ));
+    }
+    Ok(raw.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +290,40 @@ mod tests {
         for bad in ["ftp://x/y", "javascript:alert(1)", "https://", "http:// x"] {
             assert!(parse_profile_pic(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn message_content_is_trimmed_and_bounded() {
+        assert_eq!(
+            MessageContent::parse("  hi\r\nthere\t ").map(|c| c.0).ok(),
+            Some("hi\nthere".into())
+        );
+        assert!(MessageContent::parse(&"é".repeat(4000)).is_ok());
+        for bad in [
+            "",
+            "   \n\t ",
+            "a\0b",
+            "bell\u{7}",
+            "esc\u{1b}[31m",
+            "cr\ronly",
+        ] {
+            assert!(MessageContent::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(MessageContent::parse(&"x".repeat(4001)).is_err());
+    }
+
+    #[test]
+    fn group_names_and_descriptions_are_bounded() {
+        assert_eq!(parse_group_name(" Team ").ok(), Some("Team".into()));
+        assert!(parse_group_name(&"n".repeat(100)).is_ok());
+        for bad in ["", "  ", "a\nb"] {
+            assert!(parse_group_name(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(parse_group_name(&"n".repeat(101)).is_err());
+        assert_eq!(parse_description("  ").ok(), Some(None));
+        assert!(parse_description(&"d".repeat(1000)).is_ok());
+        assert!(parse_description(&"d".repeat(1001)).is_err());
+        assert!(parse_nonce("").is_err());
+        assert!(parse_nonce(&"n".repeat(65)).is_err());
     }
 }

@@ -47,10 +47,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
                 ApiError::InvalidParameter(e.body_text())
             }
         })?;
-        match serde_json::from_slice::<T>(&bytes) {
+        // JSON is UTF-8 (RFC 8259); serde_json does not check the bytes of a string it
+        // skips, so invalid UTF-8 there would otherwise pass for JSON of the wrong shape.
+        let Ok(text) = std::str::from_utf8(&bytes) else {
+            return Err(ApiError::MalformedJson);
+        };
+        match serde_json::from_str::<T>(text) {
             Ok(value) => Ok(Self(value)),
             // Valid JSON of the wrong shape, or not JSON at all?
-            Err(e) if serde_json::from_slice::<IgnoredAny>(&bytes).is_ok() => {
+            Err(e) if serde_json::from_str::<IgnoredAny>(text).is_ok() => {
                 Err(ApiError::InvalidBody(format!("invalid body: {e}")))
             }
             Err(_) => Err(ApiError::MalformedJson),

@@ -9,7 +9,7 @@ pub mod bench;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use protocol::{auth::LoginResponse, users::User};
+use protocol::{auth::LoginResponse, messages::Message, users::User};
 use reqwest::{Method, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
@@ -222,6 +222,99 @@ impl TestApp {
         self.call(Method::POST, path, token, Some(body)).await
     }
 
+    pub async fn patch(&self, path: &str, token: &str, body: &Value) -> (StatusCode, Value) {
+        self.call(Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn put(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(token), None).await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> (StatusCode, Value) {
+        self.call(Method::DELETE, path, Some(token), None).await
+    }
+
+    /// Makes `a` and `b` friends: `a` asks by username, `b` accepts.
+    pub async fn befriend(&self, a: &TestUser, b: &TestUser) {
+        let (status, body) = self
+            .post(
+                "/api/friends/requests",
+                Some(&a.token),
+                &serde_json::json!({"username": b.user.username}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::ACCEPTED, "request: {body}");
+        let (status, body) = self
+            .post(
+                &format!("/api/friends/requests/{}/accept", a.user.user_id),
+                Some(&b.token),
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "accept: {body}");
+    }
+
+    /// Creates a group owned by `owner`; returns its id.
+    pub async fn create_group(&self, owner: &TestUser, name: &str) -> i64 {
+        let (status, body) = self
+            .post(
+                "/api/groups",
+                Some(&owner.token),
+                &serde_json::json!({ "name": name }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "create group: {body}");
+        body["group"]["group_id"].as_i64().expect("group_id")
+    }
+
+    /// Befriends and adds each of `members` to a new group of `owner`.
+    pub async fn group_with(&self, owner: &TestUser, members: &[&TestUser]) -> i64 {
+        let group_id = self.create_group(owner, "team").await;
+        for m in members {
+            self.befriend(owner, m).await;
+            self.add_member(owner, group_id, m).await;
+        }
+        group_id
+    }
+
+    pub async fn add_member(&self, admin: &TestUser, group_id: i64, user: &TestUser) {
+        let (status, body) = self
+            .post(
+                &format!("/api/groups/{group_id}/members"),
+                Some(&admin.token),
+                &serde_json::json!({"user_id": user.user.user_id}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "add member: {body}");
+    }
+
+    /// Gets or creates the DM of `a` with `b` (who must be friends); returns its id.
+    pub async fn dm(&self, a: &TestUser, b: &TestUser) -> i64 {
+        let (status, body) = self
+            .post(
+                "/api/dms",
+                Some(&a.token),
+                &serde_json::json!({"user_id": b.user.user_id}),
+            )
+            .await;
+        assert!(status.is_success(), "dm: {status} {body}");
+        body["group"]["group_id"].as_i64().expect("group_id")
+    }
+
+    /// Sends `content` to a group; returns the stored message.
+    pub async fn send(&self, user: &TestUser, group_id: i64, content: &str) -> Message {
+        let (status, body) = self
+            .post(
+                &format!("/api/groups/{group_id}/messages"),
+                Some(&user.token),
+                &serde_json::json!({ "content": content }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "send: {body}");
+        parse(body)
+    }
+
     pub async fn register_raw(
         &self,
         username: &str,
@@ -380,6 +473,25 @@ impl Gateway {
         }
         out
     }
+}
+
+/// Appends `count` messages from `sender` to a group in one statement (far faster than the
+/// API), continuing its sequence, as a long history for tests and benchmarks.
+pub async fn seed_messages(db: &PgPool, group_id: i64, sender: i64, count: i64) {
+    sqlx::query(
+        "with g as (
+             update chat_groups set last_seq = last_seq + $3, last_message_at = now()
+              where group_id = $1 returning last_seq - $3 as first)
+         insert into messages (group_id, sender_id, content, seq)
+         select $1, $2, 'seeded message ' || n, g.first + n
+           from g, generate_series(1::bigint, $3) n",
+    )
+    .bind(group_id)
+    .bind(sender)
+    .bind(count)
+    .execute(db)
+    .await
+    .expect("seed messages");
 }
 
 pub struct TestUser {

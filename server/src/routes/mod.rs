@@ -11,7 +11,10 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::{error::ApiError, state::AppState};
 
 pub mod auth;
+pub mod friends;
+pub mod groups;
 pub mod health;
+pub mod messages;
 pub mod users;
 
 #[derive(OpenApi)]
@@ -41,6 +44,9 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(health::router())
         .merge(auth::router())
         .merge(users::router())
+        .merge(friends::router())
+        .merge(groups::router())
+        .merge(messages::router())
         .merge(crate::gateway::router())
         .split_for_parts()
 }

@@ -2,7 +2,10 @@
 
 use axum::extract::State;
 use chrono::{DateTime, Utc};
-use protocol::users::{FriendCodeResponse, UpdateMeRequest, User, UserStatus};
+use protocol::{
+    gateway::Presence,
+    users::{FriendCodeResponse, PublicUser, UpdateMeRequest, User, UserStatus},
+};
 use sqlx::PgExecutor;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -65,6 +68,54 @@ impl From<UserRow> for User {
             updated_at: r.updated_at,
         }
     }
+}
+
+/// The columns of `users u` a [`PublicUser`] is made of (see [`user_columns!`]).
+#[macro_export]
+macro_rules! public_user_columns {
+    () => {
+        "u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen"
+    };
+}
+
+#[derive(sqlx::FromRow, serde::Deserialize)]
+pub struct PublicUserRow {
+    pub user_id: i64,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub profile_pic: Option<String>,
+    pub status: String,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+impl From<PublicUserRow> for PublicUser {
+    fn from(r: PublicUserRow) -> Self {
+        Self {
+            user_id: r.user_id,
+            username: r.username,
+            display_name: r.display_name,
+            profile_pic: r.profile_pic,
+            // The column's CHECK allows only the four statuses.
+            status: Presence::shown(UserStatus::parse(&r.status).unwrap_or(UserStatus::Online)),
+            last_seen: r.last_seen,
+        }
+    }
+}
+
+/// Another user as friends and co-members see them; `None` if there is no such user.
+pub async fn fetch_public_user(
+    db: impl PgExecutor<'_>,
+    user_id: i64,
+) -> ApiResult<Option<PublicUser>> {
+    let row: Option<PublicUserRow> = sqlx::query_as(concat!(
+        "select ",
+        public_user_columns!(),
+        " from users u where u.user_id = $1"
+    ))
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(PublicUser::from))
 }
 
 pub async fn fetch_user(db: impl PgExecutor<'_>, user_id: i64) -> ApiResult<User> {

@@ -1,0 +1,674 @@
+//! Messages and read status.
+//!
+//! Ordering: a message's `seq` comes from `chat_groups.last_seq`, incremented in the
+//! inserting transaction. The row lock on the group serializes senders, so sequence order is
+//! commit order and a reader paging "after X" never skips a message that committed late.
+//!
+//! Read status: each member has a watermark (`group_members.last_read_seq`): everything up
+//! to it is read. Sending advances the sender's own watermark (you have read what you
+//! wrote), so my unread count is the number of messages after my watermark: an index range
+//! on `(group_id, seq)`, never a scan of the history. `messages.is_read` is true once every
+//! other member has read the message, i.e. once the minimum watermark of the group reaches
+//! it; whenever a watermark moves, only the newly covered range of that minimum is flipped.
+//! A receipt row (`message_read_status`) records when a member read up to which message.
+
+use axum::{extract::State, http::StatusCode};
+use chrono::{DateTime, Utc};
+use protocol::{
+    error::ErrorBody,
+    gateway::Event,
+    groups::Role,
+    messages::{
+        EditMessageRequest, HistoryQuery, MarkReadRequest, Message, MessagePage, ReadState,
+        Receipt, SendMessageRequest,
+    },
+    GroupId, MessageId, UserId,
+};
+use sqlx::{PgConnection, PgExecutor};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    auth::Auth,
+    domain::{parse_nonce, MessageContent},
+    error::{violated_constraint, ApiError, ApiResult},
+    extract::{Json, Path, Query},
+    routes::groups::{ensure_dm_open, membership},
+    state::AppState,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(history, send_message))
+        .routes(routes!(edit_message, delete_message))
+        .routes(routes!(receipts))
+        .routes(routes!(read_state, mark_read))
+}
+
+/// History page size when the client does not say, and the most it may ask for.
+const DEFAULT_PAGE: i64 = 50;
+const MAX_PAGE: i64 = 100;
+
+/// The columns of `messages m` a [`Message`] is made of.
+macro_rules! message_columns {
+    () => {
+        "m.message_id, m.group_id, m.sender_id, m.content, m.seq, m.is_read, m.sent_at, \
+         m.updated_at, m.edited_at, m.nonce"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct MessageRow {
+    message_id: i64,
+    group_id: i64,
+    sender_id: Option<i64>,
+    content: String,
+    seq: i64,
+    is_read: bool,
+    sent_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    edited_at: Option<DateTime<Utc>>,
+    nonce: Option<String>,
+}
+
+impl From<MessageRow> for Message {
+    fn from(r: MessageRow) -> Self {
+        Self {
+            message_id: r.message_id,
+            group_id: r.group_id,
+            sender_id: r.sender_id,
+            content: r.content,
+            seq: r.seq,
+            is_read: r.is_read,
+            sent_at: r.sent_at,
+            updated_at: r.updated_at,
+            edited_at: r.edited_at,
+            nonce: r.nonce,
+        }
+    }
+}
+
+// The read-status queries, public so a test can EXPLAIN exactly what the API runs.
+
+/// My unread count: messages after my watermark ($2). Others' only, since sending moves my
+/// own watermark past my message. An index range on `messages_group_seq_key`.
+pub const UNREAD_COUNT_SQL: &str = "select count(*) from messages where group_id = $1 and seq > $2";
+/// Moves a watermark forward (never back): one row by `group_members_group_user_key`.
+pub const ADVANCE_WATERMARK_SQL: &str = "update group_members set last_read_seq = $3
+     where group_id = $1 and user_id = $2 and last_read_seq < $3";
+/// The group's lowest watermark: over its members (at most the maximum group size).
+pub const MIN_WATERMARK_SQL: &str =
+    "select coalesce(min(last_read_seq), 0) from group_members where group_id = $1";
+/// Flips `is_read` on the range the minimum watermark newly covers ($2, $3].
+pub const FLIP_READ_SQL: &str = "update messages set is_read = true
+     where group_id = $1 and seq > $2 and seq <= $3 and not is_read";
+/// The receipt for the message that moved the watermark.
+pub const RECORD_RECEIPT_SQL: &str =
+    "insert into message_read_status (message_id, user_id, group_id, seq) values ($1, $2, $3, $4)
+     on conflict (message_id, user_id) do update set is_read = true
+     returning read_at";
+
+/// Namespace of the advisory locks serializing watermark moves within one group (the two-key
+/// form: this constant, and the group id folded into 32 bits; two groups sharing a fold only
+/// wait for each other).
+const READ_LOCK_NAMESPACE: i32 = 0x5EAD;
+
+/// The group's lowest watermark, taking the group's read lock for the rest of the
+/// transaction. Without the lock, two members reading at once could each see the other's
+/// old watermark and neither flip `is_read`.
+pub async fn min_watermark(tx: &mut PgConnection, group_id: GroupId) -> ApiResult<i64> {
+    sqlx::query("select pg_advisory_xact_lock($1, ($2 % 2147483647)::int)")
+        .bind(READ_LOCK_NAMESPACE)
+        .bind(group_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(sqlx::query_scalar(MIN_WATERMARK_SQL)
+        .bind(group_id)
+        .fetch_one(tx)
+        .await?)
+}
+
+/// After a watermark moved or a member left: flips `is_read` on what every remaining member
+/// has now read. Returns the new minimum if it rose. Call after [`min_watermark`] in the
+/// same transaction.
+pub async fn flip_read(
+    tx: &mut PgConnection,
+    group_id: GroupId,
+    old_min: i64,
+) -> ApiResult<Option<i64>> {
+    let new_min: i64 = sqlx::query_scalar(MIN_WATERMARK_SQL)
+        .bind(group_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if new_min <= old_min {
+        return Ok(None);
+    }
+    sqlx::query(FLIP_READ_SQL)
+        .bind(group_id)
+        .bind(old_min)
+        .bind(new_min)
+        .execute(tx)
+        .await?;
+    Ok(Some(new_min))
+}
+
+/// A watermark that moved.
+struct Advance {
+    read_at: DateTime<Utc>,
+    /// Every message up to this seq is now read by all (it rose with this move).
+    all_read_up_to: Option<i64>,
+}
+
+/// Moves `user_id`'s watermark up to `seq` (the message `message_id`) and records the
+/// receipt. `None` if it was already there, or the user is not a member.
+async fn advance_watermark(
+    tx: &mut PgConnection,
+    group_id: GroupId,
+    user_id: UserId,
+    seq: i64,
+    message_id: MessageId,
+) -> ApiResult<Option<Advance>> {
+    let old_min = min_watermark(tx, group_id).await?;
+    let moved = sqlx::query(ADVANCE_WATERMARK_SQL)
+        .bind(group_id)
+        .bind(user_id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    if moved.rows_affected() == 0 {
+        return Ok(None);
+    }
+    let read_at: DateTime<Utc> = sqlx::query_scalar(RECORD_RECEIPT_SQL)
+        .bind(message_id)
+        .bind(user_id)
+        .bind(group_id)
+        .bind(seq)
+        .fetch_one(&mut *tx)
+        .await?;
+    let all_read_up_to = flip_read(tx, group_id, old_min).await?;
+    Ok(Some(Advance {
+        read_at,
+        all_read_up_to,
+    }))
+}
+
+async fn unread_count(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    watermark: i64,
+) -> ApiResult<i64> {
+    Ok(sqlx::query_scalar(UNREAD_COUNT_SQL)
+        .bind(group_id)
+        .bind(watermark)
+        .fetch_one(db)
+        .await?)
+}
+
+async fn by_nonce(
+    db: impl PgExecutor<'_>,
+    sender: UserId,
+    nonce: &str,
+) -> ApiResult<Option<Message>> {
+    let row: Option<MessageRow> = sqlx::query_as(concat!(
+        "select ",
+        message_columns!(),
+        " from messages m where m.sender_id = $1 and m.nonce = $2"
+    ))
+    .bind(sender)
+    .bind(nonce)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(Message::from))
+}
+
+/// A retry with a nonce already used: the first message, if it was for this group.
+fn replay(existing: Message, group_id: GroupId) -> ApiResult<(StatusCode, Json<Message>)> {
+    if existing.group_id != group_id {
+        return Err(ApiError::Conflict {
+            code: "nonce_reused",
+            message: "that nonce was already used for a message in another conversation",
+        });
+    }
+    Ok((StatusCode::OK, Json(existing)))
+}
+
+/// Publishes that everything up to `up_to_seq` is read by all, if that moved.
+pub async fn publish_all_read(state: &AppState, group_id: GroupId, up_to_seq: Option<i64>) {
+    if let Some(up_to_seq) = up_to_seq {
+        state
+            .events
+            .publish_to_group(
+                &state.db,
+                group_id,
+                Event::MessagesRead {
+                    group_id,
+                    up_to_seq,
+                },
+            )
+            .await;
+    }
+}
+
+/// POST /api/groups/{group_id}/messages
+///
+/// Sends a message: 201. With a `nonce` already used by me in this group, answers 200 with
+/// the first message instead of storing a duplicate (409 `nonce_reused` if it was used in
+/// another group). In a DM, only friends send (403 otherwise: the DM is read-only).
+#[utoipa::path(post, path = "/api/groups/{group_id}/messages", tag = "messages",
+    security(("bearer" = [])), params(("group_id" = i64, Path)), request_body = SendMessageRequest,
+    responses((status = 201, body = Message), (status = 200, description = "nonce replay", body = Message),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn send_message(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(group_id): Path<GroupId>,
+    Json(req): Json<SendMessageRequest>,
+) -> ApiResult<(StatusCode, Json<Message>)> {
+    let me = auth.user_id();
+    let member = membership(&state.db, group_id, me).await?;
+    let content = MessageContent::parse(&req.content)?;
+    let nonce = req.nonce.as_deref().map(parse_nonce).transpose()?;
+    if member.is_dm {
+        ensure_dm_open(&state.db, group_id, me).await?;
+    }
+    // A retry: answer before taking a sequence number.
+    if let Some(nonce) = &nonce {
+        if let Some(existing) = by_nonce(&state.db, me, nonce).await? {
+            return replay(existing, group_id);
+        }
+    }
+    let mut tx = state.db.begin().await?;
+    let seq: Option<i64> = sqlx::query_scalar(
+        "update chat_groups set last_seq = last_seq + 1, last_message_at = now()
+          where group_id = $1 returning last_seq",
+    )
+    .bind(group_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let seq = seq.ok_or(ApiError::NotFound("group"))?;
+    let inserted = sqlx::query_as::<_, MessageRow>(concat!(
+        "insert into messages as m (group_id, sender_id, content, seq, nonce)
+         values ($1, $2, $3, $4, $5) returning ",
+        message_columns!()
+    ))
+    .bind(group_id)
+    .bind(me)
+    .bind(content.as_str())
+    .bind(seq)
+    .bind(&nonce)
+    .fetch_one(&mut *tx)
+    .await;
+    let message = match inserted {
+        Ok(row) => Message::from(row),
+        // A concurrent retry with the same nonce won; rolling back returns our seq too.
+        Err(e) if violated_constraint(&e) == Some("messages_sender_nonce_key") => {
+            tx.rollback().await?;
+            let nonce = nonce.as_deref().unwrap_or_default();
+            let existing = by_nonce(&state.db, me, nonce)
+                .await?
+                .ok_or(ApiError::Unavailable)?;
+            return replay(existing, group_id);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // Removed from the group since the check above: the watermark has no row to move.
+    let Some(advance) = advance_watermark(&mut tx, group_id, me, seq, message.message_id).await?
+    else {
+        return Err(ApiError::NotFound("group"));
+    };
+    tx.commit().await?;
+    state
+        .events
+        .publish_to_group(
+            &state.db,
+            group_id,
+            Event::MessageCreated {
+                message: message.clone(),
+            },
+        )
+        .await;
+    publish_all_read(&state, group_id, advance.all_read_up_to).await;
+    Ok((StatusCode::CREATED, Json(message)))
+}
+
+/// The seq and sender of a message of this group, or 404.
+async fn locate(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    message_id: MessageId,
+) -> ApiResult<(i64, Option<UserId>)> {
+    let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+        "select seq, sender_id from messages where message_id = $1 and group_id = $2",
+    )
+    .bind(message_id)
+    .bind(group_id)
+    .fetch_optional(db)
+    .await?;
+    row.ok_or(ApiError::NotFound("message"))
+}
+
+fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(_) => Err(ApiError::InvalidParameter(format!(
+            "limit must be 1 to {MAX_PAGE}"
+        ))),
+    }
+}
+
+/// Latest messages, newest first in SQL (reversed before answering).
+pub const LATEST_SQL: &str = concat!(
+    "select ",
+    message_columns!(),
+    " from messages m where m.group_id = $1 order by m.seq desc limit $2"
+);
+pub const BEFORE_SQL: &str = concat!(
+    "select ",
+    message_columns!(),
+    " from messages m where m.group_id = $1 and m.seq < $2 order by m.seq desc limit $3"
+);
+pub const FROM_SQL: &str = concat!(
+    "select ",
+    message_columns!(),
+    " from messages m where m.group_id = $1 and m.seq >= $2 order by m.seq limit $3"
+);
+
+pub async fn fetch_page(
+    db: &sqlx::PgPool,
+    sql: &'static str,
+    group_id: GroupId,
+    seq: Option<i64>,
+    limit: i64,
+) -> ApiResult<Vec<Message>> {
+    let mut query = sqlx::query_as::<_, MessageRow>(sql).bind(group_id);
+    if let Some(seq) = seq {
+        query = query.bind(seq);
+    }
+    let rows = query.bind(limit).fetch_all(db).await?;
+    Ok(rows.into_iter().map(Message::from).collect())
+}
+
+/// Keeps `limit` of `rows` fetched with one extra; says whether there were more.
+fn trim(mut rows: Vec<Message>, limit: i64) -> (Vec<Message>, bool) {
+    let keep = usize::try_from(limit).unwrap_or(usize::MAX);
+    let more = rows.len() > keep;
+    rows.truncate(keep);
+    (rows, more)
+}
+
+/// GET /api/groups/{group_id}/messages
+///
+/// A page of history, oldest first, by `seq`: the latest messages, or those `before`,
+/// `after` or `around` a message of this group; `limit` 1–100 (default 50). Paging `after`
+/// never skips a message, even one that committed late. Every page is an index range, so
+/// its cost does not grow with the history.
+#[utoipa::path(get, path = "/api/groups/{group_id}/messages", tag = "messages",
+    security(("bearer" = [])), params(("group_id" = i64, Path), HistoryQuery),
+    responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn history(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(group_id): Path<GroupId>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<MessagePage>> {
+    membership(&state.db, group_id, auth.user_id()).await?;
+    let limit = page_limit(q.limit)?;
+    let db = &state.db;
+    let (messages, has_more) = match (q.before, q.after, q.around) {
+        (None, None, None) => {
+            let (mut rows, more) = trim(
+                fetch_page(db, LATEST_SQL, group_id, None, limit + 1).await?,
+                limit,
+            );
+            rows.reverse();
+            (rows, more)
+        }
+        (Some(before), None, None) => {
+            let (seq, _) = locate(db, group_id, before).await?;
+            let (mut rows, more) = trim(
+                fetch_page(db, BEFORE_SQL, group_id, Some(seq), limit + 1).await?,
+                limit,
+            );
+            rows.reverse();
+            (rows, more)
+        }
+        (None, Some(after), None) => {
+            let (seq, _) = locate(db, group_id, after).await?;
+            trim(
+                fetch_page(db, FROM_SQL, group_id, Some(seq + 1), limit + 1).await?,
+                limit,
+            )
+        }
+        (None, None, Some(around)) => {
+            let (seq, _) = locate(db, group_id, around).await?;
+            let older = limit / 2;
+            let (mut rows, more_before) = trim(
+                fetch_page(db, BEFORE_SQL, group_id, Some(seq), older + 1).await?,
+                older,
+            );
+            rows.reverse();
+            let newer = limit - older;
+            let (after, more_after) = trim(
+                fetch_page(db, FROM_SQL, group_id, Some(seq), newer + 1).await?,
+                newer,
+            );
+            rows.extend(after);
+            (rows, more_before || more_after)
+        }
+        _ => {
+            return Err(ApiError::InvalidParameter(
+                "give at most one of before, after, around".into(),
+            ))
+        }
+    };
+    Ok(Json(MessagePage { messages, has_more }))
+}
+
+/// PATCH /api/groups/{group_id}/messages/{message_id}
+///
+/// Edits my own message (only the sender may: 403 otherwise); it is then shown as edited
+/// (`edited_at`). In a read-only DM nothing can be edited.
+#[utoipa::path(patch, path = "/api/groups/{group_id}/messages/{message_id}", tag = "messages",
+    security(("bearer" = [])), params(("group_id" = i64, Path), ("message_id" = i64, Path)),
+    request_body = EditMessageRequest,
+    responses((status = 200, body = Message), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn edit_message(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((group_id, message_id)): Path<(GroupId, MessageId)>,
+    Json(req): Json<EditMessageRequest>,
+) -> ApiResult<Json<Message>> {
+    let me = auth.user_id();
+    let member = membership(&state.db, group_id, me).await?;
+    let (_, sender) = locate(&state.db, group_id, message_id).await?;
+    if sender != Some(me) {
+        return Err(ApiError::Forbidden("only the sender can edit a message"));
+    }
+    let content = MessageContent::parse(&req.content)?;
+    if member.is_dm {
+        ensure_dm_open(&state.db, group_id, me).await?;
+    }
+    let row: Option<MessageRow> = sqlx::query_as(concat!(
+        "update messages m set content = $4, edited_at = now()
+          where message_id = $1 and group_id = $2 and sender_id = $3
+          returning ",
+        message_columns!()
+    ))
+    .bind(message_id)
+    .bind(group_id)
+    .bind(me)
+    .bind(content.as_str())
+    .fetch_optional(&state.db)
+    .await?;
+    let message = Message::from(row.ok_or(ApiError::NotFound("message"))?);
+    state
+        .events
+        .publish_to_group(
+            &state.db,
+            group_id,
+            Event::MessageUpdated {
+                message: message.clone(),
+            },
+        )
+        .await;
+    Ok(Json(message))
+}
+
+/// DELETE /api/groups/{group_id}/messages/{message_id}
+///
+/// Deletes my own message, or, as admin or owner of a group, anyone's (403 otherwise).
+/// Its `seq` is not reused.
+#[utoipa::path(delete, path = "/api/groups/{group_id}/messages/{message_id}", tag = "messages",
+    security(("bearer" = [])), params(("group_id" = i64, Path), ("message_id" = i64, Path)),
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn delete_message(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((group_id, message_id)): Path<(GroupId, MessageId)>,
+) -> ApiResult<StatusCode> {
+    let me = auth.user_id();
+    let member = membership(&state.db, group_id, me).await?;
+    let (_, sender) = locate(&state.db, group_id, message_id).await?;
+    if sender != Some(me) {
+        member.require(
+            Role::Admin,
+            "only the sender, an admin or the owner can delete a message",
+        )?;
+    }
+    let seq: Option<i64> = sqlx::query_scalar(
+        "delete from messages where message_id = $1 and group_id = $2 returning seq",
+    )
+    .bind(message_id)
+    .bind(group_id)
+    .fetch_optional(&state.db)
+    .await?;
+    let seq = seq.ok_or(ApiError::NotFound("message"))?;
+    state
+        .events
+        .publish_to_group(
+            &state.db,
+            group_id,
+            Event::MessageDeleted {
+                group_id,
+                message_id,
+                seq,
+            },
+        )
+        .await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// GET /api/groups/{group_id}/read
+///
+/// My read watermark and unread count in a group.
+#[utoipa::path(get, path = "/api/groups/{group_id}/read", tag = "messages",
+    security(("bearer" = [])), params(("group_id" = i64, Path)),
+    responses((status = 200, body = ReadState), (status = 404, body = ErrorBody)))]
+async fn read_state(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(group_id): Path<GroupId>,
+) -> ApiResult<Json<ReadState>> {
+    let member = membership(&state.db, group_id, auth.user_id()).await?;
+    Ok(Json(ReadState {
+        group_id,
+        last_read_seq: member.last_read_seq,
+        unread_count: unread_count(&state.db, group_id, member.last_read_seq).await?,
+    }))
+}
+
+/// POST /api/groups/{group_id}/read
+///
+/// Marks everything up to and including a message as read by me. Never moves backwards:
+/// an older message leaves the watermark where it is.
+#[utoipa::path(post, path = "/api/groups/{group_id}/read", tag = "messages",
+    security(("bearer" = [])), params(("group_id" = i64, Path)), request_body = MarkReadRequest,
+    responses((status = 200, body = ReadState), (status = 404, body = ErrorBody)))]
+async fn mark_read(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path(group_id): Path<GroupId>,
+    Json(req): Json<MarkReadRequest>,
+) -> ApiResult<Json<ReadState>> {
+    let me = auth.user_id();
+    membership(&state.db, group_id, me).await?;
+    let (seq, _) = locate(&state.db, group_id, req.message_id).await?;
+    let mut tx = state.db.begin().await?;
+    let advance = advance_watermark(&mut tx, group_id, me, seq, req.message_id).await?;
+    tx.commit().await?;
+    let last_read_seq = membership(&state.db, group_id, me).await?.last_read_seq;
+    let read = ReadState {
+        group_id,
+        last_read_seq,
+        unread_count: unread_count(&state.db, group_id, last_read_seq).await?,
+    };
+    if let Some(advance) = advance {
+        state
+            .events
+            .publish_to_group(
+                &state.db,
+                group_id,
+                Event::ReadUpdated {
+                    group_id,
+                    user_id: me,
+                    last_read_seq: seq,
+                    message_id: req.message_id,
+                    read_at: advance.read_at,
+                },
+            )
+            .await;
+        state
+            .events
+            .publish(
+                [me],
+                Event::UnreadUpdated {
+                    group_id,
+                    last_read_seq: read.last_read_seq,
+                    unread_count: read.unread_count,
+                },
+            )
+            .await;
+        publish_all_read(&state, group_id, advance.all_read_up_to).await;
+    }
+    Ok(Json(read))
+}
+
+/// Members other than the sender whose watermark covers the message, with the time of their
+/// first receipt at or after it: one index lookup per member
+/// (`message_read_status_group_user_seq_idx`).
+pub const RECEIPTS_SQL: &str = "select gm.user_id,
+        (select s.read_at from message_read_status s
+          where s.group_id = gm.group_id and s.user_id = gm.user_id and s.seq >= $2
+          order by s.seq limit 1) as read_at
+   from group_members gm
+  where gm.group_id = $1 and gm.last_read_seq >= $2 and gm.user_id is distinct from $3
+  order by read_at nulls last, gm.user_id";
+
+/// GET /api/groups/{group_id}/messages/{message_id}/receipts
+///
+/// Who (other than the sender) has read the message, and when.
+#[utoipa::path(get, path = "/api/groups/{group_id}/messages/{message_id}/receipts", tag = "messages",
+    security(("bearer" = [])), params(("group_id" = i64, Path), ("message_id" = i64, Path)),
+    responses((status = 200, body = Vec<Receipt>), (status = 404, body = ErrorBody)))]
+async fn receipts(
+    State(state): State<AppState>,
+    auth: Auth,
+    Path((group_id, message_id)): Path<(GroupId, MessageId)>,
+) -> ApiResult<Json<Vec<Receipt>>> {
+    membership(&state.db, group_id, auth.user_id()).await?;
+    let (seq, sender) = locate(&state.db, group_id, message_id).await?;
+    let rows: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(RECEIPTS_SQL)
+        .bind(group_id)
+        .bind(seq)
+        .bind(sender)
+        .fetch_all(&state.db)
+        .await?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|(user_id, read_at)| Receipt { user_id, read_at })
+            .collect(),
+    ))
+}
