@@ -7,7 +7,7 @@ use std::{collections::HashMap, time::Duration};
 use futures::{SinkExt, StreamExt};
 use protocol::gateway::{
     close, ClientFrame, Event, GroupId, GroupPosition, PresenceState, ResumeFrom, ServerFrame,
-    GATEWAY_VERSION,
+    VoiceCall, GATEWAY_VERSION,
 };
 use protocol::users::User;
 use rand::Rng;
@@ -23,6 +23,7 @@ pub enum GatewayEvent {
         session_id: String,
         groups: Vec<GroupPosition>,
         presences: Vec<PresenceState>,
+        voice_calls: Vec<VoiceCall>,
     },
     /// Replay done; `resync_groups` had too large a gap: refetch their history over REST.
     Resumed {
@@ -62,7 +63,9 @@ impl Default for GatewayOptions {
 }
 
 enum Command {
-    Typing(GroupId),
+    /// A frame for the server: typing, voice join/leave/signal. Dropped if the connection is
+    /// down at that moment (all of these are ephemeral).
+    Frame(ClientFrame),
     /// Drop the socket as a network failure would (no close frame), then reconnect.
     DropConnection,
     Close,
@@ -76,7 +79,29 @@ pub struct GatewayHandle {
 
 impl GatewayHandle {
     pub fn typing(&self, group_id: GroupId) {
-        let _ = self.commands.send(Command::Typing(group_id));
+        let _ = self
+            .commands
+            .send(Command::Frame(ClientFrame::Typing { group_id }));
+    }
+
+    /// Joins the voice call of a group (leaving any other call of this connection).
+    pub fn voice_join(&self, group_id: GroupId) {
+        let _ = self
+            .commands
+            .send(Command::Frame(ClientFrame::VoiceJoin { group_id }));
+    }
+
+    pub fn voice_leave(&self) {
+        let _ = self.commands.send(Command::Frame(ClientFrame::VoiceLeave));
+    }
+
+    /// Sends WebRTC signaling to another participant of the call.
+    pub fn voice_signal(&self, group_id: GroupId, to: protocol::UserId, signal: serde_json::Value) {
+        let _ = self.commands.send(Command::Frame(ClientFrame::VoiceSignal {
+            group_id,
+            to,
+            signal,
+        }));
     }
 
     /// Simulates a network failure: the socket is dropped without a close frame and the
@@ -291,8 +316,8 @@ impl State {
                     }
                 }
                 cmd = commands.recv() => match cmd {
-                    Some(Command::Typing(group_id)) => {
-                        let Ok(text) = serde_json::to_string(&ClientFrame::Typing { group_id }) else { continue };
+                    Some(Command::Frame(frame)) => {
+                        let Ok(text) = serde_json::to_string(&frame) else { continue };
                         if socket.send(Message::Text(text.into())).await.is_err() {
                             return retry;
                         }
@@ -315,6 +340,7 @@ impl State {
                 session_id,
                 groups,
                 presences,
+                voice_calls,
             } => {
                 let positions = self.positions.get_or_insert_with(HashMap::new);
                 // Groups new to this client start at their current end: their history is
@@ -327,6 +353,7 @@ impl State {
                     session_id,
                     groups,
                     presences,
+                    voice_calls,
                 })
                 .await
             }

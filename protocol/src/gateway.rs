@@ -123,6 +123,28 @@ pub enum ClientFrame {
     Typing {
         group_id: GroupId,
     },
+    /// Join the voice call of a group (leaving any other call of this connection).
+    VoiceJoin {
+        group_id: GroupId,
+    },
+    VoiceLeave,
+    /// WebRTC signaling (offer, answer, ICE candidate, bye) for another participant of the
+    /// same call; relayed only between participants. The payload is the voice engine's own
+    /// signal, opaque to the server.
+    VoiceSignal {
+        group_id: GroupId,
+        to: UserId,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        signal: serde_json::Value,
+    },
+}
+
+/// Who is in a group's voice call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VoiceCall {
+    pub group_id: GroupId,
+    pub participants: Vec<UserId>,
 }
 
 /// A group as the client should know it on (re)connect.
@@ -162,6 +184,9 @@ pub enum ServerFrame {
         groups: Vec<GroupPosition>,
         /// Friends and group co-members.
         presences: Vec<PresenceState>,
+        /// Voice calls going on in my groups.
+        #[serde(default)]
+        voice_calls: Vec<VoiceCall>,
     },
     /// Replay after `identify` is done: live events follow.
     Resumed {
@@ -188,6 +213,20 @@ pub enum Event {
         user_id: UserId,
         presence: Presence,
         last_seen: Option<DateTime<Utc>>,
+    },
+    /// Someone joined or left a group's voice call (leaving includes a connection that
+    /// dropped or an instance that died). To: the group's members.
+    VoiceStateUpdated {
+        group_id: GroupId,
+        user_id: UserId,
+        in_call: bool,
+    },
+    /// Signaling from another participant of my call. To: the addressed participant.
+    VoiceSignal {
+        group_id: GroupId,
+        from: UserId,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        signal: serde_json::Value,
     },
     /// Someone is typing; show it for `expires_in_ms` unless repeated. To: the group's other
     /// members.

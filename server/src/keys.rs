@@ -62,6 +62,21 @@ impl Keys {
         format!("{}presence:user:", self.prefix)
     }
 
+    /// Participants of a group's voice call: member = user id, score = expiry in Unix ms.
+    pub fn voice_call(&self, group_id: i64) -> String {
+        format!("{}{group_id}", self.voice_call_prefix())
+    }
+
+    pub fn voice_call_prefix(&self) -> String {
+        format!("{}voice:call:", self.prefix)
+    }
+
+    /// Every voice participant on every instance: member `group|user`, score = expiry, swept
+    /// by all instances so a dead instance's callers leave their calls.
+    pub fn voice_participants(&self) -> String {
+        format!("{}voice:participants", self.prefix)
+    }
+
     /// Typing throttle of one user in one group.
     pub fn typing(&self, group_id: i64, user_id: UserId) -> String {
         format!("{}typing:{group_id}:{user_id}", self.prefix)

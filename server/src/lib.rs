@@ -81,7 +81,8 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         instance,
         presence_ttl_ms,
     );
-    let gateway = gateway::Gateway::new(presence);
+    let voice = gateway::voice::VoiceStore::new(redis.clone(), keys.clone(), presence_ttl_ms);
+    let gateway = gateway::Gateway::new(presence, voice);
     Ok(AppState {
         db,
         redis,

@@ -12,7 +12,7 @@ use protocol::{
 use tokio::time::{timeout, Instant};
 
 use super::{hub::Outbound, presence, replay, Gateway};
-use crate::{error::ApiError, session::Session, state::AppState};
+use crate::{error::ApiError, routes::groups, session::Session, state::AppState};
 
 /// A peer that does not accept a frame within this time is as good as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -34,6 +34,8 @@ struct Conn<'a, S> {
     gateway: &'a Gateway,
     /// Last message sequence delivered per group.
     positions: HashMap<GroupId, i64>,
+    /// The voice call this connection is in.
+    voice: Option<GroupId>,
 }
 
 impl<S, E> Conn<'_, S>
@@ -114,11 +116,43 @@ where
         .await
     }
 
+    /// Leaves this connection's call, if any, and tells the group.
+    async fn voice_leave(&mut self, user_id: UserId) {
+        let Some(group_id) = self.voice.take() else {
+            return;
+        };
+        match self.gateway.voice.leave(group_id, user_id).await {
+            Ok(true) => {
+                let event = Event::VoiceStateUpdated {
+                    group_id,
+                    user_id,
+                    in_call: false,
+                };
+                self.state
+                    .events
+                    .publish_to_group(&self.state.db, group_id, event)
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "voice leave failed"),
+        }
+    }
+
     async fn on_frame(&mut self, session: &Session, frame: ClientFrame) -> Result<(), End> {
         match frame {
             ClientFrame::Heartbeat => {
                 // A live socket is use of its session: renew it, and notice expiry or
                 // revocation within one heartbeat.
+                if let Some(group_id) = self.voice {
+                    if let Err(e) = self
+                        .gateway
+                        .voice
+                        .renew(group_id, session.data.user_id)
+                        .await
+                    {
+                        tracing::warn!(error = %e, "voice renewal failed");
+                    }
+                }
                 match self.state.sessions.authenticate(&session.token).await {
                     Ok(_) => {}
                     Err(ApiError::Unauthorized) => {
@@ -127,6 +161,55 @@ where
                     Err(e) => tracing::warn!(error = %e, "session check failed"),
                 }
                 self.send(&ServerFrame::HeartbeatAck).await
+            }
+            ClientFrame::VoiceJoin { group_id } => {
+                self.voice_leave(session.data.user_id).await;
+                let user_id = session.data.user_id;
+                // Not a member: nothing happens, and nothing says whether the group exists.
+                if groups::membership(&self.state.db, group_id, user_id)
+                    .await
+                    .is_ok()
+                {
+                    match self.gateway.voice.join(group_id, user_id).await {
+                        Ok(()) => {
+                            self.voice = Some(group_id);
+                            let event = Event::VoiceStateUpdated {
+                                group_id,
+                                user_id,
+                                in_call: true,
+                            };
+                            self.state
+                                .events
+                                .publish_to_group(&self.state.db, group_id, event)
+                                .await;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "voice join failed"),
+                    }
+                }
+                Ok(())
+            }
+            ClientFrame::VoiceLeave => {
+                self.voice_leave(session.data.user_id).await;
+                Ok(())
+            }
+            ClientFrame::VoiceSignal {
+                group_id,
+                to,
+                signal,
+            } => {
+                let from = session.data.user_id;
+                // Relayed only from a participant to a participant of the same call.
+                if self.voice == Some(group_id) && to != from {
+                    if let Ok(true) = self.gateway.voice.in_call(group_id, to).await {
+                        let event = Event::VoiceSignal {
+                            group_id,
+                            from,
+                            signal,
+                        };
+                        self.state.events.publish([to], event).await;
+                    }
+                }
+                Ok(())
             }
             ClientFrame::Typing { group_id } => {
                 typing(self.state, session.data.user_id, group_id).await;
@@ -198,6 +281,7 @@ where
         state: &state,
         gateway: &gateway,
         positions: HashMap::new(),
+        voice: None,
     };
     let end = session(&mut conn, interval).await;
     if let End::Close(code, reason) = end {
@@ -267,6 +351,7 @@ where
     let end = identified(conn, &session, session_id, resume, &mut reg, interval).await;
     hub.unregister(user_id, reg.id);
     if !conn.gateway.crashed() {
+        conn.voice_leave(user_id).await;
         track_presence(
             conn.state,
             conn.gateway,
@@ -299,7 +384,7 @@ where
         presence::Change::Connected,
     )
     .await;
-    let ready = match replay::ready(conn.state, &conn.gateway.presence, user_id, session_id).await {
+    let ready = match replay::ready(conn.state, conn.gateway, user_id, session_id).await {
         Ok(r) => r,
         Err(_) => return End::Close(1011, "internal error"),
     };

@@ -4,6 +4,7 @@
 //! - [`hub`]: this instance's connections and the dispatcher with per-connection queues.
 //! - [`presence`]: presence in Redis, across instances.
 //! - [`replay`]: the ready payload and missed messages from PostgreSQL.
+//! - [`voice`]: who is in which voice call, and the signaling relay between them.
 //!
 //! Every instance subscribes to the Redis event channel and dispatches to its own
 //! connections, so several instances behind a load balancer behave as one server.
@@ -12,6 +13,7 @@ pub mod connection;
 pub mod hub;
 pub mod presence;
 pub mod replay;
+pub mod voice;
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -23,7 +25,10 @@ use axum::{
     response::Response,
 };
 use futures::StreamExt;
-use protocol::{gateway::close, UserId};
+use protocol::{
+    gateway::{close, Event},
+    UserId,
+};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -40,6 +45,7 @@ const WRITE_BUFFER: usize = 8 * 1024;
 pub struct Gateway {
     pub hub: Arc<hub::Hub>,
     pub presence: presence::PresenceStore,
+    pub voice: voice::VoiceStore,
     /// Cancelled when the server shuts down: connections close with "going away".
     pub shutdown: CancellationToken,
     /// Tests simulate a crashed instance: connections drop without presence clean-up.
@@ -47,8 +53,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(presence: presence::PresenceStore) -> Self {
+    pub fn new(presence: presence::PresenceStore, voice: voice::VoiceStore) -> Self {
         Self {
+            voice,
             hub: Arc::default(),
             presence,
             shutdown: CancellationToken::new(),
@@ -167,6 +174,19 @@ pub async fn start(state: &AppState) -> anyhow::Result<()> {
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+            }
+            match gateway.voice.sweep().await {
+                Ok(gone) => {
+                    for (group_id, user_id) in gone {
+                        let event = Event::VoiceStateUpdated {
+                            group_id,
+                            user_id,
+                            in_call: false,
+                        };
+                        events.publish_to_group(&db, group_id, event).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "voice sweep failed"),
             }
         }
     });

@@ -17,7 +17,7 @@ use sqlx::PgPool;
 
 use crate::{error::ApiError, events::EventBus, keys::Keys};
 
-fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

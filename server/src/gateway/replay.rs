@@ -8,7 +8,7 @@ use protocol::{
 };
 use sqlx::PgPool;
 
-use super::presence::{self, PresenceStore};
+use super::{presence, Gateway};
 use crate::{
     error::ApiError,
     routes::{messages, users::fetch_user},
@@ -17,7 +17,7 @@ use crate::{
 
 pub async fn ready(
     state: &AppState,
-    store: &PresenceStore,
+    gateway: &Gateway,
     user_id: UserId,
     session_id: String,
 ) -> Result<ServerFrame, ApiError> {
@@ -33,7 +33,9 @@ pub async fn ready(
     .fetch_all(&state.db)
     .await?;
     let audience = presence::audience(&state.db, user_id).await?;
-    let presences = presence::states(&state.db, store, &audience).await?;
+    let presences = presence::states(&state.db, &gateway.presence, &audience).await?;
+    let group_ids: Vec<GroupId> = groups.iter().map(|g| g.0).collect();
+    let voice_calls = gateway.voice.calls(&group_ids).await?;
     Ok(ServerFrame::Ready {
         user,
         session_id,
@@ -46,6 +48,7 @@ pub async fn ready(
             })
             .collect(),
         presences,
+        voice_calls,
     })
 }
 
