@@ -45,7 +45,7 @@ async fn joining_and_leaving_a_call_is_announced_to_the_group() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let group = app.group_with(&alice, &[&bob]).await;
-    let mut a = connected(&app, &alice.token).await;
+    let a = connected(&app, &alice.token).await;
     let mut b = connected(&app, &bob.token).await;
 
     a.handle.voice_join(group);
