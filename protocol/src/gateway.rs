@@ -1,18 +1,32 @@
-//! Real-time events pushed over the WebSocket gateway (`GET /api/gateway`).
+//! The WebSocket gateway (`GET /api/gateway`): frames, events and close codes.
 //!
-//! Every event is one JSON object tagged by `type`. REST handlers publish an [`Event`] after
-//! their transaction commits; the gateway delivers it to every connected recipient on every
-//! server instance.
+//! A session on the gateway:
+//! 1. the server sends [`ServerFrame::Hello`] with the heartbeat interval;
+//! 2. the client sends [`ClientFrame::Identify`] with its session token (never in the URL,
+//!    so tokens stay out of access logs) and, after a disconnect, the last message sequence
+//!    it saw per group;
+//! 3. the server answers [`ServerFrame::Ready`], replays every message the client missed in
+//!    order (as `message_created` events), then sends [`ServerFrame::Resumed`];
+//! 4. events follow as [`ServerFrame::Event`]; the client sends [`ClientFrame::Heartbeat`]
+//!    every interval and the server closes a silent connection after two intervals.
+//!
+//! REST handlers publish an [`Event`] after their transaction commits; the gateway delivers
+//! it to every connected recipient on every server instance. Per group, `message_created`
+//! events arrive exactly once and in sequence order, also across reconnects.
+
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Identifier of a chat group or DM (re-exported here, where the gateway first named it).
+pub use crate::GroupId;
 use crate::{
     friends::Friend,
     groups::{Group, GroupDetail, Member, Role},
     messages::Message,
-    users::{PublicUser, UserStatus},
-    GroupId, MessageId, UserId,
+    users::{PublicUser, User, UserStatus},
+    MessageId, UserId,
 };
 
 /// Version of the gateway protocol; bumped on incompatible changes.
@@ -40,6 +54,106 @@ impl Presence {
             UserStatus::Invisible => Self::Offline,
         }
     }
+}
+
+/// Close codes the server uses. 4xxx codes marked resumable mean: reconnect and identify
+/// with `resume`; nothing is lost.
+pub mod close {
+    /// The first frame was not `identify`, or did not come in time.
+    pub const NOT_AUTHENTICATED: u16 = 4001;
+    /// A frame that is not valid JSON of a [`ClientFrame`](super::ClientFrame).
+    pub const INVALID_FRAME: u16 = 4002;
+    /// The token in `identify` is unknown, expired or revoked.
+    pub const AUTHENTICATION_FAILED: u16 = 4003;
+    /// The session ended while connected (logout, revocation, expiry): log in again.
+    pub const SESSION_ENDED: u16 = 4004;
+    /// The client read too slowly and its queue filled up. Resumable.
+    pub const TOO_SLOW: u16 = 4008;
+    /// No heartbeat within two intervals. Resumable.
+    pub const HEARTBEAT_TIMEOUT: u16 = 4009;
+    /// The client speaks a gateway version the server does not.
+    pub const UNSUPPORTED_VERSION: u16 = 4010;
+    /// The server is shutting down (WebSocket "going away"). Resumable.
+    pub const GOING_AWAY: u16 = 1001;
+}
+
+/// Where a client was when it disconnected: the last message sequence it saw per group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ResumeFrom {
+    /// group_id → last `seq` received. Groups left out are not replayed (fetch their history
+    /// over REST).
+    pub groups: HashMap<GroupId, i64>,
+}
+
+/// Client → server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientFrame {
+    Identify {
+        token: String,
+        /// Must equal [`GATEWAY_VERSION`].
+        version: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        resume: Option<ResumeFrom>,
+    },
+    Heartbeat,
+    /// "I am typing in this group"; repeat every few seconds while typing. Throttled.
+    Typing {
+        group_id: GroupId,
+    },
+}
+
+/// A group as the client should know it on (re)connect.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct GroupPosition {
+    pub group_id: GroupId,
+    /// Sequence of the group's latest message (0 when empty).
+    pub last_seq: i64,
+    /// My unread count.
+    pub unread: i64,
+}
+
+/// What a user sees of another user's presence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PresenceState {
+    pub user_id: UserId,
+    pub presence: Presence,
+    pub last_seen: Option<DateTime<Utc>>,
+}
+
+/// Server → client.
+#[allow(clippy::large_enum_variant)] // Ready is sent once per connection; boxing buys nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ServerFrame {
+    Hello {
+        version: u32,
+        heartbeat_interval_ms: u64,
+    },
+    Ready {
+        user: User,
+        /// The connection's session, as listed by `GET /api/auth/sessions`.
+        session_id: String,
+        groups: Vec<GroupPosition>,
+        /// Friends and group co-members.
+        presences: Vec<PresenceState>,
+    },
+    /// Replay after `identify` is done: live events follow.
+    Resumed {
+        replayed: u64,
+        /// Groups whose gap was too large to replay: refetch their history over REST.
+        resync_groups: Vec<GroupId>,
+    },
+    HeartbeatAck,
+    Event {
+        event: Event,
+    },
 }
 
 /// A server → client event.
@@ -117,4 +231,22 @@ pub enum Event {
         /// Every message with `seq <= up_to_seq` is now read by all.
         up_to_seq: i64,
     },
+    /// Someone is typing; show it for `expires_in_ms` unless repeated. To: the group's other
+    /// members.
+    TypingStarted {
+        group_id: GroupId,
+        user_id: UserId,
+        expires_in_ms: u64,
+    },
+}
+
+impl Event {
+    /// For a new message: its group and sequence. Per group, these are delivered exactly
+    /// once and in order; clients resume from the last one they saw.
+    pub fn message_position(&self) -> Option<(GroupId, i64)> {
+        match self {
+            Self::MessageCreated { message } => Some((message.group_id, message.seq)),
+            _ => None,
+        }
+    }
 }

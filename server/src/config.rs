@@ -72,6 +72,23 @@ pub struct Settings {
     #[arg(long, env = "SOHBET_LOGIN_WINDOW", default_value_t = 300)]
     pub login_window_secs: u64,
 
+    /// Milliseconds between a gateway client's heartbeats; a connection silent for two
+    /// intervals is closed. Also the period at which an instance renews its connections'
+    /// presence, which expires after three intervals if the instance dies.
+    #[arg(long, env = "SOHBET_HEARTBEAT_MS", default_value_t = 10_000)]
+    pub heartbeat_interval_ms: u64,
+
+    /// Events queued for one gateway connection before it counts as too slow and is closed
+    /// (resumably). 1024 events is minutes of a busy group for a healthy client, and bounds
+    /// a stuck client's memory to ~1 MB.
+    #[arg(long, env = "SOHBET_GATEWAY_QUEUE", default_value_t = 1024)]
+    pub gateway_queue: usize,
+
+    /// Most messages replayed per group on resume; a larger gap is answered with "resync
+    /// over REST" for that group.
+    #[arg(long, env = "SOHBET_REPLAY_LIMIT", default_value_t = 1000)]
+    pub replay_limit: i64,
+
     /// Concurrent password hashes. Each argon2id hash holds 19 MiB and a core for tens of
     /// milliseconds; more than the core count only queues inside the OS instead of here.
     #[arg(long, env = "SOHBET_HASH_CONCURRENCY")]
@@ -99,10 +116,17 @@ impl Settings {
             login_window_secs: 300,
             hash_concurrency: None,
             max_group_size: 250,
+            heartbeat_interval_ms: 10_000,
+            gateway_queue: 1024,
+            replay_limit: 1000,
         }
     }
 
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms.max(50))
     }
 }

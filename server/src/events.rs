@@ -34,8 +34,32 @@ impl EventBus {
         }
     }
 
-    pub fn channel(&self) -> &str {
-        &self.channel
+    /// Closes the sockets of ended sessions on every instance.
+    pub async fn sessions_ended(
+        &self,
+        control_channel: &str,
+        user_id: UserId,
+        session_ids: Vec<String>,
+    ) {
+        if session_ids.is_empty() {
+            return;
+        }
+        let control = crate::gateway::Control::SessionsEnded {
+            user_id,
+            session_ids,
+        };
+        let Ok(payload) = serde_json::to_string(&control) else {
+            return;
+        };
+        let published = redis::cmd("PUBLISH")
+            .arg(control_channel)
+            .arg(payload)
+            .query_async::<i64>(&mut self.redis.clone())
+            .await;
+        if let Err(e) = published {
+            // Sockets still notice at their next heartbeat.
+            tracing::warn!(error = %e, "session end not published");
+        }
     }
 
     /// Delivers `event` to `recipients` (deduplicated) on every instance.

@@ -41,4 +41,29 @@ impl Keys {
     pub fn events_channel(&self) -> String {
         format!("{}events", self.prefix)
     }
+
+    /// Pub/sub channel for control messages between instances (e.g. "session ended").
+    pub fn control_channel(&self) -> String {
+        format!("{}control", self.prefix)
+    }
+
+    /// Every live gateway connection on every instance: member `user|instance|conn`, score =
+    /// expiry in Unix ms. Swept by all instances, so a dead instance's connections expire.
+    pub fn presence_conns(&self) -> String {
+        format!("{}presence:conns", self.prefix)
+    }
+
+    /// One user's live connections: member `instance|conn`, score = expiry in Unix ms.
+    pub fn presence_user(&self, user_id: UserId) -> String {
+        format!("{}{user_id}", self.presence_user_prefix())
+    }
+
+    pub fn presence_user_prefix(&self) -> String {
+        format!("{}presence:user:", self.prefix)
+    }
+
+    /// Typing throttle of one user in one group.
+    pub fn typing(&self, group_id: i64, user_id: UserId) -> String {
+        format!("{}typing:{group_id}:{user_id}", self.prefix)
+    }
 }

@@ -1,5 +1,4 @@
-//! `sohbet-server`: the Sohbet REST API (and, later, the WebSocket gateway) over PostgreSQL
-//! and Redis.
+//! `sohbet-server`: the Sohbet REST API and WebSocket gateway over PostgreSQL and Redis.
 //!
 //! - [`config`]: typed settings from flags and environment.
 //! - [`routes`]: one module per resource (auth, users, health), merged with the OpenAPI
@@ -10,6 +9,7 @@
 //! - [`password`]: argon2id on a bounded blocking pool.
 //! - [`rate_limit`], [`keys`]: Redis counters and key names.
 //! - [`events`]: the event bus between REST handlers and the gateway, across instances.
+//! - [`gateway`]: the WebSocket gateway, presence and typing.
 //!
 //! [`run`] is the whole server: tests start it on port 0 exactly as `main` does.
 
@@ -19,6 +19,7 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod gateway;
 pub mod keys;
 pub mod password;
 pub mod rate_limit;
@@ -71,6 +72,16 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     });
     let passwords = PasswordHasher::new(concurrency).map_err(|e| anyhow::anyhow!("{e}"))?;
     let events = events::EventBus::new(redis.clone(), &keys);
+    let instance = session::random_hex(8).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let presence_ttl_ms =
+        i64::try_from(settings.heartbeat_interval().as_millis() * 3).unwrap_or(i64::MAX);
+    let presence = gateway::presence::PresenceStore::new(
+        redis.clone(),
+        keys.clone(),
+        instance,
+        presence_ttl_ms,
+    );
+    let gateway = gateway::Gateway::new(presence);
     Ok(AppState {
         db,
         redis,
@@ -79,6 +90,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         passwords,
         settings: Arc::new(settings),
         events,
+        gateway,
     })
 }
 
@@ -110,11 +122,22 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let db = state.db.clone();
+    gateway::start(&state)
+        .await
+        .context("starting the gateway")?;
+    // On shutdown, close the gateway's sockets first: graceful shutdown waits for every
+    // connection, and WebSockets would otherwise hold it open forever.
+    let stop = state.gateway.shutdown.clone();
+    let trigger = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        trigger.cancel();
+    });
     axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(stop.cancelled_owned())
     .await
     .context("serving")?;
     db.close().await;

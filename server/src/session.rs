@@ -41,7 +41,7 @@ pub struct SessionStore {
     ttl_secs: u64,
 }
 
-fn random_hex(bytes: usize) -> Result<String, ApiError> {
+pub fn random_hex(bytes: usize) -> Result<String, ApiError> {
     let mut buf = vec![0u8; bytes];
     getrandom::fill(&mut buf).map_err(|e| ApiError::Internal(anyhow::anyhow!("getrandom: {e}")))?;
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
@@ -219,27 +219,37 @@ impl SessionStore {
             .await
     }
 
-    /// Revokes every session of the user except `keep_token`; returns how many.
-    pub async fn revoke_others(&self, user_id: UserId, keep_token: &str) -> Result<u64, ApiError> {
-        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.keys.user_sessions(user_id))
-            .query_async(&mut self.redis.clone())
-            .await?;
-        let others: Vec<_> = entries
+    /// Revokes every session of the user except `keep_token`; returns their ids.
+    pub async fn revoke_others(
+        &self,
+        user_id: UserId,
+        keep_token: &str,
+    ) -> Result<Vec<String>, ApiError> {
+        let others: Vec<_> = self
+            .entries(user_id)
+            .await?
             .into_iter()
             .filter(|(_, t)| t != keep_token)
             .collect();
         self.delete(user_id, &others).await?;
-        Ok(others.len() as u64)
+        Ok(others.into_iter().map(|(id, _)| id).collect())
     }
 
-    /// Ends the session holding `token` (logout).
-    pub async fn end(&self, session: &Session) -> Result<(), ApiError> {
-        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
-            .arg(self.keys.user_sessions(session.data.user_id))
-            .query_async(&mut self.redis.clone())
-            .await?;
-        let mine: Vec<_> = entries
+    /// The public id of the session holding `token`.
+    pub async fn session_id(&self, user_id: UserId, token: &str) -> Result<String, ApiError> {
+        self.entries(user_id)
+            .await?
+            .into_iter()
+            .find(|(_, t)| t == token)
+            .map(|(id, _)| id)
+            .ok_or(ApiError::Unauthorized)
+    }
+
+    /// Ends the session holding `token` (logout); returns its id.
+    pub async fn end(&self, session: &Session) -> Result<Vec<String>, ApiError> {
+        let mine: Vec<_> = self
+            .entries(session.data.user_id)
+            .await?
             .into_iter()
             .filter(|(_, t)| *t == session.token)
             .collect();
@@ -249,9 +259,17 @@ impl SessionStore {
                 .arg(self.keys.session(&session.token))
                 .query_async::<()>(&mut self.redis.clone())
                 .await?;
-            return Ok(());
         }
-        self.delete(session.data.user_id, &mine).await
+        self.delete(session.data.user_id, &mine).await?;
+        Ok(mine.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// The user's index: (session id, token) pairs.
+    async fn entries(&self, user_id: UserId) -> Result<Vec<(String, String)>, ApiError> {
+        Ok(redis::cmd("HGETALL")
+            .arg(self.keys.user_sessions(user_id))
+            .query_async(&mut self.redis.clone())
+            .await?)
     }
 
     async fn delete(&self, user_id: UserId, sessions: &[(String, String)]) -> Result<(), ApiError> {

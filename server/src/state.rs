@@ -6,7 +6,8 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::{
-    config::Settings, events::EventBus, keys::Keys, password::PasswordHasher, session::SessionStore,
+    config::Settings, events::EventBus, gateway::Gateway, keys::Keys, password::PasswordHasher,
+    session::SessionStore,
 };
 
 #[derive(Clone)]
@@ -18,4 +19,5 @@ pub struct AppState {
     pub passwords: PasswordHasher,
     pub settings: Arc<Settings>,
     pub events: EventBus,
+    pub gateway: Gateway,
 }

@@ -2,8 +2,12 @@
 //! and Redis named by `DATABASE_URL` / `REDIS_URL` (`cargo xtask test` starts private ones),
 //! each app with its own database and its own Redis key prefix, so tests run in parallel
 //! and clean up after themselves.
+//!
+//! [`bench`] holds the benchmark suites run by the `sohbet-bench` binary.
 
-use std::{net::SocketAddr, time::Duration};
+pub mod bench;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use protocol::{auth::LoginResponse, messages::Message, users::User};
 use reqwest::{Method, StatusCode};
@@ -104,7 +108,10 @@ pub struct TestApp {
     pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
-    database: TestDatabase,
+    /// This instance's gateway, to simulate a crash.
+    pub gateway: sohbet_server::gateway::Gateway,
+    /// Owned by the first instance; peers share it.
+    database: Option<Arc<TestDatabase>>,
 }
 
 impl TestApp {
@@ -120,10 +127,21 @@ impl TestApp {
         settings.redis_prefix = prefix.clone();
         settings.db_pool_size = 5;
         configure(&mut settings);
-        Self::start(database, settings).await
+        Self::start(Arc::new(database), settings).await
     }
 
-    async fn start(database: TestDatabase, settings: Settings) -> Self {
+    /// Another server instance on the same database and Redis prefix: two instances that
+    /// must behave as one server.
+    pub async fn spawn_peer(&self) -> Self {
+        let database = self
+            .database
+            .clone()
+            .expect("the first instance owns the database");
+        Self::start(database, self.settings.clone()).await
+    }
+
+    async fn start(database: Arc<TestDatabase>, settings: Settings) -> Self {
+        sohbet_server::telemetry::init();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -131,6 +149,7 @@ impl TestApp {
         let state = sohbet_server::build_state(settings.clone())
             .await
             .expect("server state");
+        let gateway = state.gateway.clone();
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(sohbet_server::serve(listener, state, async move {
             let _ = rx.await;
@@ -158,7 +177,8 @@ impl TestApp {
             settings,
             shutdown: Some(tx),
             server: Some(server),
-            database,
+            gateway,
+            database: Some(database),
         }
     }
 
@@ -334,6 +354,28 @@ impl TestApp {
         }
     }
 
+    /// A REST client of the SDK for this server, logged in with `token`.
+    pub fn client(&self, token: &str) -> sohbet_client::Client {
+        sohbet_client::Client::new(self.base.clone())
+            .expect("client")
+            .with_token(token)
+    }
+
+    /// Connects `token` to this instance's gateway with the SDK.
+    pub fn gateway(&self, token: &str) -> Gateway {
+        let options = sohbet_client::gateway::GatewayOptions {
+            reconnect_min: Duration::from_millis(20),
+            reconnect_max: Duration::from_millis(500),
+            buffer: 100_000,
+        };
+        let (handle, events) = sohbet_client::gateway::connect(
+            self.client(token).gateway_url(),
+            token.to_owned(),
+            options,
+        );
+        Gateway { handle, events }
+    }
+
     /// The Redis key the server uses for `suffix` (e.g. `session:{token}`).
     pub fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)
@@ -363,7 +405,6 @@ impl Drop for TestApp {
         }
         let url = self.settings.redis_url.expose().to_owned();
         let pattern = format!("{}*", self.prefix);
-        let _ = &self.database;
         let cleanup = std::thread::spawn(move || {
             let Ok(client) = redis::Client::open(url) else {
                 return;
@@ -400,6 +441,57 @@ pub async fn seed_messages(db: &PgPool, group_id: i64, sender: i64, count: i64) 
     .execute(db)
     .await
     .expect("seed messages");
+}
+
+/// A gateway connection of the SDK, with helpers to wait for what it receives.
+pub struct Gateway {
+    pub handle: sohbet_client::gateway::GatewayHandle,
+    pub events: tokio::sync::mpsc::Receiver<GatewayEvent>,
+}
+
+pub use sohbet_client::gateway::GatewayEvent;
+
+/// How long a test waits for something that should arrive within milliseconds.
+pub const EVENT_WAIT: Duration = Duration::from_secs(10);
+
+impl Gateway {
+    /// The next item matching `pred`, skipping others; panics after [`EVENT_WAIT`].
+    pub async fn expect<T>(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&GatewayEvent) -> Option<T>,
+    ) -> T {
+        let deadline = tokio::time::Instant::now() + EVENT_WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(ev)) => {
+                    if let Some(v) = pred(&ev) {
+                        return v;
+                    }
+                }
+                Ok(None) => panic!("gateway stream ended while waiting for {what}"),
+                Err(_) => panic!("timed out waiting for {what}"),
+            }
+        }
+    }
+
+    /// Waits for the ready payload.
+    pub async fn ready(&mut self) -> GatewayEvent {
+        self.expect("ready", |e| {
+            matches!(e, GatewayEvent::Ready { .. }).then(|| e.clone())
+        })
+        .await
+    }
+
+    /// Everything that arrives within `window`.
+    pub async fn collect_for(&mut self, window: Duration) -> Vec<GatewayEvent> {
+        let deadline = tokio::time::Instant::now() + window;
+        let mut out = Vec::new();
+        while let Ok(Some(ev)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            out.push(ev);
+        }
+        out
+    }
 }
 
 pub struct TestUser {

@@ -187,7 +187,11 @@ async fn login(
 #[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])),
     responses((status = 204), (status = 401, body = ErrorBody)))]
 async fn logout(State(state): State<AppState>, auth: Auth) -> ApiResult<StatusCode> {
-    state.sessions.end(&auth.0).await?;
+    let ended = state.sessions.end(&auth.0).await?;
+    state
+        .events
+        .sessions_ended(&state.keys.control_channel(), auth.user_id(), ended)
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -219,7 +223,13 @@ async fn revoke_other_sessions(
         .sessions
         .revoke_others(auth.user_id(), &auth.0.token)
         .await?;
-    Ok(Json(RevokedSessions { revoked }))
+    let count = revoked.len() as u64;
+    let channel = state.keys.control_channel();
+    state
+        .events
+        .sessions_ended(&channel, auth.user_id(), revoked)
+        .await;
+    Ok(Json(RevokedSessions { revoked: count }))
 }
 
 /// DELETE /api/auth/sessions/{session_id}
@@ -234,5 +244,13 @@ async fn revoke_session(
     Path(session_id): Path<String>,
 ) -> ApiResult<StatusCode> {
     state.sessions.revoke(auth.user_id(), &session_id).await?;
+    state
+        .events
+        .sessions_ended(
+            &state.keys.control_channel(),
+            auth.user_id(),
+            vec![session_id],
+        )
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -47,6 +47,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(friends::router())
         .merge(groups::router())
         .merge(messages::router())
+        .merge(crate::gateway::router())
         .split_for_parts()
 }
 

@@ -14,6 +14,7 @@ use crate::{
     domain::{new_friend_code, parse_display_name, parse_profile_pic},
     error::{violated_constraint, ApiError, ApiResult},
     extract::Json,
+    gateway::presence,
     state::AppState,
 };
 
@@ -176,7 +177,20 @@ async fn update_me(
     .bind(req.status.map(UserStatus::as_str))
     .fetch_optional(&state.db)
     .await?;
-    row.map(|r| Json(r.into())).ok_or(ApiError::Unauthorized)
+    let user: User = row.map(User::from).ok_or(ApiError::Unauthorized)?;
+    if req.status.is_some() {
+        let online = state.gateway.presence.online(&[user.user_id]).await?;
+        if online.first() == Some(&true) {
+            presence::announce(
+                &state.db,
+                &state.events,
+                user.user_id,
+                presence::Change::StatusChanged,
+            )
+            .await;
+        }
+    }
+    Ok(Json(user))
 }
 
 /// POST /api/users/me/friend-code

@@ -1,0 +1,40 @@
+//! Errors of the SDK.
+
+use reqwest::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with its error body.
+    #[error("{status} {code}: {message}")]
+    Api {
+        status: StatusCode,
+        code: String,
+        message: String,
+    },
+    /// The request did not complete (connection refused, timeout...).
+    #[error("transport: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The server answered something that is not the documented shape.
+    #[error("unexpected answer {status}: {body}")]
+    Unexpected { status: StatusCode, body: String },
+    /// The operation needs a session: log in first.
+    #[error("not logged in")]
+    NotLoggedIn,
+}
+
+impl ClientError {
+    /// The API error code (`validation_failed`, `not_found`...), if the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Api { status, .. } | Self::Unexpected { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! The gateway event stream: connects, identifies, keeps the heartbeat, and when the
+//! connection drops reconnects with backoff and resumes from the last message sequence seen
+//! per group. Message events reach the stream exactly once and in order per group.
+
+use std::{collections::HashMap, time::Duration};
+
+use futures::{SinkExt, StreamExt};
+use protocol::gateway::{
+    close, ClientFrame, Event, GroupId, GroupPosition, PresenceState, ResumeFrom, ServerFrame,
+    GATEWAY_VERSION,
+};
+use protocol::users::User;
+use rand::Rng;
+use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
+use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
+
+/// What the stream yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GatewayEvent {
+    /// Sent on every (re)connect, before any replayed message.
+    Ready {
+        user: Box<User>,
+        session_id: String,
+        groups: Vec<GroupPosition>,
+        presences: Vec<PresenceState>,
+    },
+    /// Replay done; `resync_groups` had too large a gap: refetch their history over REST.
+    Resumed {
+        replayed: u64,
+        resync_groups: Vec<GroupId>,
+    },
+    Event(Event),
+    /// The connection dropped (with the server's close code, if it sent one); reconnecting.
+    Disconnected {
+        code: Option<u16>,
+    },
+    /// The session cannot continue (ended, or authentication failed): the stream ends.
+    Closed {
+        code: u16,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// First reconnect delay; doubles per failed attempt up to `reconnect_max`, with jitter
+    /// so that clients dropped together do not reconnect together.
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    /// Events buffered for a slow consumer before the client stops reading the socket (the
+    /// server then closes it as too slow and the client resumes: nothing is lost).
+    pub buffer: usize,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            buffer: 4096,
+        }
+    }
+}
+
+enum Command {
+    Typing(GroupId),
+    /// Drop the socket as a network failure would (no close frame), then reconnect.
+    DropConnection,
+    Close,
+}
+
+/// Controls a running gateway connection.
+pub struct GatewayHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl GatewayHandle {
+    pub fn typing(&self, group_id: GroupId) {
+        let _ = self.commands.send(Command::Typing(group_id));
+    }
+
+    /// Simulates a network failure: the socket is dropped without a close frame and the
+    /// client reconnects and resumes.
+    pub fn drop_connection(&self) {
+        let _ = self.commands.send(Command::DropConnection);
+    }
+
+    /// Closes the connection for good and waits for the task to end.
+    pub async fn close(mut self) {
+        let _ = self.commands.send(Command::Close);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        let _ = self.commands.send(Command::Close);
+    }
+}
+
+/// Connects to `url` (`ws://host/api/gateway`) with the session `token`.
+pub fn connect(
+    url: String,
+    token: String,
+    options: GatewayOptions,
+) -> (GatewayHandle, mpsc::Receiver<GatewayEvent>) {
+    let (events_tx, events_rx) = mpsc::channel(options.buffer.max(1));
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(run(url, token, options, events_tx, commands_rx));
+    (
+        GatewayHandle {
+            commands,
+            task: Some(task),
+        },
+        events_rx,
+    )
+}
+
+/// How one connection attempt ended.
+enum Outcome {
+    /// Reconnect (after backoff unless `fast`).
+    Retry { code: Option<u16>, fast: bool },
+    /// Stop for good.
+    Stop,
+}
+
+struct State {
+    url: String,
+    token: String,
+    /// Last message sequence delivered per group; `None` until the first ready.
+    positions: Option<HashMap<GroupId, i64>>,
+    events: mpsc::Sender<GatewayEvent>,
+}
+
+async fn run(
+    url: String,
+    token: String,
+    options: GatewayOptions,
+    events: mpsc::Sender<GatewayEvent>,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+) {
+    let mut state = State {
+        url,
+        token,
+        positions: None,
+        events,
+    };
+    let mut delay = options.reconnect_min;
+    loop {
+        match state.connection(&mut commands).await {
+            Outcome::Stop => return,
+            Outcome::Retry { code, fast } => {
+                if state
+                    .events
+                    .send(GatewayEvent::Disconnected { code })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                if fast {
+                    delay = options.reconnect_min;
+                }
+                let jitter = rand::rng().random_range(0.5..1.5);
+                let wait = delay.mul_f64(jitter);
+                delay = (delay * 2).min(options.reconnect_max);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    cmd = commands.recv() => if matches!(cmd, None | Some(Command::Close)) { return },
+                }
+            }
+        }
+    }
+}
+
+/// The server's close code, if the socket was closed with one.
+fn close_code(frame: Option<&CloseFrame>) -> Option<u16> {
+    frame.map(|f| u16::from(f.code))
+}
+
+fn terminal(code: u16) -> bool {
+    matches!(
+        code,
+        close::AUTHENTICATION_FAILED | close::SESSION_ENDED | close::UNSUPPORTED_VERSION
+    )
+}
+
+impl State {
+    async fn emit(&self, event: GatewayEvent) -> bool {
+        self.events.send(event).await.is_ok()
+    }
+
+    async fn connection(&mut self, commands: &mut mpsc::UnboundedReceiver<Command>) -> Outcome {
+        let retry = Outcome::Retry {
+            code: None,
+            fast: false,
+        };
+        let Ok(Ok((mut socket, _))) = timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(self.url.as_str()),
+        )
+        .await
+        else {
+            return retry;
+        };
+        // hello
+        let interval = match timeout(Duration::from_secs(10), socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ServerFrame>(&text) {
+                Ok(ServerFrame::Hello {
+                    heartbeat_interval_ms,
+                    ..
+                }) => Duration::from_millis(heartbeat_interval_ms.max(50)),
+                _ => return retry,
+            },
+            _ => return retry,
+        };
+        let identify = ClientFrame::Identify {
+            token: self.token.clone(),
+            version: GATEWAY_VERSION,
+            resume: self
+                .positions
+                .as_ref()
+                .map(|p| ResumeFrom { groups: p.clone() }),
+        };
+        let Ok(text) = serde_json::to_string(&identify) else {
+            return Outcome::Stop;
+        };
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return retry;
+        }
+
+        // Heartbeat at a bit under the interval so a slow tick never looks like silence.
+        let mut heartbeat = tokio::time::interval(interval.mul_f64(0.8));
+        heartbeat.tick().await;
+        loop {
+            tokio::select! {
+                msg = socket.next() => {
+                    let frame = match msg {
+                        Some(Ok(Message::Text(text))) => match serde_json::from_str::<ServerFrame>(&text) {
+                            Ok(frame) => frame,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "unreadable gateway frame");
+                                continue;
+                            }
+                        },
+                        Some(Ok(Message::Close(frame))) => {
+                            let code = close_code(frame.as_ref());
+                            if let Some(code) = code.filter(|c| terminal(*c)) {
+                                let _ = self.emit(GatewayEvent::Closed { code }).await;
+                                return Outcome::Stop;
+                            }
+                            // A server that closed us on purpose (too slow, shutting down) is
+                            // healthy: come back at once.
+                            return Outcome::Retry { code, fast: code.is_some() };
+                        }
+                        Some(Ok(_)) => continue,
+                        None | Some(Err(_)) => return retry,
+                    };
+                    if !self.on_frame(frame).await {
+                        return Outcome::Stop;
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    let Ok(text) = serde_json::to_string(&ClientFrame::Heartbeat) else { return Outcome::Stop };
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return retry;
+                    }
+                }
+                cmd = commands.recv() => match cmd {
+                    Some(Command::Typing(group_id)) => {
+                        let Ok(text) = serde_json::to_string(&ClientFrame::Typing { group_id }) else { continue };
+                        if socket.send(Message::Text(text.into())).await.is_err() {
+                            return retry;
+                        }
+                    }
+                    Some(Command::DropConnection) => return Outcome::Retry { code: None, fast: true },
+                    None | Some(Command::Close) => {
+                        let _ = socket.close(None).await;
+                        return Outcome::Stop;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Handles one frame; false when the consumer has gone.
+    async fn on_frame(&mut self, frame: ServerFrame) -> bool {
+        match frame {
+            ServerFrame::Ready {
+                user,
+                session_id,
+                groups,
+                presences,
+            } => {
+                let positions = self.positions.get_or_insert_with(HashMap::new);
+                // Groups new to this client start at their current end: their history is
+                // fetched over REST, not replayed.
+                for g in &groups {
+                    positions.entry(g.group_id).or_insert(g.last_seq);
+                }
+                self.emit(GatewayEvent::Ready {
+                    user: Box::new(user),
+                    session_id,
+                    groups,
+                    presences,
+                })
+                .await
+            }
+            ServerFrame::Resumed {
+                replayed,
+                resync_groups,
+            } => {
+                self.emit(GatewayEvent::Resumed {
+                    replayed,
+                    resync_groups,
+                })
+                .await
+            }
+            ServerFrame::Event { event } => {
+                if let Some((group_id, seq)) = event.message_position() {
+                    let positions = self.positions.get_or_insert_with(HashMap::new);
+                    let last = positions.entry(group_id).or_insert(seq - 1);
+                    if seq <= *last {
+                        return true; // already delivered
+                    }
+                    *last = seq;
+                }
+                self.emit(GatewayEvent::Event(event)).await
+            }
+            ServerFrame::HeartbeatAck | ServerFrame::Hello { .. } => true,
+        }
+    }
+}

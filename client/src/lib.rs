@@ -1,0 +1,15 @@
+//! `sohbet-client`: the Rust SDK of Sohbet, used by the tests, the benchmarks and the
+//! desktop app.
+//!
+//! - [`rest`]: [`Client`], one typed method per REST operation.
+//! - [`gateway`]: [`gateway::connect`], an event stream over the WebSocket gateway that
+//!   reconnects and resumes by itself, so a message the server acknowledged reaches the
+//!   stream exactly once and in order per group.
+//! - [`error`]: the SDK error type, `ClientError`.
+
+pub mod error;
+pub mod gateway;
+pub mod rest;
+
+pub use error::ClientError;
+pub use rest::Client;

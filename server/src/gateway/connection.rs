@@ -1,0 +1,383 @@
+//! One gateway connection, from `hello` to close. Generic over the socket's `Stream` and
+//! `Sink` so the protocol can be driven without a network in unit tests.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use protocol::{
+    gateway::{close, ClientFrame, Event, GroupId, ResumeFrom, ServerFrame, GATEWAY_VERSION},
+    UserId,
+};
+use tokio::time::{timeout, Instant};
+
+use super::{hub::Outbound, presence, replay, Gateway};
+use crate::{error::ApiError, session::Session, state::AppState};
+
+/// A peer that does not accept a frame within this time is as good as gone.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a typing indicator shows unless repeated; clients repeat every ~3 s.
+const TYPING_SHOWN_MS: u64 = 6000;
+/// At most one typing event per user and group in this window.
+const TYPING_THROTTLE_MS: u64 = 3000;
+
+/// Why a connection ended.
+enum End {
+    Close(u16, &'static str),
+    /// The peer closed or the socket failed: nothing more to send.
+    Gone,
+}
+
+struct Conn<'a, S> {
+    socket: &'a mut S,
+    state: &'a AppState,
+    gateway: &'a Gateway,
+    /// Last message sequence delivered per group.
+    positions: HashMap<GroupId, i64>,
+}
+
+impl<S, E> Conn<'_, S>
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+{
+    async fn send_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        match timeout(SEND_TIMEOUT, self.socket.send(Message::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    async fn send(&mut self, frame: &ServerFrame) -> Result<(), End> {
+        let text = serde_json::to_string(frame).map_err(|_| End::Close(1011, "internal error"))?;
+        self.send_text(text.into()).await
+    }
+
+    /// Delivers a queued event; message events go out exactly once and in sequence per group,
+    /// filling any gap from the database (a message whose publish lagged behind a later one
+    /// has already committed: its sender's transaction held the group row first).
+    async fn deliver(&mut self, outbound: &Outbound) -> Result<(), End> {
+        if let Some((group_id, seq)) = outbound.position {
+            match self.positions.get(&group_id).copied() {
+                Some(last) if seq <= last => return Ok(()),
+                Some(last) if seq > last + 1 => {
+                    let missing = replay::messages_between(&self.state.db, group_id, last, seq)
+                        .await
+                        .map_err(|_| End::Close(1011, "internal error"))?;
+                    for (missing_seq, frame) in missing {
+                        self.send_text(frame.into()).await?;
+                        self.positions.insert(group_id, missing_seq);
+                    }
+                }
+                _ => {}
+            }
+            self.positions.insert(group_id, seq);
+        }
+        self.send_text(Utf8Bytes::from(outbound.frame.as_ref()))
+            .await
+    }
+
+    async fn replay(&mut self, user_id: UserId, resume: Option<ResumeFrom>) -> Result<(), End> {
+        let mut replayed = 0;
+        let mut resync_groups = Vec::new();
+        let limit = self.state.settings.replay_limit;
+        for (group_id, from) in resume.map(|r| r.groups).unwrap_or_default() {
+            // Only groups the user is in; others are skipped without a word.
+            let Some(&current) = self.positions.get(&group_id) else {
+                continue;
+            };
+            if from >= current {
+                continue;
+            }
+            let messages =
+                replay::messages_after(&self.state.db, user_id, group_id, from.max(0), limit + 1)
+                    .await
+                    .map_err(|_| End::Close(1011, "internal error"))?;
+            if messages.len() as i64 > limit {
+                resync_groups.push(group_id);
+                continue;
+            }
+            // Live events queued meanwhile are filtered by position; send from `from`.
+            self.positions.insert(group_id, from);
+            for (seq, frame) in messages {
+                self.send_text(frame.into()).await?;
+                self.positions.insert(group_id, seq);
+                replayed += 1;
+            }
+            let last = self.positions.get(&group_id).copied().unwrap_or(from);
+            self.positions.insert(group_id, last.max(current));
+        }
+        resync_groups.sort_unstable();
+        self.send(&ServerFrame::Resumed {
+            replayed,
+            resync_groups,
+        })
+        .await
+    }
+
+    async fn on_frame(&mut self, session: &Session, frame: ClientFrame) -> Result<(), End> {
+        match frame {
+            ClientFrame::Heartbeat => {
+                // A live socket is use of its session: renew it, and notice expiry or
+                // revocation within one heartbeat.
+                match self.state.sessions.authenticate(&session.token).await {
+                    Ok(_) => {}
+                    Err(ApiError::Unauthorized) => {
+                        return Err(End::Close(close::SESSION_ENDED, "session ended"))
+                    }
+                    Err(e) => tracing::warn!(error = %e, "session check failed"),
+                }
+                self.send(&ServerFrame::HeartbeatAck).await
+            }
+            ClientFrame::Typing { group_id } => {
+                typing(self.state, session.data.user_id, group_id).await;
+                Ok(())
+            }
+            ClientFrame::Identify { .. } => {
+                Err(End::Close(close::INVALID_FRAME, "already identified"))
+            }
+        }
+    }
+}
+
+async fn typing(state: &AppState, user_id: UserId, group_id: GroupId) {
+    let throttle: Result<Option<String>, _> = redis::cmd("SET")
+        .arg(state.keys.typing(group_id, user_id))
+        .arg(1)
+        .arg("PX")
+        .arg(TYPING_THROTTLE_MS)
+        .arg("NX")
+        .query_async(&mut state.redis.clone())
+        .await;
+    if !matches!(throttle, Ok(Some(_))) {
+        return;
+    }
+    let members: Result<Vec<UserId>, _> = sqlx::query_scalar(
+        "select other.user_id from group_members mine
+           join group_members other on other.group_id = mine.group_id
+          where mine.group_id = $1 and mine.user_id = $2 and other.user_id <> $2",
+    )
+    .bind(group_id)
+    .bind(user_id)
+    .fetch_all(&state.db)
+    .await;
+    // Not a member: nothing happens, and nothing tells the client whether the group exists.
+    if let Ok(members) = members {
+        let event = Event::TypingStarted {
+            group_id,
+            user_id,
+            expires_in_ms: TYPING_SHOWN_MS,
+        };
+        state.events.publish(members, event).await;
+    }
+}
+
+fn parse_frame<E>(msg: Option<Result<Message, E>>) -> Result<Option<ClientFrame>, End> {
+    match msg {
+        None | Some(Err(_)) => Err(End::Gone),
+        Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str())
+            .map(Some)
+            .map_err(|_| End::Close(close::INVALID_FRAME, "invalid frame")),
+        Some(Ok(Message::Binary(_))) => Err(End::Close(
+            close::INVALID_FRAME,
+            "binary frames are not used",
+        )),
+        Some(Ok(Message::Close(_))) => Err(End::Gone),
+        // Pings are answered by the WebSocket layer; they still count as life.
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+    }
+}
+
+/// Runs one connection to its end.
+pub async fn run<S, E>(mut socket: S, state: AppState, gateway: Gateway)
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+{
+    let interval = state.settings.heartbeat_interval();
+    let mut conn = Conn {
+        socket: &mut socket,
+        state: &state,
+        gateway: &gateway,
+        positions: HashMap::new(),
+    };
+    let end = session(&mut conn, interval).await;
+    if let End::Close(code, reason) = end {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = timeout(
+            Duration::from_secs(1),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
+    }
+}
+
+async fn session<S, E>(conn: &mut Conn<'_, S>, interval: Duration) -> End
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+{
+    let hello = ServerFrame::Hello {
+        version: GATEWAY_VERSION,
+        heartbeat_interval_ms: interval.as_millis() as u64,
+    };
+    if let Err(end) = conn.send(&hello).await {
+        return end;
+    }
+    // The first frame must be identify, within one heartbeat interval.
+    let first = match timeout(interval, conn.socket.next()).await {
+        Ok(msg) => parse_frame(msg),
+        Err(_) => return End::Close(close::NOT_AUTHENTICATED, "identify expected"),
+    };
+    let (token, version, resume) = match first {
+        Ok(Some(ClientFrame::Identify {
+            token,
+            version,
+            resume,
+        })) => (token, version, resume),
+        Ok(_) => return End::Close(close::NOT_AUTHENTICATED, "identify expected"),
+        Err(end) => return end,
+    };
+    if version != GATEWAY_VERSION {
+        return End::Close(close::UNSUPPORTED_VERSION, "unsupported gateway version");
+    }
+    let session = match conn.state.sessions.authenticate(&token).await {
+        Ok(s) => s,
+        Err(ApiError::Unauthorized) => {
+            return End::Close(close::AUTHENTICATION_FAILED, "authentication failed")
+        }
+        Err(_) => return End::Close(1011, "internal error"),
+    };
+    let user_id = session.data.user_id;
+    let session_id = conn
+        .state
+        .sessions
+        .session_id(user_id, &token)
+        .await
+        .unwrap_or_default();
+
+    // Register before reading positions, so no event published from here on is missed:
+    // anything older than the positions read below is filtered out or replayed.
+    let hub = conn.gateway.hub.clone();
+    let mut reg = hub.register(
+        user_id,
+        session_id.clone(),
+        conn.state.settings.gateway_queue,
+    );
+    let end = identified(conn, &session, session_id, resume, &mut reg, interval).await;
+    hub.unregister(user_id, reg.id);
+    if !conn.gateway.crashed() {
+        track_presence(
+            conn.state,
+            conn.gateway,
+            user_id,
+            reg.id,
+            presence::Change::Disconnected,
+        )
+        .await;
+    }
+    end
+}
+
+async fn identified<S, E>(
+    conn: &mut Conn<'_, S>,
+    session: &Session,
+    session_id: String,
+    resume: Option<ResumeFrom>,
+    reg: &mut super::hub::Registration,
+    interval: Duration,
+) -> End
+where
+    S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+{
+    let user_id = session.data.user_id;
+    track_presence(
+        conn.state,
+        conn.gateway,
+        user_id,
+        reg.id,
+        presence::Change::Connected,
+    )
+    .await;
+    let ready = match replay::ready(conn.state, &conn.gateway.presence, user_id, session_id).await {
+        Ok(r) => r,
+        Err(_) => return End::Close(1011, "internal error"),
+    };
+    if let ServerFrame::Ready { groups, .. } = &ready {
+        conn.positions = groups.iter().map(|g| (g.group_id, g.last_seq)).collect();
+    }
+    if let Err(end) = conn.send(&ready).await {
+        return end;
+    }
+    if let Err(end) = conn.replay(user_id, resume).await {
+        return end;
+    }
+
+    let silence_limit = interval * 2;
+    let mut last_heard = Instant::now();
+    let shutdown = conn.gateway.shutdown.clone();
+    loop {
+        let deadline = last_heard + silence_limit;
+        tokio::select! {
+            msg = conn.socket.next() => {
+                match parse_frame(msg) {
+                    Ok(frame) => {
+                        last_heard = Instant::now();
+                        if let Some(frame) = frame {
+                            if let Err(end) = conn.on_frame(session, frame).await {
+                                return end;
+                            }
+                        }
+                    }
+                    Err(end) => return end,
+                }
+            }
+            outbound = reg.rx.recv() => {
+                let Some(outbound) = outbound else { return End::Close(close::TOO_SLOW, "too slow") };
+                let kick = reg.kick.clone();
+                tokio::select! {
+                    sent = conn.deliver(&outbound) => if let Err(end) = sent { return end },
+                    code = kick.kicked() => return kicked(code),
+                }
+            }
+            code = reg.kick.kicked() => return kicked(code),
+            () = tokio::time::sleep_until(deadline) => {
+                return End::Close(close::HEARTBEAT_TIMEOUT, "heartbeat timeout");
+            }
+            () = shutdown.cancelled() => {
+                if conn.gateway.crashed() {
+                    return End::Gone;
+                }
+                return End::Close(close::GOING_AWAY, "server shutting down");
+            }
+        }
+    }
+}
+
+/// Records a connection opening or closing and announces the user's presence when it
+/// changed (first connection opened, last one closed).
+async fn track_presence(
+    state: &AppState,
+    gateway: &Gateway,
+    user_id: UserId,
+    conn_id: u64,
+    change: presence::Change,
+) {
+    let changed = match change {
+        presence::Change::Connected => gateway.presence.connect(user_id, conn_id).await,
+        _ => gateway.presence.disconnect(user_id, conn_id).await,
+    };
+    match changed {
+        Ok(true) => presence::announce(&state.db, &state.events, user_id, change).await,
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, ?change, "presence not tracked"),
+    }
+}
+
+fn kicked(code: u16) -> End {
+    match code {
+        close::TOO_SLOW => End::Close(close::TOO_SLOW, "too slow: resume"),
+        close::SESSION_ENDED => End::Close(close::SESSION_ENDED, "session ended"),
+        other => End::Close(other, "closed"),
+    }
+}

