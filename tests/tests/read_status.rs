@@ -58,7 +58,7 @@ async fn receipts(app: &TestApp, user: &TestUser, message: &Message) -> Vec<Rece
 #[tokio::test]
 async fn marking_a_message_read_counts_everything_up_to_it_as_read() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     let mut sent = Vec::new();
     for i in 1..=5 {
@@ -73,7 +73,7 @@ async fn marking_a_message_read_counts_everything_up_to_it_as_read() {
 #[tokio::test]
 async fn the_read_watermark_never_moves_back() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     let first = app.send(&bob, group_id, "first").await;
     let second = app.send(&bob, group_id, "second").await;
@@ -85,7 +85,7 @@ async fn the_read_watermark_never_moves_back() {
 #[tokio::test]
 async fn my_unread_count_counts_only_others_messages_and_sending_reads_the_rest() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     app.send(&alice, group_id, "mine").await;
     assert_eq!(read_state(&app, &alice, group_id).await.unread_count, 0);
@@ -102,11 +102,7 @@ async fn my_unread_count_counts_only_others_messages_and_sending_reads_the_rest(
 #[tokio::test]
 async fn a_message_is_read_once_every_other_member_has_read_it() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     let m1 = app.send(&alice, group_id, "one").await;
     let m2 = app.send(&alice, group_id, "two").await;
@@ -122,7 +118,7 @@ async fn a_message_is_read_once_every_other_member_has_read_it() {
 #[tokio::test]
 async fn in_a_dm_a_message_is_read_when_the_other_person_read_it() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let dm = app.dm(&alice, &bob).await;
     let message = app.send(&alice, dm, "seen?").await;
@@ -134,7 +130,7 @@ async fn in_a_dm_a_message_is_read_when_the_other_person_read_it() {
 #[tokio::test]
 async fn replying_reads_for_the_sender_and_can_complete_is_read() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let dm = app.dm(&alice, &bob).await;
     app.send(&alice, dm, "question").await;
@@ -146,11 +142,7 @@ async fn replying_reads_for_the_sender_and_can_complete_is_read() {
 #[tokio::test]
 async fn simultaneous_readers_still_mark_messages_read_by_all() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     for round in 1..=5 {
         let message = app.send(&alice, group_id, &format!("round {round}")).await;
@@ -168,11 +160,7 @@ async fn simultaneous_readers_still_mark_messages_read_by_all() {
 #[tokio::test]
 async fn a_member_leaving_can_complete_is_read() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     let message = app.send(&alice, group_id, "hello").await;
     mark_read(&app, &bob, group_id, &message).await;
@@ -189,11 +177,7 @@ async fn a_member_leaving_can_complete_is_read() {
 #[tokio::test]
 async fn receipts_say_who_read_a_message_and_when() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     let m1 = app.send(&alice, group_id, "one").await;
     let m2 = app.send(&alice, group_id, "two").await;
@@ -259,7 +243,7 @@ async fn plan(app: &TestApp, sql: &'static str, binds: &[i64]) -> String {
 #[tokio::test]
 async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messages() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     seed_messages(&app.db, group_id, alice.user.user_id, 100_000).await;
     // Bob has read most of it, with a receipt every 100 messages.

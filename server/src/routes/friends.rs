@@ -26,7 +26,7 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{Json, Path},
     public_user_columns,
-    routes::users::{fetch_public_user, PublicUserRow},
+    routes::users::{apply_presence, as_stranger, fetch_public_user, PublicUserRow},
     state::AppState,
 };
 
@@ -124,10 +124,29 @@ async fn other_user(db: impl PgExecutor<'_>, me: UserId, other: UserId) -> ApiRe
         .ok_or(ApiError::NotFound("user"))
 }
 
-async fn me_as_public(state: &AppState, me: UserId) -> ApiResult<PublicUser> {
-    fetch_public_user(&state.db, me)
+/// Me as `other` now sees me: with presence once we are friends, as a stranger before.
+async fn me_as_seen(state: &AppState, me: UserId, friends: bool) -> ApiResult<PublicUser> {
+    let mut user = fetch_public_user(&state.db, me)
         .await?
-        .ok_or(ApiError::Unauthorized)
+        .ok_or(ApiError::Unauthorized)?;
+    if !friends {
+        return Ok(as_stranger(user));
+    }
+    apply_presence(state, [&mut user]).await?;
+    Ok(user)
+}
+
+/// `user` as I now see them: with presence once we are friends, as a stranger before.
+async fn seen_by_me(
+    state: &AppState,
+    mut user: PublicUser,
+    friends: bool,
+) -> ApiResult<PublicUser> {
+    if !friends {
+        return Ok(as_stranger(user));
+    }
+    apply_presence(state, [&mut user]).await?;
+    Ok(user)
 }
 
 #[derive(sqlx::FromRow)]
@@ -144,6 +163,16 @@ impl From<FriendRow> for Friend {
             since: r.since,
         }
     }
+}
+
+/// Users who are not (or not yet) friends see no presence of each other.
+fn strangers(list: Vec<Friend>) -> Vec<Friend> {
+    list.into_iter()
+        .map(|f| Friend {
+            user: as_stranger(f.user),
+            since: f.since,
+        })
+        .collect()
 }
 
 async fn list(db: &sqlx::PgPool, query: &'static str, me: UserId) -> ApiResult<Vec<Friend>> {
@@ -171,6 +200,8 @@ async fn list_friends(State(state): State<AppState>, auth: Auth) -> ApiResult<Js
         auth.user_id(),
     )
     .await?;
+    let mut friends = friends;
+    apply_presence(&state, friends.iter_mut().map(|f| &mut f.user)).await?;
     Ok(Json(friends))
 }
 
@@ -215,7 +246,10 @@ async fn list_requests(
         me,
     )
     .await?;
-    Ok(Json(FriendRequests { incoming, outgoing }))
+    Ok(Json(FriendRequests {
+        incoming: strangers(incoming),
+        outgoing: strangers(outgoing),
+    }))
 }
 
 /// Which user a request names: exactly one of friend code or username.
@@ -326,10 +360,12 @@ async fn send_request(
     }
     tx.commit().await?;
 
+    let friends = state_after == FriendRequestState::Friends;
+    let target = seen_by_me(&state, target, friends).await?;
     match relation {
         Relation::Outgoing if inserted => {
             let request = Friend {
-                user: me_as_public(&state, me).await?,
+                user: me_as_seen(&state, me, false).await?,
                 since,
             };
             state
@@ -338,7 +374,7 @@ async fn send_request(
                 .await;
         }
         Relation::Incoming => {
-            let me_user = me_as_public(&state, me).await?;
+            let me_user = me_as_seen(&state, me, true).await?;
             state
                 .events
                 .publish(
@@ -358,9 +394,10 @@ async fn send_request(
         }
         _ => {}
     }
-    let status = match state_after {
-        FriendRequestState::Pending => StatusCode::ACCEPTED,
-        FriendRequestState::Friends => StatusCode::OK,
+    let status = if friends {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
     };
     Ok((
         status,
@@ -442,7 +479,7 @@ async fn accept_request(
     Path(other): Path<UserId>,
 ) -> ApiResult<Json<Friend>> {
     let me = auth.user_id();
-    let user = other_user(&state.db, me, other).await?;
+    let user = seen_by_me(&state, other_user(&state.db, me, other).await?, true).await?;
     let since: Option<DateTime<Utc>> = sqlx::query_scalar(
         "update friendships set status = 'accepted'
          where user_id_1 = $1 and user_id_2 = $2 and status = 'pending'
@@ -458,7 +495,7 @@ async fn accept_request(
         .publish(
             [other],
             Event::FriendRequestAccepted {
-                user: me_as_public(&state, me).await?,
+                user: me_as_seen(&state, me, true).await?,
             },
         )
         .await;
@@ -559,7 +596,7 @@ async fn list_blocked(State(state): State<AppState>, auth: Auth) -> ApiResult<Js
         auth.user_id(),
     )
     .await?;
-    Ok(Json(blocked))
+    Ok(Json(strangers(blocked)))
 }
 
 /// PUT /api/blocks/{user_id}

@@ -33,7 +33,7 @@ use crate::{
     routes::{
         friends::are_friends,
         messages::{flip_read, min_watermark, publish_all_read},
-        users::{fetch_public_user, PublicUserRow},
+        users::{apply_presence, fetch_public_user, PublicUserRow},
     },
     state::AppState,
 };
@@ -184,11 +184,7 @@ async fn fetch_members(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<
     Ok(rows.into_iter().map(Member::from).collect())
 }
 
-async fn fetch_member(
-    db: impl PgExecutor<'_>,
-    group_id: GroupId,
-    user_id: UserId,
-) -> ApiResult<Option<Member>> {
+async fn fetch_member(state: &AppState, group_id: GroupId, user_id: UserId) -> ApiResult<Member> {
     let row: Option<MemberRow> = sqlx::query_as(concat!(
         "select ",
         public_user_columns!(),
@@ -198,9 +194,11 @@ async fn fetch_member(
     ))
     .bind(group_id)
     .bind(user_id)
-    .fetch_optional(db)
+    .fetch_optional(&state.db)
     .await?;
-    Ok(row.map(Member::from))
+    let mut member = Member::from(row.ok_or(ApiError::NotFound("member"))?);
+    apply_presence(state, [&mut member.user]).await?;
+    Ok(member)
 }
 
 async fn fetch_group(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<Group> {
@@ -215,11 +213,13 @@ async fn fetch_group(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<Gr
     row.map(Group::from).ok_or(ApiError::NotFound("group"))
 }
 
-async fn detail(db: &sqlx::PgPool, group_id: GroupId, my_role: Role) -> ApiResult<GroupDetail> {
+async fn detail(state: &AppState, group_id: GroupId, my_role: Role) -> ApiResult<GroupDetail> {
+    let mut members = fetch_members(&state.db, group_id).await?;
+    apply_presence(state, members.iter_mut().map(|m| &mut m.user)).await?;
     Ok(GroupDetail {
-        group: fetch_group(db, group_id).await?,
+        group: fetch_group(&state.db, group_id).await?,
         my_role,
-        members: fetch_members(db, group_id).await?,
+        members,
     })
 }
 
@@ -295,6 +295,8 @@ async fn list_groups(
             })
         })
         .collect::<ApiResult<Vec<_>>>()?;
+    let mut items = items;
+    apply_presence(&state, items.iter_mut().filter_map(|i| i.dm_user.as_mut())).await?;
     Ok(Json(items))
 }
 
@@ -326,7 +328,7 @@ async fn create_group(
     .await?;
     insert_member(&mut tx, group_id, auth.user_id(), Role::Owner, 0).await?;
     tx.commit().await?;
-    let detail = detail(&state.db, group_id, Role::Owner).await?;
+    let detail = detail(&state, group_id, Role::Owner).await?;
     state
         .events
         .publish(
@@ -379,7 +381,7 @@ async fn get_group(
     Path(group_id): Path<GroupId>,
 ) -> ApiResult<Json<GroupDetail>> {
     let me = membership(&state.db, group_id, auth.user_id()).await?;
-    Ok(Json(detail(&state.db, group_id, me.role).await?))
+    Ok(Json(detail(&state, group_id, me.role).await?))
 }
 
 /// PATCH /api/groups/{group_id}
@@ -512,7 +514,7 @@ async fn open_dm(
     if let Some(group_id) = existing().await? {
         return Ok((
             StatusCode::OK,
-            Json(detail(&state.db, group_id, Role::Member).await?),
+            Json(detail(&state, group_id, Role::Member).await?),
         ));
     }
     if !are_friends(&state.db, me, other).await? {
@@ -534,13 +536,13 @@ async fn open_dm(
         let group_id = existing().await?.ok_or(ApiError::NotFound("group"))?;
         return Ok((
             StatusCode::OK,
-            Json(detail(&state.db, group_id, Role::Member).await?),
+            Json(detail(&state, group_id, Role::Member).await?),
         ));
     };
     insert_member(&mut tx, group_id, me, Role::Member, 0).await?;
     insert_member(&mut tx, group_id, other, Role::Member, 0).await?;
     tx.commit().await?;
-    let detail = detail(&state.db, group_id, Role::Member).await?;
+    let detail = detail(&state, group_id, Role::Member).await?;
     state
         .events
         .publish(
@@ -598,9 +600,7 @@ async fn add_member(
     }
     insert_member(&mut tx, group_id, req.user_id, Role::Member, last_seq).await?;
     tx.commit().await?;
-    let member = fetch_member(&state.db, group_id, req.user_id)
-        .await?
-        .ok_or(ApiError::NotFound("member"))?;
+    let member = fetch_member(&state, group_id, req.user_id).await?;
     state
         .events
         .publish_to_group(
@@ -769,9 +769,7 @@ async fn change_role(
         return Err(ApiError::NotFound("member"));
     }
     tx.commit().await?;
-    let member = fetch_member(&state.db, group_id, user_id)
-        .await?
-        .ok_or(ApiError::NotFound("member"))?;
+    let member = fetch_member(&state, group_id, user_id).await?;
     state
         .events
         .publish_to_group(
@@ -803,7 +801,7 @@ async fn transfer_ownership(
     let me = membership(&state.db, group_id, auth.user_id()).await?;
     me.require(Role::Owner, "only the owner can transfer ownership")?;
     if req.user_id == auth.user_id() {
-        return Ok(Json(detail(&state.db, group_id, Role::Owner).await?));
+        return Ok(Json(detail(&state, group_id, Role::Owner).await?));
     }
     let mut tx = state.db.begin().await?;
     // Demote first: at most one owner per group (group_members_one_owner_key). The `role`
@@ -837,5 +835,5 @@ async fn transfer_ownership(
             )
             .await;
     }
-    Ok(Json(detail(&state.db, group_id, Role::Admin).await?))
+    Ok(Json(detail(&state, group_id, Role::Admin).await?))
 }
