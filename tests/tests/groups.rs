@@ -689,3 +689,28 @@ async fn a_blocked_user_cannot_message_the_blocker_and_gets_the_unfriended_answe
     let (_, incoming) = app.get("/api/friends/requests", &alice.token).await;
     assert_eq!(incoming["incoming"], json!([]));
 }
+
+#[tokio::test]
+async fn blocked_users_are_excluded_from_each_others_groups() {
+    let app = TestApp::spawn().await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    app.befriend(&alice, &bob).await;
+    let hers = app.create_group(&alice, "hers").await;
+    let his = app.create_group(&bob, "his").await;
+    app.put(&format!("/api/blocks/{}", bob.user.user_id), &alice.token)
+        .await;
+    for (by, group_id, whom) in [(&alice, hers, &bob), (&bob, his, &alice)] {
+        let (status, body) = app
+            .post(
+                &format!("/api/groups/{group_id}/members"),
+                Some(&by.token),
+                &json!({"user_id": whom.user.user_id}),
+            )
+            .await;
+        // The same answer as for any non-friend.
+        assert_eq!(
+            (status, body["error"]["message"].as_str()),
+            (StatusCode::FORBIDDEN, Some("you can add only your friends"))
+        );
+    }
+}
