@@ -101,6 +101,36 @@ async fn lock_pair(tx: &mut PgConnection, me: UserId, other: UserId) -> ApiResul
     .await?)
 }
 
+/// Inserts the pair's row as `me` → `other` with `status` unless the pair has one, then locks
+/// whichever row is there. Says whether it inserted. A row that a concurrent transaction
+/// deletes between our conflict and our lock is simply inserted on the next turn.
+async fn insert_or_lock(
+    tx: &mut PgConnection,
+    me: UserId,
+    other: UserId,
+    status: &'static str,
+) -> ApiResult<(bool, Option<PairRow>)> {
+    const ATTEMPTS: usize = 3;
+    let mut result = (false, None);
+    for _ in 0..ATTEMPTS {
+        let inserted = sqlx::query_scalar::<_, bool>(
+            "insert into friendships (user_id_1, user_id_2, status) values ($1, $2, $3)
+             on conflict do nothing returning true",
+        )
+        .bind(me)
+        .bind(other)
+        .bind(status)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        result = (inserted, lock_pair(tx, me, other).await?);
+        if result.1.is_some() {
+            break;
+        }
+    }
+    Ok(result)
+}
+
 /// True when `a` and `b` are friends (accepted), which also means neither blocks the other.
 pub async fn are_friends(db: impl PgExecutor<'_>, a: UserId, b: UserId) -> ApiResult<bool> {
     Ok(sqlx::query_scalar::<_, bool>(concat!(
@@ -313,16 +343,7 @@ async fn send_request(
         ));
     }
     let mut tx = state.db.begin().await?;
-    let inserted = sqlx::query_scalar::<_, bool>(
-        "insert into friendships (user_id_1, user_id_2, status) values ($1, $2, 'pending')
-         on conflict do nothing returning true",
-    )
-    .bind(me)
-    .bind(target.user_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .is_some();
-    let row = lock_pair(&mut tx, me, target.user_id).await?;
+    let (inserted, row) = insert_or_lock(&mut tx, me, target.user_id, "pending").await?;
     let relation = Relation::of(row.as_ref(), me);
     let since = row.as_ref().map_or_else(Utc::now, |r| r.created_at);
     let state_after = match relation {
@@ -345,7 +366,7 @@ async fn send_request(
                 message: "you have blocked this user; unblock them first",
             })
         }
-        // Deleted between our insert and the lock: a concurrent cancel or unfriend.
+        // Only if the row kept vanishing under concurrent deletes: see insert_or_lock.
         Relation::None => return Err(ApiError::Unavailable),
     };
     if relation == Relation::BlockedByThem {
@@ -615,19 +636,13 @@ async fn block(
     let me = auth.user_id();
     other_user(&state.db, me, other).await?;
     let mut tx = state.db.begin().await?;
-    sqlx::query(
-        "insert into friendships (user_id_1, user_id_2, status) values ($1, $2, 'blocked')
-         on conflict do nothing",
-    )
-    .bind(me)
-    .bind(other)
-    .execute(&mut *tx)
-    .await?;
-    let row = lock_pair(&mut tx, me, other).await?;
+    let (_, row) = insert_or_lock(&mut tx, me, other, "blocked").await?;
     let relation = Relation::of(row.as_ref(), me);
     let query = match relation {
         // Just inserted (or already blocked by me): nothing more to do.
-        Relation::IBlocked | Relation::None => None,
+        Relation::IBlocked => None,
+        // Only if the row kept vanishing under concurrent deletes: see insert_or_lock.
+        Relation::None => return Err(ApiError::Unavailable),
         Relation::BlockedByThem => Some(concat!(
             "update friendships set user_2_blocked = true, blocked_request_at = null where ",
             pair!()
