@@ -3,6 +3,7 @@
 use protocol::messages::{Message, ReadState, Receipt};
 use reqwest::StatusCode;
 use serde_json::json;
+use sohbet_server::routes::groups::LIST_GROUPS_SQL;
 use sohbet_server::routes::messages::{
     ADVANCE_WATERMARK_SQL, BEFORE_SQL, FLIP_READ_SQL, FROM_SQL, LATEST_SQL, MIN_WATERMARK_SQL,
     RECEIPTS_SQL, RECORD_RECEIPT_SQL, UNREAD_COUNT_SQL,
@@ -296,6 +297,11 @@ async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messag
         ("latest page", LATEST_SQL, vec![g, 51]),
         ("page before", BEFORE_SQL, vec![g, 50_000, 51]),
         ("page after", FROM_SQL, vec![g, 50_000, 51]),
+        (
+            "my groups with unread counts",
+            LIST_GROUPS_SQL,
+            vec![bob_id],
+        ),
     ] {
         let plan = plan(&app, sql, &binds).await;
         for table in ["messages", "message_read_status"] {

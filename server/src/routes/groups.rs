@@ -235,6 +235,29 @@ struct ListRow {
     dm_user: Option<String>,
 }
 
+/// My groups with my unread count (an index range after my watermark), the latest message
+/// (one backward index step) and, for a DM, the other member.
+pub const LIST_GROUPS_SQL: &str = concat!(
+    "select ",
+    group_columns!(),
+    ", gm.role as my_role, gm.last_read_seq,
+           (select count(*) from messages c
+             where c.group_id = g.group_id and c.seq > gm.last_read_seq) as unread_count,
+           (select to_jsonb(x)::text from (
+               select m.message_id, m.group_id, m.sender_id, m.content, m.seq, m.is_read,
+                      m.sent_at, m.updated_at, m.edited_at, m.nonce
+                 from messages m where m.group_id = g.group_id
+                order by m.seq desc limit 1) x) as last_message,
+           case when g.is_direct_msg then (select to_jsonb(x)::text from (
+               select ",
+    public_user_columns!(),
+    " from group_members o join users u on u.user_id = o.user_id
+                where o.group_id = g.group_id and o.user_id <> $1 limit 1) x) end as dm_user
+          from group_members gm join chat_groups g on g.group_id = gm.group_id
+         where gm.user_id = $1
+         order by coalesce(g.last_message_at, g.created_at) desc, g.group_id desc"
+);
+
 /// GET /api/groups
 ///
 /// My groups and DMs, most recently active first, each with its latest message and my
@@ -246,29 +269,10 @@ async fn list_groups(
     State(state): State<AppState>,
     auth: Auth,
 ) -> ApiResult<Json<Vec<GroupListItem>>> {
-    let rows: Vec<ListRow> = sqlx::query_as(concat!(
-        "select ",
-        group_columns!(),
-        ", gm.role as my_role, gm.last_read_seq,
-           (select count(*) from messages c
-             where c.group_id = g.group_id and c.seq > gm.last_read_seq) as unread_count,
-           (select to_jsonb(x)::text from (
-               select m.message_id, m.group_id, m.sender_id, m.content, m.seq, m.is_read,
-                      m.sent_at, m.updated_at, m.edited_at, m.nonce
-                 from messages m where m.group_id = g.group_id
-                order by m.seq desc limit 1) x) as last_message,
-           case when g.is_direct_msg then (select to_jsonb(x)::text from (
-               select ",
-        public_user_columns!(),
-        " from group_members o join users u on u.user_id = o.user_id
-                where o.group_id = g.group_id and o.user_id <> $1 limit 1) x) end as dm_user
-          from group_members gm join chat_groups g on g.group_id = gm.group_id
-         where gm.user_id = $1
-         order by coalesce(g.last_message_at, g.created_at) desc, g.group_id desc"
-    ))
-    .bind(auth.user_id())
-    .fetch_all(&state.db)
-    .await?;
+    let rows: Vec<ListRow> = sqlx::query_as(LIST_GROUPS_SQL)
+        .bind(auth.user_id())
+        .fetch_all(&state.db)
+        .await?;
     let items = rows
         .into_iter()
         .map(|r| -> ApiResult<GroupListItem> {
