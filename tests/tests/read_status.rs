@@ -72,6 +72,32 @@ async fn marking_a_message_read_counts_everything_up_to_it_as_read() {
 }
 
 #[tokio::test]
+async fn unread_counts_stay_exact_when_messages_are_deleted() {
+    let app = TestApp::spawn().await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    let group_id = app.group_with(&alice, &[&bob]).await;
+    let mut sent = Vec::new();
+    for i in 1..=6 {
+        sent.push(app.send(&bob, group_id, &format!("m{i}")).await);
+    }
+    mark_read(&app, &alice, group_id, &sent[1]).await;
+    // One deleted before Alice's watermark, two after it.
+    for m in [&sent[0], &sent[3], &sent[5]] {
+        let (status, _) = app
+            .delete(
+                &format!("/api/groups/{group_id}/messages/{}", m.message_id),
+                &bob.token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(read_state(&app, &alice, group_id).await.unread_count, 2);
+    let (_, list) = app.get("/api/groups", &alice.token).await;
+    assert_eq!(list[0]["unread_count"], 2);
+    assert_eq!(list[0]["last_message"]["content"], "m5");
+}
+
+#[tokio::test]
 async fn the_read_watermark_never_moves_back() {
     let app = TestApp::spawn().await;
     let [alice, bob] = app.users(["alice", "bob"]).await;
@@ -263,6 +289,26 @@ async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messag
         .execute(&app.db)
         .await
         .expect("watermark");
+    // And some deleted messages (a gap every 50 sequence numbers).
+    sqlx::query(
+        "with gone as (delete from messages where group_id = $1 and seq % 50 = 25 returning seq)
+         insert into message_deletions (group_id, seq) select $1, seq from gone",
+    )
+    .bind(group_id)
+    .execute(&app.db)
+    .await
+    .expect("deletions");
+    // Other groups with deletions of their own, so the statistics look like a server's
+    // rather than one group's.
+    sqlx::query(
+        "with gs as (insert into chat_groups (name) select 'filler ' || n
+                       from generate_series(1, 200) n returning group_id)
+         insert into message_deletions (group_id, seq)
+         select group_id, s from gs, generate_series(1, 50) s",
+    )
+    .execute(&app.db)
+    .await
+    .expect("other groups");
     sqlx::query("analyze")
         .execute(&app.db)
         .await
@@ -304,10 +350,17 @@ async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messag
         ),
     ] {
         let plan = plan(&app, sql, &binds).await;
-        for table in ["messages", "message_read_status"] {
+        for table in ["messages", "message_read_status", "message_deletions"] {
             assert!(
                 !plan.contains(&format!("Seq Scan on {table}")),
                 "{name} scans {table}:\n{plan}"
+            );
+        }
+        if sql == UNREAD_COUNT_SQL || sql == LIST_GROUPS_SQL {
+            // Unread counts come from sequence numbers and deletions, not from messages.
+            assert!(
+                !plan.contains("Index Only Scan using messages_group_seq_key on messages c"),
+                "{name} counts messages:\n{plan}"
             );
         }
         // group_members holds two rows here, so the planner may rightly scan it.
@@ -316,6 +369,7 @@ async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messag
         }
     }
 
-    // And through the API: Bob's count is the 100 messages after his watermark.
-    assert_eq!(read_state(&app, &bob, group_id).await.unread_count, 100);
+    // And through the API: Bob's count is the 100 messages after his watermark, less the
+    // two deleted there (99925 and 99975).
+    assert_eq!(read_state(&app, &bob, group_id).await.unread_count, 98);
 }

@@ -235,14 +235,15 @@ struct ListRow {
     dm_user: Option<String>,
 }
 
-/// My groups with my unread count (an index range after my watermark), the latest message
+/// My groups with my unread count (see `messages::UNREAD_COUNT_SQL`), the latest message
 /// (one backward index step) and, for a DM, the other member.
 pub const LIST_GROUPS_SQL: &str = concat!(
     "select ",
     group_columns!(),
     ", gm.role as my_role, gm.last_read_seq,
-           (select count(*) from messages c
-             where c.group_id = g.group_id and c.seq > gm.last_read_seq) as unread_count,
+           g.last_seq - gm.last_read_seq
+             - (select count(*) from message_deletions d
+                 where d.group_id = g.group_id and d.seq > gm.last_read_seq) as unread_count,
            (select to_jsonb(x)::text from (
                select m.message_id, m.group_id, m.sender_id, m.content, m.seq, m.is_read,
                       m.sent_at, m.updated_at, m.edited_at, m.nonce
@@ -261,8 +262,8 @@ pub const LIST_GROUPS_SQL: &str = concat!(
 /// GET /api/groups
 ///
 /// My groups and DMs, most recently active first, each with its latest message and my
-/// unread count (messages from others after my read watermark: an index range, not a scan
-/// of the history).
+/// unread count (messages from others after my read watermark, computed from sequence
+/// numbers without counting messages).
 #[utoipa::path(get, path = "/api/groups", tag = "groups", security(("bearer" = [])),
     responses((status = 200, body = Vec<GroupListItem>), (status = 401, body = ErrorBody)))]
 async fn list_groups(

@@ -6,8 +6,8 @@
 //!
 //! Read status: each member has a watermark (`group_members.last_read_seq`): everything up
 //! to it is read. Sending advances the sender's own watermark (you have read what you
-//! wrote), so my unread count is the number of messages after my watermark: an index range
-//! on `(group_id, seq)`, never a scan of the history. `messages.is_read` is true once every
+//! wrote), so my unread count is the number of messages after my watermark: the sequence
+//! span minus the deletions in it (`message_deletions`), without counting messages at all. `messages.is_read` is true once every
 //! other member has read the message, i.e. once the minimum watermark of the group reaches
 //! it; whenever a watermark moves, only the newly covered range of that minimum is flipped.
 //! A receipt row (`message_read_status`) records when a member read up to which message.
@@ -89,9 +89,13 @@ impl From<MessageRow> for Message {
 
 // The read-status queries, public so a test can EXPLAIN exactly what the API runs.
 
-/// My unread count: messages after my watermark ($2). Others' only, since sending moves my
-/// own watermark past my message. An index range on `messages_group_seq_key`.
-pub const UNREAD_COUNT_SQL: &str = "select count(*) from messages where group_id = $1 and seq > $2";
+/// My unread count: the messages after my watermark ($2), all of them others' since sending
+/// moves my own watermark past my message. Sequence numbers are dense but for deletions, so
+/// this is the sequence span minus the deletions in it: one primary-key read of the group
+/// and a count of the (few) gaps, never a count of the messages themselves.
+pub const UNREAD_COUNT_SQL: &str = "select g.last_seq - $2
+        - (select count(*) from message_deletions d where d.group_id = $1 and d.seq > $2)
+     from chat_groups g where g.group_id = $1";
 /// Moves a watermark forward (never back): one row by `group_members_group_user_key`.
 pub const ADVANCE_WATERMARK_SQL: &str = "update group_members set last_read_seq = $3
      where group_id = $1 and user_id = $2 and last_read_seq < $3";
@@ -538,14 +542,22 @@ async fn delete_message(
             "only the sender, an admin or the owner can delete a message",
         )?;
     }
+    let mut tx = state.db.begin().await?;
     let seq: Option<i64> = sqlx::query_scalar(
         "delete from messages where message_id = $1 and group_id = $2 returning seq",
     )
     .bind(message_id)
     .bind(group_id)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
     let seq = seq.ok_or(ApiError::NotFound("message"))?;
+    // The gap keeps unread counts exact (see UNREAD_COUNT_SQL).
+    sqlx::query("insert into message_deletions (group_id, seq) values ($1, $2)")
+        .bind(group_id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     state
         .events
         .publish_to_group(
