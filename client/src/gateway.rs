@@ -106,9 +106,29 @@ pub fn connect(
     token: String,
     options: GatewayOptions,
 ) -> (GatewayHandle, mpsc::Receiver<GatewayEvent>) {
+    start(url, token, options, None)
+}
+
+/// Connects and resumes from saved positions (group → last message sequence seen), as a
+/// client restarted from its stored state does.
+pub fn connect_from(
+    url: String,
+    token: String,
+    options: GatewayOptions,
+    positions: HashMap<GroupId, i64>,
+) -> (GatewayHandle, mpsc::Receiver<GatewayEvent>) {
+    start(url, token, options, Some(positions))
+}
+
+fn start(
+    url: String,
+    token: String,
+    options: GatewayOptions,
+    positions: Option<HashMap<GroupId, i64>>,
+) -> (GatewayHandle, mpsc::Receiver<GatewayEvent>) {
     let (events_tx, events_rx) = mpsc::channel(options.buffer.max(1));
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(url, token, options, events_tx, commands_rx));
+    let task = tokio::spawn(run(url, token, options, positions, events_tx, commands_rx));
     (
         GatewayHandle {
             commands,
@@ -138,13 +158,14 @@ async fn run(
     url: String,
     token: String,
     options: GatewayOptions,
+    positions: Option<HashMap<GroupId, i64>>,
     events: mpsc::Sender<GatewayEvent>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
     let mut state = State {
         url,
         token,
-        positions: None,
+        positions,
         events,
     };
     let mut delay = options.reconnect_min;
@@ -181,9 +202,13 @@ fn close_code(frame: Option<&CloseFrame>) -> Option<u16> {
 }
 
 fn terminal(code: u16) -> bool {
+    // Retrying would fail the same way; an invalid frame is a bug in this client.
     matches!(
         code,
-        close::AUTHENTICATION_FAILED | close::SESSION_ENDED | close::UNSUPPORTED_VERSION
+        close::AUTHENTICATION_FAILED
+            | close::SESSION_ENDED
+            | close::UNSUPPORTED_VERSION
+            | close::INVALID_FRAME
     )
 }
 
@@ -219,10 +244,7 @@ impl State {
         let identify = ClientFrame::Identify {
             token: self.token.clone(),
             version: GATEWAY_VERSION,
-            resume: self
-                .positions
-                .as_ref()
-                .map(|p| ResumeFrom { groups: p.clone() }),
+            resume: self.positions.as_ref().map(ResumeFrom::from_positions),
         };
         let Ok(text) = serde_json::to_string(&identify) else {
             return Outcome::Stop;

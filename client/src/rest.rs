@@ -5,7 +5,17 @@ use std::time::Duration;
 use protocol::{
     auth::{LoginRequest, LoginResponse, RegisterRequest, RevokedSessions, SessionInfo},
     error::ErrorBody,
+    friends::{Friend, FriendRequestBody, FriendRequestOutcome, FriendRequests},
+    groups::{
+        ChangeRoleRequest, CreateGroupRequest, Group, GroupDetail, GroupListItem, Member, Role,
+        UpdateGroupRequest, UserRef,
+    },
+    messages::{
+        EditMessageRequest, HistoryQuery, MarkReadRequest, Message, MessagePage, ReadState,
+        Receipt, SendMessageRequest,
+    },
     users::{FriendCodeResponse, UpdateMeRequest, User},
+    GroupId, MessageId, UserId,
 };
 use reqwest::{Method, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
@@ -176,5 +186,237 @@ impl Client {
 
     pub async fn regenerate_friend_code(&self) -> Result<FriendCodeResponse, ClientError> {
         self.bare(Method::POST, "/api/users/me/friend-code").await
+    }
+
+    // --- friends ----------------------------------------------------------------------------
+
+    pub async fn friends(&self) -> Result<Vec<Friend>, ClientError> {
+        self.get("/api/friends").await
+    }
+
+    pub async fn friend_requests(&self) -> Result<FriendRequests, ClientError> {
+        self.get("/api/friends/requests").await
+    }
+
+    /// Sends a friend request by friend code or username.
+    pub async fn send_friend_request(
+        &self,
+        req: &FriendRequestBody,
+    ) -> Result<FriendRequestOutcome, ClientError> {
+        self.send(Method::POST, "/api/friends/requests", req).await
+    }
+
+    pub async fn accept_friend_request(&self, user_id: UserId) -> Result<Friend, ClientError> {
+        self.bare(
+            Method::POST,
+            &format!("/api/friends/requests/{user_id}/accept"),
+        )
+        .await
+    }
+
+    pub async fn decline_friend_request(&self, user_id: UserId) -> Result<(), ClientError> {
+        self.bare(
+            Method::POST,
+            &format!("/api/friends/requests/{user_id}/decline"),
+        )
+        .await
+    }
+
+    pub async fn cancel_friend_request(&self, user_id: UserId) -> Result<(), ClientError> {
+        self.bare(Method::DELETE, &format!("/api/friends/requests/{user_id}"))
+            .await
+    }
+
+    pub async fn remove_friend(&self, user_id: UserId) -> Result<(), ClientError> {
+        self.bare(Method::DELETE, &format!("/api/friends/{user_id}"))
+            .await
+    }
+
+    pub async fn blocked(&self) -> Result<Vec<Friend>, ClientError> {
+        self.get("/api/blocks").await
+    }
+
+    pub async fn block(&self, user_id: UserId) -> Result<(), ClientError> {
+        self.bare(Method::PUT, &format!("/api/blocks/{user_id}"))
+            .await
+    }
+
+    pub async fn unblock(&self, user_id: UserId) -> Result<(), ClientError> {
+        self.bare(Method::DELETE, &format!("/api/blocks/{user_id}"))
+            .await
+    }
+
+    // --- groups and DMs ---------------------------------------------------------------------
+
+    /// My groups and DMs with their last message and my unread count, latest activity first.
+    pub async fn groups(&self) -> Result<Vec<GroupListItem>, ClientError> {
+        self.get("/api/groups").await
+    }
+
+    pub async fn create_group(&self, req: &CreateGroupRequest) -> Result<GroupDetail, ClientError> {
+        self.send(Method::POST, "/api/groups", req).await
+    }
+
+    pub async fn group(&self, group_id: GroupId) -> Result<GroupDetail, ClientError> {
+        self.get(&format!("/api/groups/{group_id}")).await
+    }
+
+    pub async fn update_group(
+        &self,
+        group_id: GroupId,
+        req: &UpdateGroupRequest,
+    ) -> Result<Group, ClientError> {
+        self.send(Method::PATCH, &format!("/api/groups/{group_id}"), req)
+            .await
+    }
+
+    pub async fn delete_group(&self, group_id: GroupId) -> Result<(), ClientError> {
+        self.bare(Method::DELETE, &format!("/api/groups/{group_id}"))
+            .await
+    }
+
+    /// Gets or creates the DM with a friend.
+    pub async fn open_dm(&self, user_id: UserId) -> Result<GroupDetail, ClientError> {
+        self.send(Method::POST, "/api/dms", &UserRef { user_id })
+            .await
+    }
+
+    pub async fn add_member(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+    ) -> Result<Member, ClientError> {
+        let path = format!("/api/groups/{group_id}/members");
+        self.send(Method::POST, &path, &UserRef { user_id }).await
+    }
+
+    pub async fn remove_member(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+    ) -> Result<(), ClientError> {
+        self.bare(
+            Method::DELETE,
+            &format!("/api/groups/{group_id}/members/{user_id}"),
+        )
+        .await
+    }
+
+    pub async fn leave_group(&self, group_id: GroupId) -> Result<(), ClientError> {
+        self.bare(Method::POST, &format!("/api/groups/{group_id}/leave"))
+            .await
+    }
+
+    pub async fn change_role(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        role: Role,
+    ) -> Result<Member, ClientError> {
+        let path = format!("/api/groups/{group_id}/members/{user_id}");
+        self.send(Method::PATCH, &path, &ChangeRoleRequest { role })
+            .await
+    }
+
+    pub async fn transfer_ownership(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+    ) -> Result<GroupDetail, ClientError> {
+        let path = format!("/api/groups/{group_id}/owner");
+        self.send(Method::POST, &path, &UserRef { user_id }).await
+    }
+
+    // --- messages and read status -----------------------------------------------------------
+
+    pub async fn send_message(
+        &self,
+        group_id: GroupId,
+        req: &SendMessageRequest,
+    ) -> Result<Message, ClientError> {
+        self.send(
+            Method::POST,
+            &format!("/api/groups/{group_id}/messages"),
+            req,
+        )
+        .await
+    }
+
+    pub async fn history(
+        &self,
+        group_id: GroupId,
+        query: &HistoryQuery,
+    ) -> Result<MessagePage, ClientError> {
+        let mut params = Vec::new();
+        for (name, value) in [
+            ("before", query.before),
+            ("after", query.after),
+            ("around", query.around),
+            ("limit", query.limit),
+        ] {
+            if let Some(v) = value {
+                params.push(format!("{name}={v}"));
+            }
+        }
+        let qs = if params.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", params.join("&"))
+        };
+        self.get(&format!("/api/groups/{group_id}/messages{qs}"))
+            .await
+    }
+
+    pub async fn edit_message(
+        &self,
+        group_id: GroupId,
+        message_id: MessageId,
+        content: &str,
+    ) -> Result<Message, ClientError> {
+        let path = format!("/api/groups/{group_id}/messages/{message_id}");
+        self.send(
+            Method::PATCH,
+            &path,
+            &EditMessageRequest {
+                content: content.to_owned(),
+            },
+        )
+        .await
+    }
+
+    pub async fn delete_message(
+        &self,
+        group_id: GroupId,
+        message_id: MessageId,
+    ) -> Result<(), ClientError> {
+        self.bare(
+            Method::DELETE,
+            &format!("/api/groups/{group_id}/messages/{message_id}"),
+        )
+        .await
+    }
+
+    pub async fn read_state(&self, group_id: GroupId) -> Result<ReadState, ClientError> {
+        self.get(&format!("/api/groups/{group_id}/read")).await
+    }
+
+    pub async fn mark_read(
+        &self,
+        group_id: GroupId,
+        req: &MarkReadRequest,
+    ) -> Result<ReadState, ClientError> {
+        self.send(Method::POST, &format!("/api/groups/{group_id}/read"), req)
+            .await
+    }
+
+    pub async fn receipts(
+        &self,
+        group_id: GroupId,
+        message_id: MessageId,
+    ) -> Result<Vec<Receipt>, ClientError> {
+        self.get(&format!(
+            "/api/groups/{group_id}/messages/{message_id}/receipts"
+        ))
+        .await
     }
 }

@@ -19,8 +19,6 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Identifier of a chat group or DM (re-exported here, where the gateway first named it).
-pub use crate::GroupId;
 use crate::{
     friends::Friend,
     groups::{Group, GroupDetail, Member, Role},
@@ -28,6 +26,8 @@ use crate::{
     users::{PublicUser, User, UserStatus},
     MessageId, UserId,
 };
+
+pub use crate::GroupId;
 
 /// Version of the gateway protocol; bumped on incompatible changes.
 pub const GATEWAY_VERSION: u32 = 1;
@@ -82,9 +82,28 @@ pub mod close {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ResumeFrom {
-    /// group_id → last `seq` received. Groups left out are not replayed (fetch their history
-    /// over REST).
-    pub groups: HashMap<GroupId, i64>,
+    /// Groups left out are not replayed (fetch their history over REST).
+    pub groups: Vec<GroupCursor>,
+}
+
+/// The last message sequence a client saw in one group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct GroupCursor {
+    pub group_id: GroupId,
+    pub last_seq: i64,
+}
+
+impl ResumeFrom {
+    pub fn from_positions(positions: &HashMap<GroupId, i64>) -> Self {
+        let mut groups: Vec<GroupCursor> = positions
+            .iter()
+            .map(|(&group_id, &last_seq)| GroupCursor { group_id, last_seq })
+            .collect();
+        groups.sort_by_key(|g| g.group_id);
+        Self { groups }
+    }
 }
 
 /// Client → server.
@@ -170,6 +189,13 @@ pub enum Event {
         presence: Presence,
         last_seen: Option<DateTime<Utc>>,
     },
+    /// Someone is typing; show it for `expires_in_ms` unless repeated. To: the group's other
+    /// members.
+    TypingStarted {
+        group_id: GroupId,
+        user_id: UserId,
+        expires_in_ms: u64,
+    },
 
     /// Someone sent me a friend request. To: the recipient.
     FriendRequestReceived { request: Friend },
@@ -230,13 +256,6 @@ pub enum Event {
         group_id: GroupId,
         /// Every message with `seq <= up_to_seq` is now read by all.
         up_to_seq: i64,
-    },
-    /// Someone is typing; show it for `expires_in_ms` unless repeated. To: the group's other
-    /// members.
-    TypingStarted {
-        group_id: GroupId,
-        user_id: UserId,
-        expires_in_ms: u64,
     },
 }
 

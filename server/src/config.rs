@@ -115,10 +115,10 @@ impl Settings {
             login_account_limit: 10,
             login_window_secs: 300,
             hash_concurrency: None,
-            max_group_size: 250,
             heartbeat_interval_ms: 10_000,
             gateway_queue: 1024,
             replay_limit: 1000,
+            max_group_size: 250,
         }
     }
 

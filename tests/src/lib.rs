@@ -436,25 +436,6 @@ impl Drop for TestApp {
     }
 }
 
-/// Appends `count` messages from `sender` to a group in one statement (far faster than the
-/// API), continuing its sequence, as a long history for tests and benchmarks.
-pub async fn seed_messages(db: &PgPool, group_id: i64, sender: i64, count: i64) {
-    sqlx::query(
-        "with g as (
-             update chat_groups set last_seq = last_seq + $3, last_message_at = now()
-              where group_id = $1 returning last_seq - $3 as first)
-         insert into messages (group_id, sender_id, content, seq)
-         select $1, $2, 'seeded message ' || n, g.first + n
-           from g, generate_series(1::bigint, $3) n",
-    )
-    .bind(group_id)
-    .bind(sender)
-    .bind(count)
-    .execute(db)
-    .await
-    .expect("seed messages");
-}
-
 /// A gateway connection of the SDK, with helpers to wait for what it receives.
 pub struct Gateway {
     pub handle: sohbet_client::gateway::GatewayHandle,
@@ -504,6 +485,25 @@ impl Gateway {
         }
         out
     }
+}
+
+/// Appends `count` messages from `sender` to a group in one statement (far faster than the
+/// API), continuing its sequence, as a long history for tests and benchmarks.
+pub async fn seed_messages(db: &PgPool, group_id: i64, sender: i64, count: i64) {
+    sqlx::query(
+        "with g as (
+             update chat_groups set last_seq = last_seq + $3, last_message_at = now()
+              where group_id = $1 returning last_seq - $3 as first)
+         insert into messages (group_id, sender_id, content, seq)
+         select $1, $2, 'seeded message ' || n, g.first + n
+           from g, generate_series(1::bigint, $3) n",
+    )
+    .bind(group_id)
+    .bind(sender)
+    .bind(count)
+    .execute(db)
+    .await
+    .expect("seed messages");
 }
 
 pub struct TestUser {

@@ -7,7 +7,7 @@ use futures::{SinkExt, StreamExt};
 use protocol::gateway::{close, Event, Presence};
 use reqwest::Method;
 use serde_json::json;
-use sohbet_tests::{GatewayEvent, TestApp, TestUser};
+use sohbet_tests::{GatewayEvent, TestApp};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Short heartbeats so timeouts and presence expiry happen within a test's patience.
@@ -15,35 +15,6 @@ const HEARTBEAT_MS: u64 = 300;
 
 async fn app() -> TestApp {
     TestApp::spawn_with(|s| s.heartbeat_interval_ms = HEARTBEAT_MS).await
-}
-
-async fn befriend(app: &TestApp, a: &TestUser, b: &TestUser) {
-    sqlx::query(
-        "insert into friendships (user_id_1, user_id_2, status) values ($1, $2, 'accepted')",
-    )
-    .bind(a.user.user_id)
-    .bind(b.user.user_id)
-    .execute(&app.db)
-    .await
-    .expect("friendship");
-}
-
-async fn group_of(app: &TestApp, members: &[&TestUser]) -> i64 {
-    let group_id: i64 =
-        sqlx::query_scalar("insert into chat_groups (name) values ('g') returning group_id")
-            .fetch_one(&app.db)
-            .await
-            .expect("group");
-    for (i, m) in members.iter().enumerate() {
-        sqlx::query("insert into group_members (group_id, user_id, role) values ($1, $2, $3)")
-            .bind(group_id)
-            .bind(m.user.user_id)
-            .bind(if i == 0 { "owner" } else { "member" })
-            .execute(&app.db)
-            .await
-            .expect("member");
-    }
-    group_id
 }
 
 fn presence_of(user_id: i64, presence: Presence) -> impl FnMut(&GatewayEvent) -> Option<()> {
@@ -274,7 +245,7 @@ async fn friends_see_each_other_come_online_and_go_offline() {
     let app = app().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    befriend(&app, &alice, &bob).await;
+    app.befriend(&alice, &bob).await;
     let mut a = app.gateway(&alice.token);
     a.ready().await;
 
@@ -316,7 +287,7 @@ async fn a_user_on_two_devices_stays_online_until_both_close() {
     let app = app().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    befriend(&app, &alice, &bob).await;
+    app.befriend(&alice, &bob).await;
     let mut a = app.gateway(&alice.token);
     a.ready().await;
     let second_token = app.login("bob").await.token;
@@ -344,7 +315,7 @@ async fn an_invisible_user_appears_offline() {
     let app = app().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    befriend(&app, &alice, &bob).await;
+    app.befriend(&alice, &bob).await;
     let (status, _) = app
         .call(
             Method::PATCH,
@@ -377,7 +348,7 @@ async fn a_status_change_is_announced_to_friends() {
     let app = app().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
-    befriend(&app, &alice, &bob).await;
+    app.befriend(&alice, &bob).await;
     let mut a = app.gateway(&alice.token);
     a.ready().await;
     let mut b = app.gateway(&bob.token);
@@ -405,7 +376,7 @@ async fn typing_reaches_other_members_once_per_throttle_window() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let outsider = app.user("carol").await;
-    let group = group_of(&app, &[&alice, &bob]).await;
+    let group = app.group_with(&alice, &[&bob]).await;
     let mut a = app.gateway(&alice.token);
     a.ready().await;
     let mut b = app.gateway(&bob.token);
@@ -442,7 +413,7 @@ async fn events_cross_server_instances() {
     let second = first.spawn_peer().await;
     let alice = first.user("alice").await;
     let bob = first.user("bob").await;
-    let group = group_of(&first, &[&alice, &bob]).await;
+    let group = first.group_with(&alice, &[&bob]).await;
     let mut a = first.gateway(&alice.token);
     a.ready().await;
     let mut b = second.gateway(&bob.token);
@@ -460,7 +431,7 @@ async fn presence_spans_instances_and_expires_when_an_instance_dies() {
     let second = first.spawn_peer().await;
     let alice = first.user("alice").await;
     let bob = first.user("bob").await;
-    befriend(&first, &alice, &bob).await;
+    first.befriend(&alice, &bob).await;
     let mut a = first.gateway(&alice.token);
     a.ready().await;
     // Bob on both instances: closing one device keeps him online.

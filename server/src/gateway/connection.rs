@@ -76,11 +76,12 @@ where
             .await
     }
 
-    async fn replay(&mut self, user_id: UserId, resume: Option<ResumeFrom>) -> Result<(), End> {
+    async fn replay(&mut self, resume: Option<ResumeFrom>) -> Result<(), End> {
         let mut replayed = 0;
         let mut resync_groups = Vec::new();
         let limit = self.state.settings.replay_limit;
-        for (group_id, from) in resume.map(|r| r.groups).unwrap_or_default() {
+        for cursor in resume.map(|r| r.groups).unwrap_or_default() {
+            let (group_id, from) = (cursor.group_id, cursor.last_seq);
             // Only groups the user is in; others are skipped without a word.
             let Some(&current) = self.positions.get(&group_id) else {
                 continue;
@@ -88,10 +89,9 @@ where
             if from >= current {
                 continue;
             }
-            let messages =
-                replay::messages_after(&self.state.db, user_id, group_id, from.max(0), limit + 1)
-                    .await
-                    .map_err(|_| End::Close(1011, "internal error"))?;
+            let messages = replay::messages_after(&self.state.db, group_id, from.max(0), limit + 1)
+                .await
+                .map_err(|_| End::Close(1011, "internal error"))?;
             if messages.len() as i64 > limit {
                 resync_groups.push(group_id);
                 continue;
@@ -309,7 +309,7 @@ where
     if let Err(end) = conn.send(&ready).await {
         return end;
     }
-    if let Err(end) = conn.replay(user_id, resume).await {
+    if let Err(end) = conn.replay(resume).await {
         return end;
     }
 

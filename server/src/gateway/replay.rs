@@ -2,13 +2,18 @@
 //! from PostgreSQL, the source of truth.
 
 use protocol::{
-    gateway::{GroupId, GroupPosition, ServerFrame},
+    gateway::{Event, GroupId, GroupPosition, ServerFrame},
+    messages::Message,
     UserId,
 };
 use sqlx::PgPool;
 
 use super::presence::{self, PresenceStore};
-use crate::{error::ApiError, routes::users::fetch_user, state::AppState};
+use crate::{
+    error::ApiError,
+    routes::{messages, users::fetch_user},
+    state::AppState,
+};
 
 pub async fn ready(
     state: &AppState,
@@ -20,8 +25,7 @@ pub async fn ready(
     let groups: Vec<(GroupId, i64, i64)> = sqlx::query_as(
         "select g.group_id, g.last_seq,
                 (select count(*) from messages x
-                  where x.group_id = g.group_id and x.seq > m.last_read_seq
-                    and x.sender_id is distinct from m.user_id)
+                  where x.group_id = g.group_id and x.seq > m.last_read_seq)
            from group_members m join chat_groups g on g.group_id = m.group_id
           where m.user_id = $1",
     )
@@ -49,13 +53,13 @@ pub async fn ready(
 /// frames with their sequence, oldest first.
 pub async fn messages_after(
     db: &PgPool,
-    _user_id: UserId,
     group_id: GroupId,
     after: i64,
     limit: i64,
 ) -> Result<Vec<(i64, String)>, ApiError> {
-    let _ = (db, group_id, after, limit);
-    Ok(Vec::new())
+    let messages =
+        messages::fetch_page(db, messages::FROM_SQL, group_id, Some(after + 1), limit).await?;
+    frames(messages)
 }
 
 /// The messages of the group strictly between two sequences, as frames, oldest first.
@@ -65,6 +69,29 @@ pub async fn messages_between(
     after: i64,
     before: i64,
 ) -> Result<Vec<(i64, String)>, ApiError> {
-    let _ = (db, group_id, after, before);
-    Ok(Vec::new())
+    let mut messages = messages::fetch_page(
+        db,
+        messages::FROM_SQL,
+        group_id,
+        Some(after + 1),
+        before - after - 1,
+    )
+    .await?;
+    messages.retain(|m| m.seq < before);
+    frames(messages)
+}
+
+fn frames(messages: Vec<Message>) -> Result<Vec<(i64, String)>, ApiError> {
+    messages
+        .into_iter()
+        .map(|message| {
+            let seq = message.seq;
+            let frame = ServerFrame::Event {
+                event: Event::MessageCreated { message },
+            };
+            serde_json::to_string(&frame)
+                .map(|f| (seq, f))
+                .map_err(|e| ApiError::Internal(e.into()))
+        })
+        .collect()
 }

@@ -378,7 +378,7 @@ pub const FROM_SQL: &str = concat!(
     " from messages m where m.group_id = $1 and m.seq >= $2 order by m.seq limit $3"
 );
 
-async fn fetch_page(
+pub async fn fetch_page(
     db: &sqlx::PgPool,
     sql: &'static str,
     group_id: GroupId,

@@ -4,7 +4,7 @@
 
 use sohbet_tests::bench;
 
-const SUITES: &[&str] = &["auth", "messaging"];
+const SUITES: &[&str] = &["auth", "gateway", "messaging"];
 
 #[tokio::main]
 async fn main() {
@@ -15,6 +15,7 @@ async fn main() {
     for suite in args {
         match suite.as_str() {
             "auth" => bench::auth::run().await,
+            "gateway" => bench::gateway::run().await,
             "messaging" => bench::messaging::run().await,
             other => {
                 eprintln!("unknown suite {other}; suites: {}", SUITES.join(", "));
