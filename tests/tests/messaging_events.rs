@@ -89,3 +89,27 @@ async fn a_friend_request_reaches_its_recipient_but_a_blocked_senders_does_not()
     // Mallory asked first; the first request to arrive is Bob's.
     assert_eq!(from, bob.user.user_id);
 }
+
+#[tokio::test]
+async fn the_ready_payload_carries_my_unread_count_per_group() {
+    let app = TestApp::spawn().await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    let group_id = app.group_with(&alice, &[&bob]).await;
+    let first = app.send(&alice, group_id, "one").await;
+    app.send(&alice, group_id, "two").await;
+    app.send(&alice, group_id, "three").await;
+    app.delete(
+        &format!("/api/groups/{group_id}/messages/{}", first.message_id),
+        &alice.token,
+    )
+    .await;
+    let mut gateway = app.gateway(&bob.token);
+    let GatewayEvent::Ready { groups, .. } = gateway.ready().await else {
+        unreachable!("ready() returns Ready")
+    };
+    let position = groups
+        .iter()
+        .find(|g| g.group_id == group_id)
+        .expect("the group is in ready");
+    assert_eq!((position.last_seq, position.unread), (3, 2));
+}
