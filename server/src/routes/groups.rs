@@ -32,7 +32,7 @@ use crate::{
     public_user_columns,
     routes::{
         friends::are_friends,
-        messages::{flip_read, min_watermark, publish_all_read},
+        messages::{flip_read, min_watermark, publish_all_read, AllRead},
         users::{apply_presence, fetch_public_user, PublicUserRow},
     },
     state::AppState,
@@ -626,7 +626,7 @@ async fn remove_member_tx(
     tx: &mut PgConnection,
     group_id: GroupId,
     user_id: UserId,
-) -> ApiResult<Option<i64>> {
+) -> ApiResult<Option<AllRead>> {
     let old_min = min_watermark(&mut *tx, group_id).await?;
     sqlx::query("delete from group_members where group_id = $1 and user_id = $2")
         .bind(group_id)
@@ -636,7 +636,12 @@ async fn remove_member_tx(
     flip_read(tx, group_id, old_min).await
 }
 
-async fn publish_removed(state: &AppState, group_id: GroupId, user_id: UserId, read: Option<i64>) {
+async fn publish_removed(
+    state: &AppState,
+    group_id: GroupId,
+    user_id: UserId,
+    read: Option<AllRead>,
+) {
     let event = Event::MemberRemoved { group_id, user_id };
     state
         .events
