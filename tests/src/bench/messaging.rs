@@ -27,6 +27,8 @@ const HISTORY_REQUESTS: usize = 200;
 const READ_GROUPS: usize = 100;
 const READ_GROUP_MESSAGES: i64 = 1_000;
 const READ_ROUNDS: usize = 5;
+/// A history read for the first time in one go.
+const LONG_UNREAD: i64 = 100_000;
 
 pub async fn run() {
     // A pool large enough that the concurrent clients measure the server, not the pool.
@@ -260,6 +262,48 @@ async fn read_latency(app: &Arc<TestApp>) {
         }
         list.extend(time_requests(app, &reader.token, "/api/groups", 5).await);
     }
+    // A first read of a long history: the request flips one batch, the rest follows.
+    let long = app.create_group(&owner, "long").await;
+    app.add_member(&owner, long, &reader).await;
+    seed_messages(&app.db, long, owner.user.user_id, LONG_UNREAD).await;
+    sqlx::query("update group_members set last_read_seq = $2 where group_id = $1 and user_id = $3")
+        .bind(long)
+        .bind(LONG_UNREAD)
+        .bind(owner.user.user_id)
+        .execute(&app.db)
+        .await
+        .expect("watermark");
+    let latest: i64 =
+        sqlx::query_scalar("select message_id from messages where group_id = $1 and seq = $2")
+            .bind(long)
+            .bind(LONG_UNREAD)
+            .fetch_one(&app.db)
+            .await
+            .expect("latest");
+    let start = Instant::now();
+    let (status, body) = app
+        .post(
+            &format!("/api/groups/{long}/read"),
+            Some(&reader.token),
+            &json!({ "message_id": latest }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let mut first_read = Samples::default();
+    first_read.push(start.elapsed());
+    let flipped_by = loop {
+        let left: i64 =
+            sqlx::query_scalar("select count(*) from messages where group_id = $1 and not is_read")
+                .bind(long)
+                .fetch_one(&app.db)
+                .await
+                .expect("left");
+        if left == 0 {
+            break start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
     let is_read: i64 = sqlx::query_scalar("select count(*) from messages where is_read")
         .fetch_one(&app.db)
         .await
@@ -282,6 +326,15 @@ async fn read_latency(app: &Arc<TestApp>) {
             list.len().to_string(),
             ms(list.percentile_ms(50.0)),
             ms(list.percentile_ms(99.0)),
+        ],
+        vec![
+            format!(
+                "first mark read over {LONG_UNREAD} unread (is_read all flipped after {:.0} ms)",
+                flipped_by.as_secs_f64() * 1000.0
+            ),
+            "1".to_owned(),
+            ms(first_read.percentile_ms(50.0)),
+            ms(first_read.percentile_ms(99.0)),
         ],
     ];
     print_table(
