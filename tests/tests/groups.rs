@@ -629,7 +629,7 @@ async fn a_dm_survives_unfriending_readable_but_read_only() {
     let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let dm = app.dm(&alice, &bob).await;
-    app.send(&bob, dm, "before").await;
+    let before = app.send(&bob, dm, "before").await;
     app.delete(&format!("/api/friends/{}", bob.user.user_id), &alice.token)
         .await;
 
@@ -650,6 +650,15 @@ async fn a_dm_survives_unfriending_readable_but_read_only() {
             .await;
         assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
     }
+    // Nor can the old messages be edited, though each side may still delete its own.
+    let (status, _) = app
+        .patch(
+            &format!("/api/groups/{dm}/messages/{}", before.message_id),
+            &bob.token,
+            &json!({"content": "rewritten"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     // Friends again: the same DM opens up.
     app.befriend(&bob, &alice).await;
     app.send(&alice, dm, "again").await;
