@@ -1,10 +1,11 @@
 //! `sohbet-server`: the Sohbet REST API and WebSocket gateway over PostgreSQL and Redis.
 //!
 //! - [`config`]: typed settings from flags and environment.
-//! - [`routes`]: one module per resource (auth, users, health), merged with the OpenAPI
-//!   document generated from the same route list.
+//! - [`routes`]: one module per resource (auth, users, friends, groups, messages, health),
+//!   merged with the OpenAPI document generated from the same route list.
 //! - [`error`]: `ApiError`, the one error shape.
-//! - [`domain`]: validated values (username, email, password, friend code...).
+//! - [`domain`]: validated values (username, email, password, friend code, message content,
+//!   group name...).
 //! - [`session`], [`auth`]: Redis sessions and the extractor that checks them.
 //! - [`password`]: argon2id on a bounded blocking pool.
 //! - [`rate_limit`], [`keys`]: Redis counters and key names.
