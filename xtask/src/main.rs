@@ -99,18 +99,26 @@ fn test(rest: &[String]) -> Result<()> {
 
 fn bench(rest: &[String]) -> Result<()> {
     let env = prepare(true)?;
-    step("running benchmarks (release build)");
-    let mut cmd = Command::new(cargo());
-    cmd.args([
-        "run",
+    step("building the server and benchmarks (release)");
+    // The gateway suite runs the server as its own process, found next to the bench binary.
+    let mut build = Command::new(cargo());
+    build.args([
+        "build",
         "--release",
         "-p",
+        "sohbet-server",
+        "-p",
         "sohbet-tests",
-        "--bin",
-        "sohbet-bench",
-        "--",
-    ])
-    .args(rest);
+    ]);
+    build.args(["--bin", "sohbet-server", "--bin", "sohbet-bench"]);
+    run(&mut build)?;
+    step("running benchmarks");
+    let target = match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) => std::path::PathBuf::from(dir),
+        Err(_) => system::repo_root()?.join("target"),
+    };
+    let mut cmd = Command::new(target.join("release").join("sohbet-bench"));
+    cmd.args(rest);
     env.apply(&mut cmd);
     run(&mut cmd)
 }

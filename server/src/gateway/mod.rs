@@ -30,6 +30,11 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{events::Envelope, state::AppState};
 
+/// Per-connection socket buffers: enough for a burst of typical frames; a larger frame still
+/// works, it just takes more than one read or write.
+const READ_BUFFER: usize = 8 * 1024;
+const WRITE_BUFFER: usize = 8 * 1024;
+
 /// This instance's gateway: shared by the route and the background tasks.
 #[derive(Clone)]
 pub struct Gateway {
@@ -88,7 +93,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 async fn gateway(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let gateway = state.gateway.clone();
     // Frames are small JSON: a 64 KiB cap stops a client from making the server buffer more.
+    // Small buffers: tungstenite's defaults (128 KiB each way) cost ~256 KiB per idle
+    // connection; events are a few hundred bytes.
     ws.max_message_size(64 * 1024)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .on_upgrade(move |socket| connection::run(socket, state, gateway))
 }
 

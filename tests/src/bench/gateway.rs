@@ -189,7 +189,11 @@ type Socket =
 /// Opens a gateway connection and waits for `resumed`.
 async fn connect(base: &str, token: &str) -> Socket {
     let url = format!("{}/api/gateway", base.replacen("http", "ws", 1));
-    let (mut socket, _) = tokio_tungstenite::connect_async(url)
+    // Small client buffers too, or 10,000 clients in this process cost gigabytes.
+    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024);
+    let (mut socket, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), false)
         .await
         .expect("ws connect");
     let identify = ClientFrame::Identify {
@@ -437,21 +441,41 @@ pub async fn run() {
         &["members", "rate"],
         &best,
     );
+}
 
+/// `sohbet-bench idle`: resident memory per idle gateway connection, with 10,000 of them.
+pub async fn idle() {
+    let db = TestDatabase::create().await;
+    let prefix = format!("bench:{}:", db.name);
+    let server = start_server(&db, &prefix).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .connect(&db.url)
+        .await
+        .expect("pool");
+    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
+    let clock = Arc::new(Clock(Instant::now()));
     // Memory per idle connection.
     let (_, rss_before) = cpu_and_rss(server.pid);
     // Ten connections a user, as ten devices would.
-    let idle_users = fabricate_users(&pool, &redis_url, &prefix, 300, IDLE_CONNECTIONS / 10).await;
-    let mut sockets = Vec::with_capacity(IDLE_CONNECTIONS);
+    let idle_users = fabricate_users(&pool, &redis_url, &prefix, 0, IDLE_CONNECTIONS / 10).await;
     let started = Instant::now();
-    for i in 0..IDLE_CONNECTIONS {
-        let (_, token) = &idle_users[i % idle_users.len()];
-        sockets.push(spawn_reader(
-            connect(&server.base, token).await,
-            clock.clone(),
-            Arc::new(Mutex::new(Samples::default())),
-        ));
-    }
+    // Connect 64 at a time, as a crowd reconnecting after a restart would.
+    let sockets: Vec<_> = futures::stream::iter(0..IDLE_CONNECTIONS)
+        .map(|i| {
+            let (_, token) = &idle_users[i % idle_users.len()];
+            connect(&server.base, token)
+        })
+        .buffer_unordered(64)
+        .map(|socket| {
+            spawn_reader(
+                socket,
+                clock.clone(),
+                Arc::new(Mutex::new(Samples::default())),
+            )
+        })
+        .collect()
+        .await;
     let connect_secs = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, rss_after) = cpu_and_rss(server.pid);

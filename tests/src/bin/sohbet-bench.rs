@@ -4,10 +4,14 @@
 
 use sohbet_tests::bench;
 
-const SUITES: &[&str] = &["auth", "gateway", "messaging"];
+const SUITES: &[&str] = &["auth", "gateway", "idle", "messaging"];
 
 #[tokio::main]
 async fn main() {
+    // In-process servers log at info by default; a benchmark wants only its tables.
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     if args.is_empty() {
         args = SUITES.iter().map(|s| s.to_string()).collect();
@@ -16,6 +20,7 @@ async fn main() {
         match suite.as_str() {
             "auth" => bench::auth::run().await,
             "gateway" => bench::gateway::run().await,
+            "idle" => bench::gateway::idle().await,
             "messaging" => bench::messaging::run().await,
             other => {
                 eprintln!("unknown suite {other}; suites: {}", SUITES.join(", "));
