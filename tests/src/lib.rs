@@ -344,6 +344,18 @@ impl TestApp {
         parse(body)
     }
 
+    /// Registers and logs in each of `names`, in order.
+    pub async fn users<const N: usize>(&self, names: [&str; N]) -> [TestUser; N] {
+        let mut users = Vec::with_capacity(N);
+        for name in names {
+            users.push(self.user(name).await);
+        }
+        match users.try_into() {
+            Ok(users) => users,
+            Err(_) => unreachable!("exactly N users were pushed"),
+        }
+    }
+
     /// Registers `username` and logs in: the usual first step of a test.
     pub async fn user(&self, username: &str) -> TestUser {
         let user = self.register(username).await;

@@ -46,7 +46,7 @@ async fn block(app: &TestApp, who: &TestUser, whom: &TestUser) {
 #[tokio::test]
 async fn a_request_by_username_accepted_makes_friends_listed_with_profile() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
 
     let (status, body) = request_by_name(&app, &alice, &bob).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
@@ -76,7 +76,7 @@ async fn a_request_by_username_accepted_makes_friends_listed_with_profile() {
 #[tokio::test]
 async fn a_request_by_friend_code_ignores_case_and_dashes() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let code = bob.user.friend_code.to_lowercase();
     let typed = format!("{}-{}", &code[..4], &code[4..]);
     let (status, body) = request(&app, &alice, json!({ "friend_code": typed })).await;
@@ -90,7 +90,7 @@ async fn a_request_by_friend_code_ignores_case_and_dashes() {
 #[tokio::test]
 async fn incoming_and_outgoing_requests_are_listed_on_each_side() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     request_by_name(&app, &alice, &bob).await;
     let a = requests(&app, &alice).await;
     let b = requests(&app, &bob).await;
@@ -104,7 +104,7 @@ async fn incoming_and_outgoing_requests_are_listed_on_each_side() {
 #[tokio::test]
 async fn a_request_to_someone_who_already_asked_you_becomes_a_friendship() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     request_by_name(&app, &alice, &bob).await;
     let (status, body) = request_by_name(&app, &bob, &alice).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -117,7 +117,7 @@ async fn a_request_to_someone_who_already_asked_you_becomes_a_friendship() {
 #[tokio::test]
 async fn one_row_per_pair_remembers_who_asked_first() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     request_by_name(&app, &alice, &bob).await;
     request_by_name(&app, &alice, &bob).await;
     request_by_name(&app, &bob, &alice).await;
@@ -135,7 +135,7 @@ async fn one_row_per_pair_remembers_who_asked_first() {
 #[tokio::test]
 async fn crossed_simultaneous_requests_make_one_friendship() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     for _ in 0..5 {
         let (a, b) = tokio::join!(
             request_by_name(&app, &alice, &bob),
@@ -153,7 +153,7 @@ async fn crossed_simultaneous_requests_make_one_friendship() {
 #[tokio::test]
 async fn decline_removes_the_request_for_both() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     request_by_name(&app, &alice, &bob).await;
     let path = format!("/api/friends/requests/{}/decline", alice.user.user_id);
     let (status, _) = app.post(&path, Some(&bob.token), &json!({})).await;
@@ -167,7 +167,7 @@ async fn decline_removes_the_request_for_both() {
 #[tokio::test]
 async fn cancel_withdraws_only_my_own_request() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     request_by_name(&app, &alice, &bob).await;
     // Bob cannot "cancel" a request he received.
     let (status, _) = app
@@ -190,7 +190,7 @@ async fn cancel_withdraws_only_my_own_request() {
 #[tokio::test]
 async fn accepting_needs_a_pending_incoming_request() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     request_by_name(&app, &alice, &bob).await;
     // The requester cannot accept their own request.
     let (status, body) = app
@@ -206,7 +206,7 @@ async fn accepting_needs_a_pending_incoming_request() {
 #[tokio::test]
 async fn removing_a_friend_ends_it_for_both() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let path = format!("/api/friends/{}", alice.user.user_id);
     let (status, _) = app.delete(&path, &bob.token).await;
@@ -220,11 +220,7 @@ async fn removing_a_friend_ends_it_for_both() {
 #[tokio::test]
 async fn a_blocked_users_request_answers_like_any_request_and_is_never_shown() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     block(&app, &alice, &bob).await;
 
     let (blocked_status, blocked_body) = request_by_name(&app, &bob, &alice).await;
@@ -256,7 +252,7 @@ async fn a_blocked_users_request_answers_like_any_request_and_is_never_shown() {
 #[tokio::test]
 async fn blocking_a_friend_looks_to_them_like_being_unfriended() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     block(&app, &alice, &bob).await;
     assert!(friends(&app, &bob).await.is_empty());
@@ -270,7 +266,7 @@ async fn blocking_a_friend_looks_to_them_like_being_unfriended() {
 #[tokio::test]
 async fn a_request_received_before_blocking_stays_pending_for_its_sender() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     request_by_name(&app, &bob, &alice).await;
     block(&app, &alice, &bob).await;
     assert_eq!(
@@ -283,7 +279,7 @@ async fn a_request_received_before_blocking_stays_pending_for_its_sender() {
 #[tokio::test]
 async fn requesting_a_user_i_blocked_is_a_conflict_until_i_unblock() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     block(&app, &alice, &bob).await;
     let (status, body) = request_by_name(&app, &alice, &bob).await;
     assert_eq!((status, code(&body)), (StatusCode::CONFLICT, "blocked"));
@@ -298,7 +294,7 @@ async fn requesting_a_user_i_blocked_is_a_conflict_until_i_unblock() {
 #[tokio::test]
 async fn a_mutual_block_holds_until_both_unblock() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     block(&app, &alice, &bob).await;
     block(&app, &bob, &alice).await;
     assert_eq!(ids(&blocked(&app, &bob).await), [alice.user.user_id]);
@@ -324,7 +320,7 @@ async fn a_mutual_block_holds_until_both_unblock() {
 #[tokio::test]
 async fn bad_friend_requests_are_rejected_without_a_500() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     for (body, status, err) in [
         (
             json!({}),
@@ -384,4 +380,35 @@ async fn bad_friend_requests_are_rejected_without_a_500() {
         .call(reqwest::Method::GET, "/api/friends", None, None)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn friends_see_live_presence_and_strangers_see_none() {
+    let app = TestApp::spawn().await;
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
+    app.befriend(&alice, &bob).await;
+    request_by_name(&app, &carol, &alice).await;
+    sqlx::query("update users set last_seen = now()")
+        .execute(&app.db)
+        .await
+        .expect("last_seen");
+
+    // Not connected: offline, whatever status Alice chose.
+    let listed = &friends(&app, &bob).await[0].user;
+    assert_eq!(listed.status, protocol::gateway::Presence::Offline);
+    assert!(listed.last_seen.is_some());
+
+    let mut gateway = app.gateway(&alice.token);
+    gateway.ready().await;
+    let listed = &friends(&app, &bob).await[0].user;
+    assert_eq!(listed.status, protocol::gateway::Presence::Online);
+
+    // Carol, who only asked, learns nothing of Alice's presence, nor Alice of hers.
+    let outgoing = &requests(&app, &carol).await.outgoing[0].user;
+    assert_eq!(outgoing.status, protocol::gateway::Presence::Offline);
+    assert!(outgoing.last_seen.is_none());
+    assert!(requests(&app, &alice).await.incoming[0]
+        .user
+        .last_seen
+        .is_none());
 }

@@ -118,7 +118,7 @@ async fn group_names_and_descriptions_are_validated() {
 #[tokio::test]
 async fn a_non_member_gets_404_for_a_group_and_everything_in_it() {
     let app = TestApp::spawn().await;
-    let (alice, mallory) = (app.user("alice").await, app.user("mallory").await);
+    let [alice, mallory] = app.users(["alice", "mallory"]).await;
     let group_id = app.create_group(&alice, "secret").await;
     let message = app.send(&alice, group_id, "hush").await;
     let missing = group_id + 1000;
@@ -214,7 +214,7 @@ async fn a_non_member_gets_404_for_a_group_and_everything_in_it() {
 #[tokio::test]
 async fn only_an_admin_or_the_owner_can_update_a_group() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     let path = format!("/api/groups/{group_id}");
     let (status, body) = app.patch(&path, &bob.token, &json!({"name": "mine"})).await;
@@ -242,7 +242,7 @@ async fn only_an_admin_or_the_owner_can_update_a_group() {
 #[tokio::test]
 async fn only_the_owner_can_delete_a_group() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     app.send(&bob, group_id, "hello").await;
     set_role(&app, &alice, group_id, &bob, "admin").await;
@@ -263,7 +263,7 @@ async fn only_the_owner_can_delete_a_group() {
 #[tokio::test]
 async fn only_friends_can_be_added_as_members() {
     let app = TestApp::spawn().await;
-    let (alice, stranger) = (app.user("alice").await, app.user("stranger").await);
+    let [alice, stranger] = app.users(["alice", "stranger"]).await;
     let group_id = app.create_group(&alice, "team").await;
     let (status, body) = app
         .post(
@@ -278,11 +278,7 @@ async fn only_friends_can_be_added_as_members() {
 #[tokio::test]
 async fn a_plain_member_cannot_add_members() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     app.befriend(&bob, &carol).await;
     let (status, _) = app
@@ -311,12 +307,7 @@ async fn a_plain_member_cannot_add_members() {
 #[tokio::test]
 async fn members_can_be_removed_only_by_a_higher_role() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol, dave) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-        app.user("dave").await,
-    );
+    let [alice, bob, carol, dave] = app.users(["alice", "bob", "carol", "dave"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol, &dave]).await;
     set_role(&app, &alice, group_id, &bob, "admin").await;
     set_role(&app, &alice, group_id, &carol, "admin").await;
@@ -356,7 +347,7 @@ async fn members_can_be_removed_only_by_a_higher_role() {
 #[tokio::test]
 async fn the_owner_must_transfer_ownership_before_leaving() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     let leave = format!("/api/groups/{group_id}/leave");
     let (status, body) = app.post(&leave, Some(&alice.token), &json!({})).await;
@@ -405,11 +396,7 @@ async fn the_group_goes_when_its_last_member_leaves() {
 #[tokio::test]
 async fn only_the_owner_changes_roles_and_never_to_owner() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     let (status, _) = set_role(&app, &alice, group_id, &bob, "admin").await;
     assert_eq!(status, StatusCode::OK);
@@ -436,7 +423,7 @@ async fn only_the_owner_changes_roles_and_never_to_owner() {
 #[tokio::test]
 async fn only_the_owner_transfers_ownership() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     set_role(&app, &alice, group_id, &bob, "admin").await;
     let (status, _) = app
@@ -464,11 +451,7 @@ async fn only_the_owner_transfers_ownership() {
 #[tokio::test]
 async fn a_group_cannot_grow_past_the_configured_size() {
     let app = TestApp::spawn_with(|s| s.max_group_size = 2).await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     app.befriend(&alice, &carol).await;
     let (status, body) = app
@@ -484,7 +467,7 @@ async fn a_group_cannot_grow_past_the_configured_size() {
 #[tokio::test]
 async fn my_groups_are_listed_by_latest_activity_with_last_message_and_unread_count() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let older = app.group_with(&alice, &[&bob]).await;
     app.send(&bob, older, "one").await;
     app.send(&bob, older, "two").await;
@@ -518,7 +501,7 @@ async fn my_groups_are_listed_by_latest_activity_with_last_message_and_unread_co
 #[tokio::test]
 async fn a_dm_is_get_or_create_from_either_side() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let (status, body) = app
         .post(
@@ -549,7 +532,7 @@ async fn a_dm_is_get_or_create_from_either_side() {
 #[tokio::test]
 async fn simultaneous_dm_calls_from_both_sides_yield_one_group() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let app = &app;
     let calls = (0..8).map(|i| {
@@ -583,7 +566,7 @@ async fn simultaneous_dm_calls_from_both_sides_yield_one_group() {
 #[tokio::test]
 async fn a_dm_needs_a_friend_to_start() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let (status, _) = app
         .post(
             "/api/dms",
@@ -607,11 +590,7 @@ async fn a_dm_needs_a_friend_to_start() {
 #[tokio::test]
 async fn members_cannot_be_added_to_a_dm_and_nobody_leaves_or_deletes_it() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     app.befriend(&alice, &bob).await;
     app.befriend(&alice, &carol).await;
     let dm = app.dm(&alice, &bob).await;
@@ -647,10 +626,10 @@ async fn members_cannot_be_added_to_a_dm_and_nobody_leaves_or_deletes_it() {
 #[tokio::test]
 async fn a_dm_survives_unfriending_readable_but_read_only() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let dm = app.dm(&alice, &bob).await;
-    app.send(&bob, dm, "before").await;
+    let before = app.send(&bob, dm, "before").await;
     app.delete(&format!("/api/friends/{}", bob.user.user_id), &alice.token)
         .await;
 
@@ -671,6 +650,15 @@ async fn a_dm_survives_unfriending_readable_but_read_only() {
             .await;
         assert_eq!((status, code(&body)), (StatusCode::FORBIDDEN, "forbidden"));
     }
+    // Nor can the old messages be edited, though each side may still delete its own.
+    let (status, _) = app
+        .patch(
+            &format!("/api/groups/{dm}/messages/{}", before.message_id),
+            &bob.token,
+            &json!({"content": "rewritten"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
     // Friends again: the same DM opens up.
     app.befriend(&bob, &alice).await;
     app.send(&alice, dm, "again").await;
@@ -679,11 +667,7 @@ async fn a_dm_survives_unfriending_readable_but_read_only() {
 #[tokio::test]
 async fn a_blocked_user_cannot_message_the_blocker_and_gets_the_unfriended_answer() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     app.befriend(&alice, &bob).await;
     app.befriend(&carol, &bob).await;
     let blocked_dm = app.dm(&alice, &bob).await;
@@ -713,4 +697,29 @@ async fn a_blocked_user_cannot_message_the_blocker_and_gets_the_unfriended_answe
     .await;
     let (_, incoming) = app.get("/api/friends/requests", &alice.token).await;
     assert_eq!(incoming["incoming"], json!([]));
+}
+
+#[tokio::test]
+async fn blocked_users_are_excluded_from_each_others_groups() {
+    let app = TestApp::spawn().await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    app.befriend(&alice, &bob).await;
+    let hers = app.create_group(&alice, "hers").await;
+    let his = app.create_group(&bob, "his").await;
+    app.put(&format!("/api/blocks/{}", bob.user.user_id), &alice.token)
+        .await;
+    for (by, group_id, whom) in [(&alice, hers, &bob), (&bob, his, &alice)] {
+        let (status, body) = app
+            .post(
+                &format!("/api/groups/{group_id}/members"),
+                Some(&by.token),
+                &json!({"user_id": whom.user.user_id}),
+            )
+            .await;
+        // The same answer as for any non-friend.
+        assert_eq!(
+            (status, body["error"]["message"].as_str()),
+            (StatusCode::FORBIDDEN, Some("you can add only your friends"))
+        );
+    }
 }

@@ -140,7 +140,7 @@ async fn invalid_utf8_is_malformed_and_a_lone_surrogate_is_invalid() {
 #[tokio::test]
 async fn only_the_sender_can_edit_and_the_message_shows_as_edited() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     let message = app.send(&bob, group_id, "typo").await;
     let path = format!("/api/groups/{group_id}/messages/{}", message.message_id);
@@ -173,11 +173,7 @@ async fn only_the_sender_can_edit_and_the_message_shows_as_edited() {
 #[tokio::test]
 async fn members_delete_their_own_messages_and_admins_anyones() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     let path = |m: &Message| format!("/api/groups/{group_id}/messages/{}", m.message_id);
     let by_bob = app.send(&bob, group_id, "bob's").await;
@@ -209,7 +205,7 @@ async fn members_delete_their_own_messages_and_admins_anyones() {
 #[tokio::test]
 async fn in_a_dm_nobody_deletes_the_other_persons_messages() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let dm = app.dm(&alice, &bob).await;
     let message = app.send(&bob, dm, "mine").await;
@@ -225,7 +221,7 @@ async fn in_a_dm_nobody_deletes_the_other_persons_messages() {
 #[tokio::test]
 async fn a_retry_with_the_same_nonce_returns_the_same_message() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     let body = json!({"content": "once", "nonce": "n-1"});
     let (status, first) = send_raw(&app, &alice, group_id, body.clone()).await;

@@ -3,6 +3,7 @@
 use protocol::messages::{Message, ReadState, Receipt};
 use reqwest::StatusCode;
 use serde_json::json;
+use sohbet_server::routes::groups::LIST_GROUPS_SQL;
 use sohbet_server::routes::messages::{
     ADVANCE_WATERMARK_SQL, BEFORE_SQL, FLIP_READ_SQL, FROM_SQL, LATEST_SQL, MIN_WATERMARK_SQL,
     RECEIPTS_SQL, RECORD_RECEIPT_SQL, UNREAD_COUNT_SQL,
@@ -58,7 +59,7 @@ async fn receipts(app: &TestApp, user: &TestUser, message: &Message) -> Vec<Rece
 #[tokio::test]
 async fn marking_a_message_read_counts_everything_up_to_it_as_read() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     let mut sent = Vec::new();
     for i in 1..=5 {
@@ -71,9 +72,35 @@ async fn marking_a_message_read_counts_everything_up_to_it_as_read() {
 }
 
 #[tokio::test]
+async fn unread_counts_stay_exact_when_messages_are_deleted() {
+    let app = TestApp::spawn().await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    let group_id = app.group_with(&alice, &[&bob]).await;
+    let mut sent = Vec::new();
+    for i in 1..=6 {
+        sent.push(app.send(&bob, group_id, &format!("m{i}")).await);
+    }
+    mark_read(&app, &alice, group_id, &sent[1]).await;
+    // One deleted before Alice's watermark, two after it.
+    for m in [&sent[0], &sent[3], &sent[5]] {
+        let (status, _) = app
+            .delete(
+                &format!("/api/groups/{group_id}/messages/{}", m.message_id),
+                &bob.token,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    assert_eq!(read_state(&app, &alice, group_id).await.unread_count, 2);
+    let (_, list) = app.get("/api/groups", &alice.token).await;
+    assert_eq!(list[0]["unread_count"], 2);
+    assert_eq!(list[0]["last_message"]["content"], "m5");
+}
+
+#[tokio::test]
 async fn the_read_watermark_never_moves_back() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     let first = app.send(&bob, group_id, "first").await;
     let second = app.send(&bob, group_id, "second").await;
@@ -85,7 +112,7 @@ async fn the_read_watermark_never_moves_back() {
 #[tokio::test]
 async fn my_unread_count_counts_only_others_messages_and_sending_reads_the_rest() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     app.send(&alice, group_id, "mine").await;
     assert_eq!(read_state(&app, &alice, group_id).await.unread_count, 0);
@@ -102,11 +129,7 @@ async fn my_unread_count_counts_only_others_messages_and_sending_reads_the_rest(
 #[tokio::test]
 async fn a_message_is_read_once_every_other_member_has_read_it() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     let m1 = app.send(&alice, group_id, "one").await;
     let m2 = app.send(&alice, group_id, "two").await;
@@ -122,7 +145,7 @@ async fn a_message_is_read_once_every_other_member_has_read_it() {
 #[tokio::test]
 async fn in_a_dm_a_message_is_read_when_the_other_person_read_it() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let dm = app.dm(&alice, &bob).await;
     let message = app.send(&alice, dm, "seen?").await;
@@ -134,7 +157,7 @@ async fn in_a_dm_a_message_is_read_when_the_other_person_read_it() {
 #[tokio::test]
 async fn replying_reads_for_the_sender_and_can_complete_is_read() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     app.befriend(&alice, &bob).await;
     let dm = app.dm(&alice, &bob).await;
     app.send(&alice, dm, "question").await;
@@ -146,11 +169,7 @@ async fn replying_reads_for_the_sender_and_can_complete_is_read() {
 #[tokio::test]
 async fn simultaneous_readers_still_mark_messages_read_by_all() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     for round in 1..=5 {
         let message = app.send(&alice, group_id, &format!("round {round}")).await;
@@ -166,13 +185,33 @@ async fn simultaneous_readers_still_mark_messages_read_by_all() {
 }
 
 #[tokio::test]
+async fn a_first_read_of_a_long_history_answers_at_once_and_flips_is_read_in_batches() {
+    let app = TestApp::spawn().await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    let group_id = app.group_with(&alice, &[&bob]).await;
+    seed_messages(&app.db, group_id, alice.user.user_id, 5_500).await;
+    let last = app.send(&alice, group_id, "the latest").await;
+    mark_read(&app, &bob, group_id, &last).await;
+    // The history says read at once; the column follows within moments.
+    assert!(is_read(&app, &alice, group_id).await.iter().all(|r| *r));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let left: i64 = sqlx::query_scalar("select count(*) from messages where not is_read")
+            .fetch_one(&app.db)
+            .await
+            .expect("count");
+        if left == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{left} never flipped");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn a_member_leaving_can_complete_is_read() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     let message = app.send(&alice, group_id, "hello").await;
     mark_read(&app, &bob, group_id, &message).await;
@@ -189,11 +228,7 @@ async fn a_member_leaving_can_complete_is_read() {
 #[tokio::test]
 async fn receipts_say_who_read_a_message_and_when() {
     let app = TestApp::spawn().await;
-    let (alice, bob, carol) = (
-        app.user("alice").await,
-        app.user("bob").await,
-        app.user("carol").await,
-    );
+    let [alice, bob, carol] = app.users(["alice", "bob", "carol"]).await;
     let group_id = app.group_with(&alice, &[&bob, &carol]).await;
     let m1 = app.send(&alice, group_id, "one").await;
     let m2 = app.send(&alice, group_id, "two").await;
@@ -259,7 +294,7 @@ async fn plan(app: &TestApp, sql: &'static str, binds: &[i64]) -> String {
 #[tokio::test]
 async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messages() {
     let app = TestApp::spawn().await;
-    let (alice, bob) = (app.user("alice").await, app.user("bob").await);
+    let [alice, bob] = app.users(["alice", "bob"]).await;
     let group_id = app.group_with(&alice, &[&bob]).await;
     seed_messages(&app.db, group_id, alice.user.user_id, 100_000).await;
     // Bob has read most of it, with a receipt every 100 messages.
@@ -278,6 +313,26 @@ async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messag
         .execute(&app.db)
         .await
         .expect("watermark");
+    // And some deleted messages (a gap every 50 sequence numbers).
+    sqlx::query(
+        "with gone as (delete from messages where group_id = $1 and seq % 50 = 25 returning seq)
+         insert into message_deletions (group_id, seq) select $1, seq from gone",
+    )
+    .bind(group_id)
+    .execute(&app.db)
+    .await
+    .expect("deletions");
+    // Other groups with deletions of their own, so the statistics look like a server's
+    // rather than one group's.
+    sqlx::query(
+        "with gs as (insert into chat_groups (name) select 'filler ' || n
+                       from generate_series(1, 200) n returning group_id)
+         insert into message_deletions (group_id, seq)
+         select group_id, s from gs, generate_series(1, 50) s",
+    )
+    .execute(&app.db)
+    .await
+    .expect("other groups");
     sqlx::query("analyze")
         .execute(&app.db)
         .await
@@ -298,7 +353,7 @@ async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messag
             vec![g, bob_id, 99_950],
         ),
         ("min watermark", MIN_WATERMARK_SQL, vec![g]),
-        ("flip is_read", FLIP_READ_SQL, vec![g, 99_900, 99_950]),
+        ("flip is_read", FLIP_READ_SQL, vec![g, 99_950, 1000]),
         (
             "record receipt",
             RECORD_RECEIPT_SQL,
@@ -312,12 +367,24 @@ async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messag
         ("latest page", LATEST_SQL, vec![g, 51]),
         ("page before", BEFORE_SQL, vec![g, 50_000, 51]),
         ("page after", FROM_SQL, vec![g, 50_000, 51]),
+        (
+            "my groups with unread counts",
+            LIST_GROUPS_SQL,
+            vec![bob_id],
+        ),
     ] {
         let plan = plan(&app, sql, &binds).await;
-        for table in ["messages", "message_read_status"] {
+        for table in ["messages", "message_read_status", "message_deletions"] {
             assert!(
                 !plan.contains(&format!("Seq Scan on {table}")),
                 "{name} scans {table}:\n{plan}"
+            );
+        }
+        if sql == UNREAD_COUNT_SQL || sql == LIST_GROUPS_SQL {
+            // Unread counts come from sequence numbers and deletions, not from messages.
+            assert!(
+                !plan.contains("Index Only Scan using messages_group_seq_key on messages c"),
+                "{name} counts messages:\n{plan}"
             );
         }
         // group_members holds two rows here, so the planner may rightly scan it.
@@ -326,6 +393,7 @@ async fn read_status_and_history_queries_use_indexes_in_a_group_of_100000_messag
         }
     }
 
-    // And through the API: Bob's count is the 100 messages after his watermark.
-    assert_eq!(read_state(&app, &bob, group_id).await.unread_count, 100);
+    // And through the API: Bob's count is the 100 messages after his watermark, less the
+    // two deleted there (99925 and 99975).
+    assert_eq!(read_state(&app, &bob, group_id).await.unread_count, 98);
 }

@@ -137,6 +137,37 @@ async fn openapi_document_lists_every_route() {
         ("/api/users/me", "get"),
         ("/api/users/me", "patch"),
         ("/api/users/me/friend-code", "post"),
+        ("/api/friends", "get"),
+        ("/api/friends/{user_id}", "delete"),
+        ("/api/friends/requests", "get"),
+        ("/api/friends/requests", "post"),
+        ("/api/friends/requests/{user_id}", "delete"),
+        ("/api/friends/requests/{user_id}/accept", "post"),
+        ("/api/friends/requests/{user_id}/decline", "post"),
+        ("/api/blocks", "get"),
+        ("/api/blocks/{user_id}", "put"),
+        ("/api/blocks/{user_id}", "delete"),
+        ("/api/dms", "post"),
+        ("/api/groups", "get"),
+        ("/api/groups", "post"),
+        ("/api/groups/{group_id}", "get"),
+        ("/api/groups/{group_id}", "patch"),
+        ("/api/groups/{group_id}", "delete"),
+        ("/api/groups/{group_id}/members", "post"),
+        ("/api/groups/{group_id}/members/{user_id}", "patch"),
+        ("/api/groups/{group_id}/members/{user_id}", "delete"),
+        ("/api/groups/{group_id}/leave", "post"),
+        ("/api/groups/{group_id}/owner", "post"),
+        ("/api/groups/{group_id}/messages", "get"),
+        ("/api/groups/{group_id}/messages", "post"),
+        ("/api/groups/{group_id}/messages/{message_id}", "patch"),
+        ("/api/groups/{group_id}/messages/{message_id}", "delete"),
+        (
+            "/api/groups/{group_id}/messages/{message_id}/receipts",
+            "get",
+        ),
+        ("/api/groups/{group_id}/read", "get"),
+        ("/api/groups/{group_id}/read", "post"),
     ] {
         assert!(
             paths.get(path).and_then(|p| p.get(method)).is_some(),
@@ -144,4 +175,30 @@ async fn openapi_document_lists_every_route() {
         );
     }
     assert!(doc["components"]["schemas"]["ErrorBody"].is_object());
+    for schema in [
+        "Message",
+        "GroupDetail",
+        "GroupListItem",
+        "FriendRequests",
+        "ReadState",
+    ] {
+        assert!(
+            doc["components"]["schemas"][schema].is_object(),
+            "schema {schema} missing"
+        );
+    }
+    // The history documents its query cursors.
+    let history = &paths["/api/groups/{group_id}/messages"]["get"]["parameters"];
+    let names: Vec<&str> = history
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    for name in ["group_id", "before", "after", "around", "limit"] {
+        assert!(
+            names.contains(&name),
+            "history parameter {name} missing: {names:?}"
+        );
+    }
 }

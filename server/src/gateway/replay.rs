@@ -24,8 +24,10 @@ pub async fn ready(
     let user = fetch_user(&state.db, user_id).await?;
     let groups: Vec<(GroupId, i64, i64)> = sqlx::query_as(
         "select g.group_id, g.last_seq,
-                (select count(*) from messages x
-                  where x.group_id = g.group_id and x.seq > m.last_read_seq)
+                -- As GET /api/groups: the sequence span minus deletions, not a row count.
+                g.last_seq - m.last_read_seq
+                  - (select count(*) from message_deletions d
+                      where d.group_id = g.group_id and d.seq > m.last_read_seq)
            from group_members m join chat_groups g on g.group_id = m.group_id
           where m.user_id = $1",
     )

@@ -26,7 +26,7 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{Json, Path},
     public_user_columns,
-    routes::users::{fetch_public_user, PublicUserRow},
+    routes::users::{apply_presence, as_stranger, fetch_public_user, PublicUserRow},
     state::AppState,
 };
 
@@ -101,6 +101,36 @@ async fn lock_pair(tx: &mut PgConnection, me: UserId, other: UserId) -> ApiResul
     .await?)
 }
 
+/// Inserts the pair's row as `me` → `other` with `status` unless the pair has one, then locks
+/// whichever row is there. Says whether it inserted. A row that a concurrent transaction
+/// deletes between our conflict and our lock is simply inserted on the next turn.
+async fn insert_or_lock(
+    tx: &mut PgConnection,
+    me: UserId,
+    other: UserId,
+    status: &'static str,
+) -> ApiResult<(bool, Option<PairRow>)> {
+    const ATTEMPTS: usize = 3;
+    let mut result = (false, None);
+    for _ in 0..ATTEMPTS {
+        let inserted = sqlx::query_scalar::<_, bool>(
+            "insert into friendships (user_id_1, user_id_2, status) values ($1, $2, $3)
+             on conflict do nothing returning true",
+        )
+        .bind(me)
+        .bind(other)
+        .bind(status)
+        .fetch_optional(&mut *tx)
+        .await?
+        .is_some();
+        result = (inserted, lock_pair(tx, me, other).await?);
+        if result.1.is_some() {
+            break;
+        }
+    }
+    Ok(result)
+}
+
 /// True when `a` and `b` are friends (accepted), which also means neither blocks the other.
 pub async fn are_friends(db: impl PgExecutor<'_>, a: UserId, b: UserId) -> ApiResult<bool> {
     Ok(sqlx::query_scalar::<_, bool>(concat!(
@@ -124,10 +154,29 @@ async fn other_user(db: impl PgExecutor<'_>, me: UserId, other: UserId) -> ApiRe
         .ok_or(ApiError::NotFound("user"))
 }
 
-async fn me_as_public(state: &AppState, me: UserId) -> ApiResult<PublicUser> {
-    fetch_public_user(&state.db, me)
+/// Me as `other` now sees me: with presence once we are friends, as a stranger before.
+async fn me_as_seen(state: &AppState, me: UserId, friends: bool) -> ApiResult<PublicUser> {
+    let mut user = fetch_public_user(&state.db, me)
         .await?
-        .ok_or(ApiError::Unauthorized)
+        .ok_or(ApiError::Unauthorized)?;
+    if !friends {
+        return Ok(as_stranger(user));
+    }
+    apply_presence(state, [&mut user]).await?;
+    Ok(user)
+}
+
+/// `user` as I now see them: with presence once we are friends, as a stranger before.
+async fn seen_by_me(
+    state: &AppState,
+    mut user: PublicUser,
+    friends: bool,
+) -> ApiResult<PublicUser> {
+    if !friends {
+        return Ok(as_stranger(user));
+    }
+    apply_presence(state, [&mut user]).await?;
+    Ok(user)
 }
 
 #[derive(sqlx::FromRow)]
@@ -144,6 +193,16 @@ impl From<FriendRow> for Friend {
             since: r.since,
         }
     }
+}
+
+/// Users who are not (or not yet) friends see no presence of each other.
+fn strangers(list: Vec<Friend>) -> Vec<Friend> {
+    list.into_iter()
+        .map(|f| Friend {
+            user: as_stranger(f.user),
+            since: f.since,
+        })
+        .collect()
 }
 
 async fn list(db: &sqlx::PgPool, query: &'static str, me: UserId) -> ApiResult<Vec<Friend>> {
@@ -171,6 +230,8 @@ async fn list_friends(State(state): State<AppState>, auth: Auth) -> ApiResult<Js
         auth.user_id(),
     )
     .await?;
+    let mut friends = friends;
+    apply_presence(&state, friends.iter_mut().map(|f| &mut f.user)).await?;
     Ok(Json(friends))
 }
 
@@ -215,7 +276,10 @@ async fn list_requests(
         me,
     )
     .await?;
-    Ok(Json(FriendRequests { incoming, outgoing }))
+    Ok(Json(FriendRequests {
+        incoming: strangers(incoming),
+        outgoing: strangers(outgoing),
+    }))
 }
 
 /// Which user a request names: exactly one of friend code or username.
@@ -279,16 +343,7 @@ async fn send_request(
         ));
     }
     let mut tx = state.db.begin().await?;
-    let inserted = sqlx::query_scalar::<_, bool>(
-        "insert into friendships (user_id_1, user_id_2, status) values ($1, $2, 'pending')
-         on conflict do nothing returning true",
-    )
-    .bind(me)
-    .bind(target.user_id)
-    .fetch_optional(&mut *tx)
-    .await?
-    .is_some();
-    let row = lock_pair(&mut tx, me, target.user_id).await?;
+    let (inserted, row) = insert_or_lock(&mut tx, me, target.user_id, "pending").await?;
     let relation = Relation::of(row.as_ref(), me);
     let since = row.as_ref().map_or_else(Utc::now, |r| r.created_at);
     let state_after = match relation {
@@ -311,7 +366,7 @@ async fn send_request(
                 message: "you have blocked this user; unblock them first",
             })
         }
-        // Deleted between our insert and the lock: a concurrent cancel or unfriend.
+        // Only if the row kept vanishing under concurrent deletes: see insert_or_lock.
         Relation::None => return Err(ApiError::Unavailable),
     };
     if relation == Relation::BlockedByThem {
@@ -326,10 +381,12 @@ async fn send_request(
     }
     tx.commit().await?;
 
+    let friends = state_after == FriendRequestState::Friends;
+    let target = seen_by_me(&state, target, friends).await?;
     match relation {
         Relation::Outgoing if inserted => {
             let request = Friend {
-                user: me_as_public(&state, me).await?,
+                user: me_as_seen(&state, me, false).await?,
                 since,
             };
             state
@@ -338,7 +395,7 @@ async fn send_request(
                 .await;
         }
         Relation::Incoming => {
-            let me_user = me_as_public(&state, me).await?;
+            let me_user = me_as_seen(&state, me, true).await?;
             state
                 .events
                 .publish(
@@ -358,9 +415,10 @@ async fn send_request(
         }
         _ => {}
     }
-    let status = match state_after {
-        FriendRequestState::Pending => StatusCode::ACCEPTED,
-        FriendRequestState::Friends => StatusCode::OK,
+    let status = if friends {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
     };
     Ok((
         status,
@@ -442,7 +500,7 @@ async fn accept_request(
     Path(other): Path<UserId>,
 ) -> ApiResult<Json<Friend>> {
     let me = auth.user_id();
-    let user = other_user(&state.db, me, other).await?;
+    let user = seen_by_me(&state, other_user(&state.db, me, other).await?, true).await?;
     let since: Option<DateTime<Utc>> = sqlx::query_scalar(
         "update friendships set status = 'accepted'
          where user_id_1 = $1 and user_id_2 = $2 and status = 'pending'
@@ -458,7 +516,7 @@ async fn accept_request(
         .publish(
             [other],
             Event::FriendRequestAccepted {
-                user: me_as_public(&state, me).await?,
+                user: me_as_seen(&state, me, true).await?,
             },
         )
         .await;
@@ -559,7 +617,7 @@ async fn list_blocked(State(state): State<AppState>, auth: Auth) -> ApiResult<Js
         auth.user_id(),
     )
     .await?;
-    Ok(Json(blocked))
+    Ok(Json(strangers(blocked)))
 }
 
 /// PUT /api/blocks/{user_id}
@@ -578,19 +636,13 @@ async fn block(
     let me = auth.user_id();
     other_user(&state.db, me, other).await?;
     let mut tx = state.db.begin().await?;
-    sqlx::query(
-        "insert into friendships (user_id_1, user_id_2, status) values ($1, $2, 'blocked')
-         on conflict do nothing",
-    )
-    .bind(me)
-    .bind(other)
-    .execute(&mut *tx)
-    .await?;
-    let row = lock_pair(&mut tx, me, other).await?;
+    let (_, row) = insert_or_lock(&mut tx, me, other, "blocked").await?;
     let relation = Relation::of(row.as_ref(), me);
     let query = match relation {
         // Just inserted (or already blocked by me): nothing more to do.
-        Relation::IBlocked | Relation::None => None,
+        Relation::IBlocked => None,
+        // Only if the row kept vanishing under concurrent deletes: see insert_or_lock.
+        Relation::None => return Err(ApiError::Unavailable),
         Relation::BlockedByThem => Some(concat!(
             "update friendships set user_2_blocked = true, blocked_request_at = null where ",
             pair!()

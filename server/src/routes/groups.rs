@@ -32,8 +32,8 @@ use crate::{
     public_user_columns,
     routes::{
         friends::are_friends,
-        messages::{flip_read, min_watermark, publish_all_read},
-        users::{fetch_public_user, PublicUserRow},
+        messages::{flip_read, min_watermark, publish_all_read, AllRead},
+        users::{apply_presence, fetch_public_user, PublicUserRow},
     },
     state::AppState,
 };
@@ -184,11 +184,7 @@ async fn fetch_members(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<
     Ok(rows.into_iter().map(Member::from).collect())
 }
 
-async fn fetch_member(
-    db: impl PgExecutor<'_>,
-    group_id: GroupId,
-    user_id: UserId,
-) -> ApiResult<Option<Member>> {
+async fn fetch_member(state: &AppState, group_id: GroupId, user_id: UserId) -> ApiResult<Member> {
     let row: Option<MemberRow> = sqlx::query_as(concat!(
         "select ",
         public_user_columns!(),
@@ -198,9 +194,11 @@ async fn fetch_member(
     ))
     .bind(group_id)
     .bind(user_id)
-    .fetch_optional(db)
+    .fetch_optional(&state.db)
     .await?;
-    Ok(row.map(Member::from))
+    let mut member = Member::from(row.ok_or(ApiError::NotFound("member"))?);
+    apply_presence(state, [&mut member.user]).await?;
+    Ok(member)
 }
 
 async fn fetch_group(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<Group> {
@@ -215,11 +213,13 @@ async fn fetch_group(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<Gr
     row.map(Group::from).ok_or(ApiError::NotFound("group"))
 }
 
-async fn detail(db: &sqlx::PgPool, group_id: GroupId, my_role: Role) -> ApiResult<GroupDetail> {
+async fn detail(state: &AppState, group_id: GroupId, my_role: Role) -> ApiResult<GroupDetail> {
+    let mut members = fetch_members(&state.db, group_id).await?;
+    apply_presence(state, members.iter_mut().map(|m| &mut m.user)).await?;
     Ok(GroupDetail {
-        group: fetch_group(db, group_id).await?,
+        group: fetch_group(&state.db, group_id).await?,
         my_role,
-        members: fetch_members(db, group_id).await?,
+        members,
     })
 }
 
@@ -235,23 +235,15 @@ struct ListRow {
     dm_user: Option<String>,
 }
 
-/// GET /api/groups
-///
-/// My groups and DMs, most recently active first, each with its latest message and my
-/// unread count (messages from others after my read watermark: an index range, not a scan
-/// of the history).
-#[utoipa::path(get, path = "/api/groups", tag = "groups", security(("bearer" = [])),
-    responses((status = 200, body = Vec<GroupListItem>), (status = 401, body = ErrorBody)))]
-async fn list_groups(
-    State(state): State<AppState>,
-    auth: Auth,
-) -> ApiResult<Json<Vec<GroupListItem>>> {
-    let rows: Vec<ListRow> = sqlx::query_as(concat!(
-        "select ",
-        group_columns!(),
-        ", gm.role as my_role, gm.last_read_seq,
-           (select count(*) from messages c
-             where c.group_id = g.group_id and c.seq > gm.last_read_seq) as unread_count,
+/// My groups with my unread count (see `messages::UNREAD_COUNT_SQL`), the latest message
+/// (one backward index step) and, for a DM, the other member.
+pub const LIST_GROUPS_SQL: &str = concat!(
+    "select ",
+    group_columns!(),
+    ", gm.role as my_role, gm.last_read_seq,
+           g.last_seq - gm.last_read_seq
+             - (select count(*) from message_deletions d
+                 where d.group_id = g.group_id and d.seq > gm.last_read_seq) as unread_count,
            (select to_jsonb(x)::text from (
                select m.message_id, m.group_id, m.sender_id, m.content, m.seq, m.is_read,
                       m.sent_at, m.updated_at, m.edited_at, m.nonce
@@ -259,16 +251,29 @@ async fn list_groups(
                 order by m.seq desc limit 1) x) as last_message,
            case when g.is_direct_msg then (select to_jsonb(x)::text from (
                select ",
-        public_user_columns!(),
-        " from group_members o join users u on u.user_id = o.user_id
+    public_user_columns!(),
+    " from group_members o join users u on u.user_id = o.user_id
                 where o.group_id = g.group_id and o.user_id <> $1 limit 1) x) end as dm_user
           from group_members gm join chat_groups g on g.group_id = gm.group_id
          where gm.user_id = $1
          order by coalesce(g.last_message_at, g.created_at) desc, g.group_id desc"
-    ))
-    .bind(auth.user_id())
-    .fetch_all(&state.db)
-    .await?;
+);
+
+/// GET /api/groups
+///
+/// My groups and DMs, most recently active first, each with its latest message and my
+/// unread count (messages from others after my read watermark, computed from sequence
+/// numbers without counting messages).
+#[utoipa::path(get, path = "/api/groups", tag = "groups", security(("bearer" = [])),
+    responses((status = 200, body = Vec<GroupListItem>), (status = 401, body = ErrorBody)))]
+async fn list_groups(
+    State(state): State<AppState>,
+    auth: Auth,
+) -> ApiResult<Json<Vec<GroupListItem>>> {
+    let rows: Vec<ListRow> = sqlx::query_as(LIST_GROUPS_SQL)
+        .bind(auth.user_id())
+        .fetch_all(&state.db)
+        .await?;
     let items = rows
         .into_iter()
         .map(|r| -> ApiResult<GroupListItem> {
@@ -295,6 +300,8 @@ async fn list_groups(
             })
         })
         .collect::<ApiResult<Vec<_>>>()?;
+    let mut items = items;
+    apply_presence(&state, items.iter_mut().filter_map(|i| i.dm_user.as_mut())).await?;
     Ok(Json(items))
 }
 
@@ -326,7 +333,7 @@ async fn create_group(
     .await?;
     insert_member(&mut tx, group_id, auth.user_id(), Role::Owner, 0).await?;
     tx.commit().await?;
-    let detail = detail(&state.db, group_id, Role::Owner).await?;
+    let detail = detail(&state, group_id, Role::Owner).await?;
     state
         .events
         .publish(
@@ -379,7 +386,7 @@ async fn get_group(
     Path(group_id): Path<GroupId>,
 ) -> ApiResult<Json<GroupDetail>> {
     let me = membership(&state.db, group_id, auth.user_id()).await?;
-    Ok(Json(detail(&state.db, group_id, me.role).await?))
+    Ok(Json(detail(&state, group_id, me.role).await?))
 }
 
 /// PATCH /api/groups/{group_id}
@@ -512,7 +519,7 @@ async fn open_dm(
     if let Some(group_id) = existing().await? {
         return Ok((
             StatusCode::OK,
-            Json(detail(&state.db, group_id, Role::Member).await?),
+            Json(detail(&state, group_id, Role::Member).await?),
         ));
     }
     if !are_friends(&state.db, me, other).await? {
@@ -534,13 +541,13 @@ async fn open_dm(
         let group_id = existing().await?.ok_or(ApiError::NotFound("group"))?;
         return Ok((
             StatusCode::OK,
-            Json(detail(&state.db, group_id, Role::Member).await?),
+            Json(detail(&state, group_id, Role::Member).await?),
         ));
     };
     insert_member(&mut tx, group_id, me, Role::Member, 0).await?;
     insert_member(&mut tx, group_id, other, Role::Member, 0).await?;
     tx.commit().await?;
-    let detail = detail(&state.db, group_id, Role::Member).await?;
+    let detail = detail(&state, group_id, Role::Member).await?;
     state
         .events
         .publish(
@@ -598,9 +605,7 @@ async fn add_member(
     }
     insert_member(&mut tx, group_id, req.user_id, Role::Member, last_seq).await?;
     tx.commit().await?;
-    let member = fetch_member(&state.db, group_id, req.user_id)
-        .await?
-        .ok_or(ApiError::NotFound("member"))?;
+    let member = fetch_member(&state, group_id, req.user_id).await?;
     state
         .events
         .publish_to_group(
@@ -621,7 +626,7 @@ async fn remove_member_tx(
     tx: &mut PgConnection,
     group_id: GroupId,
     user_id: UserId,
-) -> ApiResult<Option<i64>> {
+) -> ApiResult<Option<AllRead>> {
     let old_min = min_watermark(&mut *tx, group_id).await?;
     sqlx::query("delete from group_members where group_id = $1 and user_id = $2")
         .bind(group_id)
@@ -631,7 +636,12 @@ async fn remove_member_tx(
     flip_read(tx, group_id, old_min).await
 }
 
-async fn publish_removed(state: &AppState, group_id: GroupId, user_id: UserId, read: Option<i64>) {
+async fn publish_removed(
+    state: &AppState,
+    group_id: GroupId,
+    user_id: UserId,
+    read: Option<AllRead>,
+) {
     let event = Event::MemberRemoved { group_id, user_id };
     state
         .events
@@ -769,9 +779,7 @@ async fn change_role(
         return Err(ApiError::NotFound("member"));
     }
     tx.commit().await?;
-    let member = fetch_member(&state.db, group_id, user_id)
-        .await?
-        .ok_or(ApiError::NotFound("member"))?;
+    let member = fetch_member(&state, group_id, user_id).await?;
     state
         .events
         .publish_to_group(
@@ -803,7 +811,7 @@ async fn transfer_ownership(
     let me = membership(&state.db, group_id, auth.user_id()).await?;
     me.require(Role::Owner, "only the owner can transfer ownership")?;
     if req.user_id == auth.user_id() {
-        return Ok(Json(detail(&state.db, group_id, Role::Owner).await?));
+        return Ok(Json(detail(&state, group_id, Role::Owner).await?));
     }
     let mut tx = state.db.begin().await?;
     // Demote first: at most one owner per group (group_members_one_owner_key). The `role`
@@ -837,5 +845,5 @@ async fn transfer_ownership(
             )
             .await;
     }
-    Ok(Json(detail(&state.db, group_id, Role::Admin).await?))
+    Ok(Json(detail(&state, group_id, Role::Admin).await?))
 }

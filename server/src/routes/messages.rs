@@ -6,8 +6,8 @@
 //!
 //! Read status: each member has a watermark (`group_members.last_read_seq`): everything up
 //! to it is read. Sending advances the sender's own watermark (you have read what you
-//! wrote), so my unread count is the number of messages after my watermark: an index range
-//! on `(group_id, seq)`, never a scan of the history. `messages.is_read` is true once every
+//! wrote), so my unread count is the number of messages after my watermark: the sequence
+//! span minus the deletions in it (`message_deletions`), without counting messages at all. `messages.is_read` is true once every
 //! other member has read the message, i.e. once the minimum watermark of the group reaches
 //! it; whenever a watermark moves, only the newly covered range of that minimum is flipped.
 //! A receipt row (`message_read_status`) records when a member read up to which message.
@@ -89,18 +89,31 @@ impl From<MessageRow> for Message {
 
 // The read-status queries, public so a test can EXPLAIN exactly what the API runs.
 
-/// My unread count: messages after my watermark ($2). Others' only, since sending moves my
-/// own watermark past my message. An index range on `messages_group_seq_key`.
-pub const UNREAD_COUNT_SQL: &str = "select count(*) from messages where group_id = $1 and seq > $2";
+/// My unread count: the messages after my watermark ($2), all of them others' since sending
+/// moves my own watermark past my message. Sequence numbers are dense but for deletions, so
+/// this is the sequence span minus the deletions in it: one primary-key read of the group
+/// and a count of the (few) gaps, never a count of the messages themselves.
+pub const UNREAD_COUNT_SQL: &str = "select g.last_seq - $2
+        - (select count(*) from message_deletions d where d.group_id = $1 and d.seq > $2)
+     from chat_groups g where g.group_id = $1";
 /// Moves a watermark forward (never back): one row by `group_members_group_user_key`.
 pub const ADVANCE_WATERMARK_SQL: &str = "update group_members set last_read_seq = $3
      where group_id = $1 and user_id = $2 and last_read_seq < $3";
 /// The group's lowest watermark: over its members (at most the maximum group size).
 pub const MIN_WATERMARK_SQL: &str =
     "select coalesce(min(last_read_seq), 0) from group_members where group_id = $1";
-/// Flips `is_read` on the range the minimum watermark newly covers ($2, $3].
+/// Flips `is_read` on up to $3 messages, oldest first, that every member has now read (at or
+/// below the minimum watermark $2) and are not flipped yet: found through the partial index
+/// `messages_not_read_by_all_idx`, never by walking the flipped history.
 pub const FLIP_READ_SQL: &str = "update messages set is_read = true
-     where group_id = $1 and seq > $2 and seq <= $3 and not is_read";
+     where message_id = any(array(select message_id from messages
+                                   where group_id = $1 and seq <= $2 and not is_read
+                                   order by seq limit $3))";
+
+/// At most this many messages flip inside a request's transaction. The rest (after a first
+/// read of a long history) flip after commit in background batches of the same size, so no
+/// request holds the group's read lock for longer than one batch.
+const FLIP_BATCH: i64 = 1000;
 /// The receipt for the message that moved the watermark.
 pub const RECORD_RECEIPT_SQL: &str =
     "insert into message_read_status (message_id, user_id, group_id, seq) values ($1, $2, $3, $4)
@@ -127,14 +140,31 @@ pub async fn min_watermark(tx: &mut PgConnection, group_id: GroupId) -> ApiResul
         .await?)
 }
 
-/// After a watermark moved or a member left: flips `is_read` on what every remaining member
-/// has now read. Returns the new minimum if it rose. Call after [`min_watermark`] in the
-/// same transaction.
+/// Every message up to `up_to_seq` is read by every member; `unfinished` when more than one
+/// batch of them is left to flip (see [`publish_all_read`]).
+pub struct AllRead {
+    pub up_to_seq: i64,
+    unfinished: bool,
+}
+
+async fn flip_batch(db: impl PgExecutor<'_>, group_id: GroupId, up_to_seq: i64) -> ApiResult<bool> {
+    let done = sqlx::query(FLIP_READ_SQL)
+        .bind(group_id)
+        .bind(up_to_seq)
+        .bind(FLIP_BATCH)
+        .execute(db)
+        .await?;
+    Ok(done.rows_affected() >= u64::try_from(FLIP_BATCH).unwrap_or(u64::MAX))
+}
+
+/// After a watermark moved or a member left: flips `is_read` on (a first batch of) what
+/// every remaining member has now read. `Some` if the minimum watermark rose. Call after
+/// [`min_watermark`] in the same transaction.
 pub async fn flip_read(
     tx: &mut PgConnection,
     group_id: GroupId,
     old_min: i64,
-) -> ApiResult<Option<i64>> {
+) -> ApiResult<Option<AllRead>> {
     let new_min: i64 = sqlx::query_scalar(MIN_WATERMARK_SQL)
         .bind(group_id)
         .fetch_one(&mut *tx)
@@ -142,20 +172,34 @@ pub async fn flip_read(
     if new_min <= old_min {
         return Ok(None);
     }
-    sqlx::query(FLIP_READ_SQL)
-        .bind(group_id)
-        .bind(old_min)
-        .bind(new_min)
-        .execute(tx)
-        .await?;
-    Ok(Some(new_min))
+    let unfinished = flip_batch(tx, group_id, new_min).await?;
+    Ok(Some(AllRead {
+        up_to_seq: new_min,
+        unfinished,
+    }))
+}
+
+/// Flips the rest, one short transaction per batch. Nothing depends on it finishing: the
+/// history answers `is_read` from the watermarks, and the next flip in the group picks up
+/// whatever a failure left.
+async fn finish_flip(db: sqlx::PgPool, group_id: GroupId, up_to_seq: i64) {
+    loop {
+        match flip_batch(&db, group_id, up_to_seq).await {
+            Ok(true) => continue,
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, group_id, "is_read left unflipped until the next read");
+                return;
+            }
+        }
+    }
 }
 
 /// A watermark that moved.
 struct Advance {
     read_at: DateTime<Utc>,
     /// Every message up to this seq is now read by all (it rose with this move).
-    all_read_up_to: Option<i64>,
+    all_read: Option<AllRead>,
 }
 
 /// Moves `user_id`'s watermark up to `seq` (the message `message_id`) and records the
@@ -184,11 +228,8 @@ async fn advance_watermark(
         .bind(seq)
         .fetch_one(&mut *tx)
         .await?;
-    let all_read_up_to = flip_read(tx, group_id, old_min).await?;
-    Ok(Some(Advance {
-        read_at,
-        all_read_up_to,
-    }))
+    let all_read = flip_read(tx, group_id, old_min).await?;
+    Ok(Some(Advance { read_at, all_read }))
 }
 
 async fn unread_count(
@@ -231,9 +272,17 @@ fn replay(existing: Message, group_id: GroupId) -> ApiResult<(StatusCode, Json<M
     Ok((StatusCode::OK, Json(existing)))
 }
 
-/// Publishes that everything up to `up_to_seq` is read by all, if that moved.
-pub async fn publish_all_read(state: &AppState, group_id: GroupId, up_to_seq: Option<i64>) {
-    if let Some(up_to_seq) = up_to_seq {
+/// After commit: publishes that everything up to `up_to_seq` is read by all, if that moved,
+/// and flips what the transaction left in the background.
+pub async fn publish_all_read(state: &AppState, group_id: GroupId, all_read: Option<AllRead>) {
+    if let Some(AllRead {
+        up_to_seq,
+        unfinished,
+    }) = all_read
+    {
+        if unfinished {
+            tokio::spawn(finish_flip(state.db.clone(), group_id, up_to_seq));
+        }
         state
             .events
             .publish_to_group(
@@ -327,7 +376,7 @@ async fn send_message(
             },
         )
         .await;
-    publish_all_read(&state, group_id, advance.all_read_up_to).await;
+    publish_all_read(&state, group_id, advance.all_read).await;
     Ok((StatusCode::CREATED, Json(message)))
 }
 
@@ -463,6 +512,18 @@ async fn history(
             ))
         }
     };
+    // From the watermarks: exact even while a long flip is still finishing in the background.
+    let all_read: i64 = sqlx::query_scalar(MIN_WATERMARK_SQL)
+        .bind(group_id)
+        .fetch_one(db)
+        .await?;
+    let messages = messages
+        .into_iter()
+        .map(|mut m| {
+            m.is_read |= m.seq <= all_read;
+            m
+        })
+        .collect();
     Ok(Json(MessagePage { messages, has_more }))
 }
 
@@ -538,14 +599,22 @@ async fn delete_message(
             "only the sender, an admin or the owner can delete a message",
         )?;
     }
+    let mut tx = state.db.begin().await?;
     let seq: Option<i64> = sqlx::query_scalar(
         "delete from messages where message_id = $1 and group_id = $2 returning seq",
     )
     .bind(message_id)
     .bind(group_id)
-    .fetch_optional(&state.db)
+    .fetch_optional(&mut *tx)
     .await?;
     let seq = seq.ok_or(ApiError::NotFound("message"))?;
+    // The gap keeps unread counts exact (see UNREAD_COUNT_SQL).
+    sqlx::query("insert into message_deletions (group_id, seq) values ($1, $2)")
+        .bind(group_id)
+        .bind(seq)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
     state
         .events
         .publish_to_group(
@@ -631,7 +700,7 @@ async fn mark_read(
                 },
             )
             .await;
-        publish_all_read(&state, group_id, advance.all_read_up_to).await;
+        publish_all_read(&state, group_id, advance.all_read).await;
     }
     Ok(Json(read))
 }

@@ -102,7 +102,32 @@ impl From<PublicUserRow> for PublicUser {
     }
 }
 
-/// Another user as friends and co-members see them; `None` if there is no such user.
+/// Shows friends' and co-members' real presence: `offline` unless they have a live gateway
+/// connection (the columns alone only know the status they chose).
+pub async fn apply_presence<'a>(
+    state: &AppState,
+    users: impl IntoIterator<Item = &'a mut PublicUser>,
+) -> ApiResult<()> {
+    let mut users: Vec<&mut PublicUser> = users.into_iter().collect();
+    let ids: Vec<i64> = users.iter().map(|u| u.user_id).collect();
+    let online = state.gateway.presence.online(&ids).await?;
+    for (user, online) in users.iter_mut().zip(online) {
+        if !online {
+            user.status = Presence::Offline;
+        }
+    }
+    Ok(())
+}
+
+/// What someone who is neither a friend nor a co-member may see: no presence, no last seen.
+pub fn as_stranger(mut user: PublicUser) -> PublicUser {
+    user.status = Presence::Offline;
+    user.last_seen = None;
+    user
+}
+
+/// Another user's profile (their presence as the columns say: see [`apply_presence`] and
+/// [`as_stranger`]); `None` if there is no such user.
 pub async fn fetch_public_user(
     db: impl PgExecutor<'_>,
     user_id: i64,

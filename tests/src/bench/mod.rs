@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod gateway;
+pub mod messaging;
 
 use std::time::Duration;
 

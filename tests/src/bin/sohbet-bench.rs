@@ -4,7 +4,7 @@
 
 use sohbet_tests::bench;
 
-const SUITES: &[&str] = &["auth", "gateway", "idle"];
+const SUITES: &[&str] = &["auth", "gateway", "idle", "messaging"];
 
 #[tokio::main]
 async fn main() {
@@ -21,6 +21,7 @@ async fn main() {
             "auth" => bench::auth::run().await,
             "gateway" => bench::gateway::run().await,
             "idle" => bench::gateway::idle().await,
+            "messaging" => bench::messaging::run().await,
             other => {
                 eprintln!("unknown suite {other}; suites: {}", SUITES.join(", "));
                 std::process::exit(2);
