@@ -95,6 +95,11 @@ pub fn ensure_packages(for_tests: bool) -> Result<()> {
     }
     if for_tests {
         wanted.extend(TEST_PACKAGES);
+        // The browser peer of the voice interop test runs under Node; machines that ship a
+        // newer Node than Debian's keep theirs.
+        if !has_command("node") || !has_command("npm") {
+            wanted.extend(["nodejs", "npm"]);
+        }
     }
     let missing: Vec<&str> = wanted.into_iter().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
@@ -119,20 +124,27 @@ pub fn ensure_packages(for_tests: bool) -> Result<()> {
 }
 
 /// Extra environment for tests: set up by scripts of the parts that need more than the
-/// databases (the voice engine's virtual sound card, for one).
+/// databases. The voice engine's tests need Python and npm packages (setup-test-env.sh) and
+/// a virtual sound card (virtual-audio.sh, which prints the variables that reach it).
 pub fn test_environment(root: &Path) -> Result<Vec<(String, String)>> {
     let mut vars = Vec::new();
-    let script = root.join("voice/scripts/setup-test-env.sh");
-    if script.exists() {
-        step("setting up the voice test environment (virtual sound card, test tools)");
+    for (script, what) in [
+        ("voice/scripts/setup-test-env.sh", "voice test tools (Python and npm packages)"),
+        ("voice/scripts/virtual-audio.sh", "virtual sound card (PipeWire null sink)"),
+    ] {
+        let path = root.join(script);
+        if !path.exists() {
+            continue;
+        }
+        step(&format!("setting up the {what}"));
         let out = Command::new("bash")
-            .arg(&script)
+            .arg(&path)
             .current_dir(root)
             .stderr(Stdio::inherit())
             .output()
-            .context("running voice/scripts/setup-test-env.sh")?;
+            .with_context(|| format!("running {script}"))?;
         if !out.status.success() {
-            bail!("voice/scripts/setup-test-env.sh failed");
+            bail!("{script} failed");
         }
         for line in String::from_utf8_lossy(&out.stdout).lines() {
             if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
