@@ -22,6 +22,8 @@ fn main() -> Result<()> {
         .split_first()
         .map(|(t, r)| (t.as_str(), r))
         .unwrap_or(("help", &[]));
+    // `cargo xtask up -- --listen …` and `cargo xtask up --listen …` mean the same.
+    let rest = rest.strip_prefix(&["--".to_owned()][..]).unwrap_or(rest);
     match task {
         "up" => up(rest),
         "test" => test(rest),
