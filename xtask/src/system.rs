@@ -129,8 +129,14 @@ pub fn ensure_packages(for_tests: bool) -> Result<()> {
 pub fn test_environment(root: &Path) -> Result<Vec<(String, String)>> {
     let mut vars = Vec::new();
     for (script, what) in [
-        ("voice/scripts/setup-test-env.sh", "voice test tools (Python and npm packages)"),
-        ("voice/scripts/virtual-audio.sh", "virtual sound card (PipeWire null sink)"),
+        (
+            "voice/scripts/setup-test-env.sh",
+            "voice test tools (Python and npm packages)",
+        ),
+        (
+            "voice/scripts/virtual-audio.sh",
+            "virtual sound card (PipeWire null sink)",
+        ),
     ] {
         let path = root.join(script);
         if !path.exists() {

@@ -51,6 +51,31 @@ fn server_binary() -> PathBuf {
     exe.with_file_name("sohbet-server")
 }
 
+/// CPU seconds used so far by every process named `name` (e.g. all PostgreSQL backends).
+fn cpu_of_all(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .map(|pid| cpu_and_rss(pid).0)
+        .sum()
+}
+
+/// CPU seconds so far of the parts sharing the machine: server, PostgreSQL, Redis, and this
+/// load generator.
+fn cpu_split(server: u32) -> [f64; 4] {
+    [
+        cpu_and_rss(server).0,
+        cpu_of_all("postgres"),
+        cpu_of_all("redis-server"),
+        cpu_and_rss(std::process::id()).0,
+    ]
+}
+
 /// (utime + stime in seconds, RSS in KiB) of a process, from /proc.
 fn cpu_and_rss(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -263,7 +288,8 @@ struct StepResult {
     ack: Samples,
     delivery: Samples,
     expected_deliveries: usize,
-    cpu_pct: f64,
+    /// CPU % of server, PostgreSQL, Redis and load generator over the step.
+    cpu_pct: [f64; 4],
     rss_mib: f64,
 }
 
@@ -280,7 +306,7 @@ async fn run_step(
     if let Ok(mut d) = deliveries.lock() {
         *d = Samples::default();
     }
-    let (cpu0, _) = cpu_and_rss(server.pid);
+    let cpu0 = cpu_split(server.pid);
     let started = Instant::now();
     let deadline = started + STEP;
     let per_sender_interval = rate.map(|r| Duration::from_secs_f64(senders.len() as f64 / r));
@@ -323,7 +349,8 @@ async fn run_step(
     let elapsed = started.elapsed().as_secs_f64();
     // Let the last deliveries land.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (cpu1, rss) = cpu_and_rss(server.pid);
+    let cpu1 = cpu_split(server.pid);
+    let (_, rss) = cpu_and_rss(server.pid);
     let delivery = deliveries
         .lock()
         .map(|mut d| std::mem::take(&mut *d))
@@ -335,7 +362,7 @@ async fn run_step(
         ack,
         delivery,
         expected_deliveries: sent * members,
-        cpu_pct: (cpu1 - cpu0) / (elapsed + 0.5) * 100.0,
+        cpu_pct: std::array::from_fn(|i| (cpu1[i] - cpu0[i]) / (elapsed + 0.5) * 100.0),
         rss_mib: rss as f64 / 1024.0,
     }
 }
@@ -404,7 +431,11 @@ pub async fn run() {
                 format!("{:.1}", r.delivery.percentile_ms(50.0)),
                 format!("{:.1}", r.delivery.percentile_ms(95.0)),
                 format!("{:.1}", p99),
-                format!("{:.0}", r.cpu_pct),
+                r.cpu_pct
+                    .iter()
+                    .map(|c| format!("{c:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
                 format!("{:.0}", r.rss_mib),
             ]);
         }
@@ -431,7 +462,7 @@ pub async fn run() {
             "delivery p50 ms",
             "p95 ms",
             "p99 ms",
-            "server CPU %",
+            "CPU % server / postgres / redis / load gen",
             "server RSS MiB",
         ],
         &rows,
