@@ -96,9 +96,24 @@ impl From<MessageRow> for Message {
 pub const UNREAD_COUNT_SQL: &str = "select g.last_seq - $2
         - (select count(*) from message_deletions d where d.group_id = $1 and d.seq > $2)
      from chat_groups g where g.group_id = $1";
-/// Moves a watermark forward (never back): one row by `group_members_group_user_key`.
-pub const ADVANCE_WATERMARK_SQL: &str = "update group_members set last_read_seq = $3
-     where group_id = $1 and user_id = $2 and last_read_seq < $3";
+/// Moves a watermark forward (never back; one row by `group_members_group_user_key`) and,
+/// if it moved, records the receipt for the message that moved it — one round trip. No row
+/// when the watermark was already there (or the member is gone).
+pub const ADVANCE_WATERMARK_SQL: &str = "with moved as (
+         update group_members set last_read_seq = $4
+          where group_id = $3 and user_id = $2 and last_read_seq < $4
+         returning 1)
+     insert into message_read_status (message_id, user_id, group_id, seq)
+     select $1, $2, $3, $4 from moved
+     on conflict (message_id, user_id) do update set is_read = true
+     returning read_at";
+/// Before a member's watermark moves (under the group's read lock): the group's lowest
+/// watermark, the lowest of the other members, and who the members are (for the events) —
+/// the new minimum follows without reading the table again.
+pub const WATERMARKS_SQL: &str = "select coalesce(min(last_read_seq), 0),
+            min(last_read_seq) filter (where user_id <> $2),
+            array_agg(user_id)
+       from group_members where group_id = $1";
 /// The group's lowest watermark: over its members (at most the maximum group size).
 pub const MIN_WATERMARK_SQL: &str =
     "select coalesce(min(last_read_seq), 0) from group_members where group_id = $1";
@@ -114,11 +129,6 @@ pub const FLIP_READ_SQL: &str = "update messages set is_read = true
 /// read of a long history) flip after commit in background batches of the same size, so no
 /// request holds the group's read lock for longer than one batch.
 const FLIP_BATCH: i64 = 1000;
-/// The receipt for the message that moved the watermark.
-pub const RECORD_RECEIPT_SQL: &str =
-    "insert into message_read_status (message_id, user_id, group_id, seq) values ($1, $2, $3, $4)
-     on conflict (message_id, user_id) do update set is_read = true
-     returning read_at";
 
 /// Namespace of the advisory locks serializing watermark moves within one group (the two-key
 /// form: this constant, and the group id folded into 32 bits; two groups sharing a fold only
@@ -129,15 +139,21 @@ const READ_LOCK_NAMESPACE: i32 = 0x5EAD;
 /// transaction. Without the lock, two members reading at once could each see the other's
 /// old watermark and neither flip `is_read`.
 pub async fn min_watermark(tx: &mut PgConnection, group_id: GroupId) -> ApiResult<i64> {
-    sqlx::query("select pg_advisory_xact_lock($1, ($2 % 2147483647)::int)")
-        .bind(READ_LOCK_NAMESPACE)
-        .bind(group_id)
-        .execute(&mut *tx)
-        .await?;
+    read_lock(tx, group_id).await?;
     Ok(sqlx::query_scalar(MIN_WATERMARK_SQL)
         .bind(group_id)
         .fetch_one(tx)
         .await?)
+}
+
+/// Takes the group's read lock for the rest of the transaction (see [`min_watermark`]).
+async fn read_lock(tx: &mut PgConnection, group_id: GroupId) -> ApiResult<()> {
+    sqlx::query("select pg_advisory_xact_lock($1, ($2 % 2147483647)::int)")
+        .bind(READ_LOCK_NAMESPACE)
+        .bind(group_id)
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 /// Every message up to `up_to_seq` is read by every member; `unfinished` when more than one
@@ -198,6 +214,8 @@ async fn finish_flip(db: sqlx::PgPool, group_id: GroupId, up_to_seq: i64) {
 /// A watermark that moved.
 struct Advance {
     read_at: DateTime<Utc>,
+    /// The group's members when the watermark moved: the events' recipients.
+    members: Vec<UserId>,
     /// Every message up to this seq is now read by all (it rose with this move).
     all_read: Option<AllRead>,
 }
@@ -211,25 +229,40 @@ async fn advance_watermark(
     seq: i64,
     message_id: MessageId,
 ) -> ApiResult<Option<Advance>> {
-    let old_min = min_watermark(tx, group_id).await?;
-    let moved = sqlx::query(ADVANCE_WATERMARK_SQL)
-        .bind(group_id)
-        .bind(user_id)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
-    if moved.rows_affected() == 0 {
-        return Ok(None);
-    }
-    let read_at: DateTime<Utc> = sqlx::query_scalar(RECORD_RECEIPT_SQL)
+    read_lock(tx, group_id).await?;
+    let (old_min, others_min, members): (i64, Option<i64>, Option<Vec<UserId>>) =
+        sqlx::query_as(WATERMARKS_SQL)
+            .bind(group_id)
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    let read_at: Option<DateTime<Utc>> = sqlx::query_scalar(ADVANCE_WATERMARK_SQL)
         .bind(message_id)
         .bind(user_id)
         .bind(group_id)
         .bind(seq)
-        .fetch_one(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-    let all_read = flip_read(tx, group_id, old_min).await?;
-    Ok(Some(Advance { read_at, all_read }))
+    let Some(read_at) = read_at else {
+        return Ok(None);
+    };
+    // Only this member's watermark moved (to `seq`), under the lock: the new minimum is the
+    // lower of `seq` and everyone else's.
+    let new_min = others_min.map_or(seq, |m| m.min(seq));
+    let all_read = if new_min > old_min {
+        let unfinished = flip_batch(&mut *tx, group_id, new_min).await?;
+        Some(AllRead {
+            up_to_seq: new_min,
+            unfinished,
+        })
+    } else {
+        None
+    };
+    Ok(Some(Advance {
+        read_at,
+        all_read,
+        members: members.unwrap_or_default(),
+    }))
 }
 
 async fn unread_count(
@@ -366,16 +399,10 @@ async fn send_message(
         return Err(ApiError::NotFound("group"));
     };
     tx.commit().await?;
-    state
-        .events
-        .publish_to_group(
-            &state.db,
-            group_id,
-            Event::MessageCreated {
-                message: message.clone(),
-            },
-        )
-        .await;
+    let event = Event::MessageCreated {
+        message: message.clone(),
+    };
+    state.events.publish(advance.members, event).await;
     publish_all_read(&state, group_id, advance.all_read).await;
     Ok((StatusCode::CREATED, Json(message)))
 }
