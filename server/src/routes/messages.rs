@@ -360,28 +360,24 @@ async fn send_message(
         }
     }
     let mut tx = state.db.begin().await?;
-    let seq: Option<i64> = sqlx::query_scalar(
-        "update chat_groups set last_seq = last_seq + 1, last_message_at = now()
-          where group_id = $1 returning last_seq",
-    )
-    .bind(group_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let seq = seq.ok_or(ApiError::NotFound("group"))?;
+    // One statement takes the group's next seq (locking its row until commit) and inserts.
     let inserted = sqlx::query_as::<_, MessageRow>(concat!(
-        "insert into messages as m (group_id, sender_id, content, seq, nonce)
-         values ($1, $2, $3, $4, $5) returning ",
+        "with g as (
+             update chat_groups set last_seq = last_seq + 1, last_message_at = now()
+              where group_id = $1 returning last_seq)
+         insert into messages as m (group_id, sender_id, content, seq, nonce)
+         select $1, $2, $3, g.last_seq, $4 from g returning ",
         message_columns!()
     ))
     .bind(group_id)
     .bind(me)
     .bind(content.as_str())
-    .bind(seq)
     .bind(&nonce)
-    .fetch_one(&mut *tx)
+    .fetch_optional(&mut *tx)
     .await;
     let message = match inserted {
-        Ok(row) => Message::from(row),
+        Ok(None) => return Err(ApiError::NotFound("group")),
+        Ok(Some(row)) => Message::from(row),
         // A concurrent retry with the same nonce won; rolling back returns our seq too.
         Err(e) if violated_constraint(&e) == Some("messages_sender_nonce_key") => {
             tx.rollback().await?;
@@ -394,7 +390,8 @@ async fn send_message(
         Err(e) => return Err(e.into()),
     };
     // Removed from the group since the check above: the watermark has no row to move.
-    let Some(advance) = advance_watermark(&mut tx, group_id, me, seq, message.message_id).await?
+    let Some(advance) =
+        advance_watermark(&mut tx, group_id, me, message.seq, message.message_id).await?
     else {
         return Err(ApiError::NotFound("group"));
     };
