@@ -1,0 +1,1 @@
+//! Real audio devices through cpal (filled in below).
