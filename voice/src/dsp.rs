@@ -435,3 +435,36 @@ mod tests {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod device_format_tests {
+    use super::*;
+
+    #[test]
+    fn chain_accepts_44k1_stereo_devices() -> Result<()> {
+        let format = StreamFormat {
+            sample_rate: 44_100,
+            channels: 2,
+        };
+        let mut chain = SendChain::new(format)?;
+        let stereo: Vec<f32> = (0..44_100)
+            .map(|i| 0.3 * (std::f32::consts::TAU * 880.0 * i as f32 / 44_100.0).sin())
+            .flat_map(|s| [s, s])
+            .collect();
+        let mut frames = 0;
+        let mut level = -100.0f32;
+        let settings = SendSettings {
+            noise_suppression: false,
+            ..SendSettings::default()
+        };
+        for chunk in stereo.chunks(882) {
+            chain.push(chunk, settings, |_, info| {
+                frames += 1;
+                level = info.level_db;
+            });
+        }
+        assert!(frames >= 48, "{frames} frames");
+        assert!(level > -20.0, "level {level}");
+        Ok(())
+    }
+}

@@ -33,9 +33,14 @@ const FEC_HEADROOM_MS: f64 = 20.0;
 /// The target shrinks by at most this much per played frame (0.5 ms per 20 ms: ~1 s to
 /// give back 25 ms), so it does not flap with every quiet second.
 const SHRINK_PER_FRAME_MS: f64 = 0.5;
-/// How far (in ms) the playhead may drift from its ideal before we stretch or skip: half a
-/// frame beyond a whole one, so we do not oscillate around a boundary.
-const ADJUST_THRESHOLD_MS: f64 = 30.0;
+/// How far (in ms) the playhead may fall behind its ideal position (more delay than the
+/// target) before we skip a frame: half a frame beyond a whole one, so a skip never
+/// overshoots into being early.
+const SKIP_THRESHOLD_MS: f64 = 30.0;
+/// How far the playhead may run ahead of its ideal position (less delay than the target)
+/// before we hold it for a frame. Small: running ahead means packets arrive after their
+/// slot; a hold moves the playhead back 20 ms, well inside the skip threshold.
+const HOLD_THRESHOLD_MS: f64 = 5.0;
 /// If the playhead is this far off (a long stall, a sender restart), jump instead of
 /// stretching frame by frame.
 const RESYNC_MS: f64 = 500.0;
@@ -277,12 +282,12 @@ impl JitterBuffer {
                 .map(|(&ts, _)| ts)
                 .unwrap_or(next + ((ideal.saturating_sub(next)) / FRAME_TICKS) * FRAME_TICKS);
             self.discard_before(next);
-        } else if drift_ms > ADJUST_THRESHOLD_MS {
+        } else if drift_ms > SKIP_THRESHOLD_MS {
             // Too much delay: skip one frame.
             self.packets.remove(&next);
             self.stats.skipped += 1;
             next += FRAME_TICKS;
-        } else if drift_ms < -ADJUST_THRESHOLD_MS {
+        } else if drift_ms < -HOLD_THRESHOLD_MS {
             // Too little delay: hold the playhead for one frame.
             self.stats.played += 1;
             return if self.frames_without_packet == 0 {
