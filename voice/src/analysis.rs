@@ -87,16 +87,17 @@ fn best_match(c: &Correlator, window: &[f32], search: &[f32]) -> Option<(usize, 
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// Where `sent` begins inside `received` (in samples), found by cross-correlating the first
-/// `probe` seconds of speech in `sent` against all of `received`.
-pub fn find_offset(sent: &[f32], received: &[f32], rate: u32) -> Option<(usize, f32)> {
+/// Where `sent` begins inside `received` (in samples; negative when the recording started
+/// after the sender did), found by cross-correlating three seconds of `sent`, from its first
+/// loud sample, against all of `received`. Also returns the correlation found.
+pub fn find_offset(sent: &[f32], received: &[f32], rate: u32) -> Option<(isize, f32)> {
     let probe = (rate as usize * 3).min(sent.len());
     // Start the probe at the first loud sample, so leading silence does not dilute it.
     let start = sent.iter().position(|s| s.abs() > 0.05)?;
     let window = &sent[start..(start + probe).min(sent.len())];
     let c = Correlator::new(window.len() + received.len());
     let (k, v) = best_match(&c, window, received)?;
-    k.checked_sub(start).map(|offset| (offset, v))
+    Some((k as isize - start as isize, v))
 }
 
 /// How similar the received audio is to what was sent, from 0 to 1: the mean over 100 ms
@@ -115,9 +116,12 @@ pub fn segmental_correlation(sent: &[f32], received: &[f32], rate: u32) -> Optio
         if energy < floor {
             continue;
         }
-        let expected = i * win + offset;
-        let lo = expected.saturating_sub(slack);
-        let hi = (expected + win + slack).min(received.len());
+        let expected = (i * win) as isize + offset;
+        if expected < slack as isize {
+            continue; // sent before the recording began
+        }
+        let lo = expected as usize - slack;
+        let hi = (expected as usize + win + slack).min(received.len());
         if hi <= lo + win {
             scores.push(0.0);
             continue;
@@ -127,7 +131,7 @@ pub fn segmental_correlation(sent: &[f32], received: &[f32], rate: u32) -> Optio
                 scores.push(v.max(0.0));
                 // Follow the jitter buffer's stretches and skips.
                 if v > 0.5 {
-                    offset = (lo + k).saturating_sub(i * win);
+                    offset = (lo + k) as isize - (i * win) as isize;
                 }
             }
             None => scores.push(0.0),

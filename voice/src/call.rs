@@ -66,6 +66,9 @@ pub struct CallConfig {
     pub bitrate: u32,
     /// Send-path DSP settings.
     pub send: SendSettings,
+    /// Discontinuous transmission: send nothing while silent. On by default; off for peers
+    /// whose receivers do not fill the gaps (aiortc plays only the frames it gets).
+    pub dtx: bool,
 }
 
 impl Default for CallConfig {
@@ -76,6 +79,7 @@ impl Default for CallConfig {
             bind_addrs: vec!["0.0.0.0:0".to_owned()],
             bitrate: DEFAULT_BITRATE,
             send: SendSettings::default(),
+            dtx: true,
         }
     }
 }
@@ -329,7 +333,7 @@ impl Call {
             events_out,
             peer_events,
         });
-        let encoder = OpusEncoder::new(shared.config.bitrate)?;
+        let encoder = OpusEncoder::new(shared.config.bitrate, shared.config.dtx)?;
         let tasks = vec![
             tokio::spawn(run_engine(Arc::clone(&shared), encoder)),
             tokio::spawn(run_signaling(Arc::clone(&shared), incoming)),

@@ -25,11 +25,11 @@ pub struct OpusEncoder {
 }
 
 impl OpusEncoder {
-    /// A mono 48 kHz VoIP encoder at `bitrate` bits/s with FEC and DTX on.
-    pub fn new(bitrate: u32) -> Result<Self> {
+    /// A mono 48 kHz VoIP encoder at `bitrate` bits/s with in-band FEC, and DTX if `dtx`.
+    pub fn new(bitrate: u32, dtx: bool) -> Result<Self> {
         let mut encoder = Encoder::new(SAMPLE_RATE, Channels::Mono, Application::Voip)?;
         encoder.set_inband_fec(true)?;
-        encoder.set_dtx(true)?;
+        encoder.set_dtx(dtx)?;
         encoder.set_vbr(true)?;
         let mut this = Self {
             encoder,
@@ -136,7 +136,7 @@ mod tests {
     #[test]
     fn opus_round_trip_keeps_a_tone() -> Result<()> {
         let input = tone(440.0, 50);
-        let mut enc = OpusEncoder::new(DEFAULT_BITRATE)?;
+        let mut enc = OpusEncoder::new(DEFAULT_BITRATE, true)?;
         let mut dec = OpusDecoder::new()?;
         let mut output = Vec::new();
         let mut frame = [0.0; FRAME_SAMPLES];
@@ -162,7 +162,7 @@ mod tests {
 
     #[test]
     fn dtx_sends_nothing_for_silence() -> Result<()> {
-        let mut enc = OpusEncoder::new(DEFAULT_BITRATE)?;
+        let mut enc = OpusEncoder::new(DEFAULT_BITRATE, true)?;
         let silence = [0.0; FRAME_SAMPLES];
         let sent = (0..100)
             .filter_map(|_| enc.encode(&silence).ok().flatten())
@@ -173,7 +173,7 @@ mod tests {
 
     #[test]
     fn bitrate_outside_range_is_refused() -> Result<()> {
-        let mut enc = OpusEncoder::new(DEFAULT_BITRATE)?;
+        let mut enc = OpusEncoder::new(DEFAULT_BITRATE, true)?;
         assert!(enc.set_bitrate(8_000).is_err());
         assert!(enc.set_bitrate(200_000).is_err());
         assert!(enc.set_bitrate(64_000).is_ok());

@@ -71,7 +71,8 @@ impl PeerConnectionEventHandler for Handler {
             peer: self.peer.clone(),
             signal: Signal::Candidate {
                 candidate: init.candidate,
-                sdp_mid: init.sdp_mid,
+                // webrtc-rs says "" for "unknown"; browsers and aiortc reject an empty mid.
+                sdp_mid: init.sdp_mid.filter(|m| !m.is_empty()),
                 sdp_mline_index: init.sdp_mline_index,
             },
         };
