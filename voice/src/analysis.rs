@@ -100,17 +100,30 @@ pub fn find_offset(sent: &[f32], received: &[f32], rate: u32) -> Option<(isize, 
     Some((k as isize - start as isize, v))
 }
 
-/// How similar the received audio is to what was sent, from 0 to 1: the mean over 100 ms
-/// windows of the sent speech of the best normalised correlation within ±30 ms of where the
-/// previous window matched. Windows quieter than 30 dB below the loudest are skipped.
-pub fn segmental_correlation(sent: &[f32], received: &[f32], rate: u32) -> Option<f32> {
-    let (mut offset, _) = find_offset(sent, received, rate)?;
+/// A 100 ms window of sent speech and where it was found in the recording.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SegmentMatch {
+    /// Index of the window's first sample in `sent`.
+    pub sent: usize,
+    /// Index where it best matches in `received` (`None`: window not in the recording).
+    pub received: Option<usize>,
+    /// Normalised correlation there (0 when not found).
+    pub score: f32,
+}
+
+/// Matches every 100 ms window of the sent speech (windows quieter than 30 dB below the
+/// loudest are skipped) to the received audio, searching ±30 ms around where the previous
+/// window matched, so the jitter buffer's stretches and skips are followed.
+pub fn match_segments(sent: &[f32], received: &[f32], rate: u32) -> Vec<SegmentMatch> {
+    let Some((mut offset, _)) = find_offset(sent, received, rate) else {
+        return Vec::new();
+    };
     let win = rate as usize / 10;
     let slack = rate as usize * 30 / 1000;
     let c = Correlator::new(win + 2 * slack + win);
     let peak = sent.iter().fold(0.0f32, |m, s| m.max(s.abs()));
     let floor = peak * peak * 1e-3;
-    let mut scores = Vec::new();
+    let mut matches = Vec::new();
     for (i, window) in sent.chunks_exact(win).enumerate() {
         let energy = window.iter().map(|s| s * s).sum::<f32>() / win as f32;
         if energy < floor {
@@ -122,25 +135,39 @@ pub fn segmental_correlation(sent: &[f32], received: &[f32], rate: u32) -> Optio
         }
         let lo = expected as usize - slack;
         let hi = (expected as usize + win + slack).min(received.len());
-        if hi <= lo + win {
-            scores.push(0.0);
-            continue;
-        }
-        match best_match(&c, window, &received[lo..hi]) {
+        let found = (hi > lo + win)
+            .then(|| best_match(&c, window, &received[lo..hi]))
+            .flatten();
+        let m = match found {
             Some((k, v)) => {
-                scores.push(v.max(0.0));
-                // Follow the jitter buffer's stretches and skips.
                 if v > 0.5 {
                     offset = (lo + k) as isize - (i * win) as isize;
                 }
+                SegmentMatch {
+                    sent: i * win,
+                    received: Some(lo + k),
+                    score: v.max(0.0),
+                }
             }
-            None => scores.push(0.0),
-        }
+            None => SegmentMatch {
+                sent: i * win,
+                received: None,
+                score: 0.0,
+            },
+        };
+        matches.push(m);
     }
-    if scores.is_empty() {
+    matches
+}
+
+/// How similar the received audio is to what was sent, from 0 to 1: the mean score of
+/// [`match_segments`] (robust to the small time shifts a jitter buffer introduces).
+pub fn segmental_correlation(sent: &[f32], received: &[f32], rate: u32) -> Option<f32> {
+    let matches = match_segments(sent, received, rate);
+    if matches.is_empty() {
         return None;
     }
-    Some(scores.iter().sum::<f32>() / scores.len() as f32)
+    Some(matches.iter().map(|m| m.score).sum::<f32>() / matches.len() as f32)
 }
 
 /// Power of `freq` in `samples` (Goertzel), normalised so a full-scale sine gives 0.5.

@@ -34,9 +34,10 @@ const FEC_HEADROOM_MS: f64 = 20.0;
 /// give back 25 ms), so it does not flap with every quiet second.
 const SHRINK_PER_FRAME_MS: f64 = 0.5;
 /// How far (in ms) the playhead may fall behind its ideal position (more delay than the
-/// target) before we skip a frame: half a frame beyond a whole one, so a skip never
-/// overshoots into being early.
-const SKIP_THRESHOLD_MS: f64 = 30.0;
+/// target) before we skip a frame. A skip moves it 20 ms forward, so this must stay above
+/// `20 - HOLD_THRESHOLD_MS` (15) or skips and holds would alternate; 2 ms above that keeps
+/// the average excess delay near 5 ms without flapping on scheduling noise.
+const SKIP_THRESHOLD_MS: f64 = 17.0;
 /// How far the playhead may run ahead of its ideal position (less delay than the target)
 /// before we hold it for a frame. Small: running ahead means packets arrive after their
 /// slot; a hold moves the playhead back 20 ms, well inside the skip threshold.
@@ -137,6 +138,9 @@ pub struct JitterBuffer {
     target_ms: f64,
     last_transit: Option<f64>,
     frames_without_packet: u32,
+    /// Frames concealed since the last packet played: if the next packet continues the
+    /// sequence, they covered a DTX pause, not a loss, and are not counted as concealed.
+    pending_conceal: u64,
     stats: JitterStats,
 }
 
@@ -163,6 +167,7 @@ impl JitterBuffer {
             target_ms: MIN_TARGET_MS,
             last_transit: None,
             frames_without_packet: 0,
+            pending_conceal: 0,
             stats: JitterStats {
                 target_ms: MIN_TARGET_MS,
                 ..JitterStats::default()
@@ -292,6 +297,7 @@ impl JitterBuffer {
             self.stats.played += 1;
             return if self.frames_without_packet == 0 {
                 self.stats.concealed += 1;
+                self.pending_conceal += 1;
                 Playout::Conceal
             } else {
                 Playout::Silence
@@ -319,6 +325,10 @@ impl JitterBuffer {
             self.frames_without_packet = 0;
             match entry {
                 Some(e) => {
+                    if self.last_seq.is_some_and(|last| e.seq == last + 1) {
+                        self.stats.concealed -= self.pending_conceal.min(self.stats.concealed);
+                    }
+                    self.pending_conceal = 0;
                     self.last_seq = Some(e.seq);
                     Playout::Frame(e.payload)
                 }
@@ -340,6 +350,7 @@ impl JitterBuffer {
                 Playout::Fec(e.payload.clone())
             } else {
                 self.stats.concealed += 1;
+                self.pending_conceal += 1;
                 Playout::Conceal
             }
         };
@@ -504,9 +515,14 @@ mod tests {
             a.seq = a.seq.wrapping_sub(50);
             a
         }));
-        let out = simulate(&mut jb, &arrivals, 3_100.0);
+        let out = simulate(&mut jb, &arrivals, 3_010.0);
         assert_eq!(frames_played(&out).len(), 100);
         assert_eq!(jb.stats().lost, 0);
+        assert_eq!(
+            jb.stats().concealed,
+            0,
+            "a DTX pause counted as concealment"
+        );
         assert!(out.iter().filter(|p| **p == Playout::Silence).count() > 30);
     }
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod aiortc;
 pub mod relay;
 
 use std::collections::HashMap;

@@ -1,0 +1,424 @@
+//! The voice benchmark: what a listener gets, in figures. Prints a table.
+//!
+//! `cargo run --release -p voice --example bench` (needs espeak-ng and sox for the speech,
+//! PyPI `pesq` for scores and `aiortc` for the independent peer:
+//! voice/scripts/setup-test-env.sh). Everything runs over loopback in this process; loss
+//! and jitter come from an in-process UDP relay that every datagram crosses.
+//!
+//! - one-way latency: sender's capture of a sample to the receiver handing it to the
+//!   playout device (device buffers excluded), median and 95th percentile over 100 ms
+//!   windows of speech matched by cross-correlation;
+//! - PESQ wide-band (P.862.2) of what arrived against what was sent;
+//! - time from the offer to the first decoded audio;
+//! - CPU per peer in a 6-person mesh (one process, 5 connections per peer);
+//! - the same quality figures between us and aiortc, an independent WebRTC stack.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::relay::Netem;
+use common::*;
+use voice::analysis::{find_offset, match_segments, sine, to_analysis_rate, ANALYSIS_RATE};
+use voice::audio::wav::{write_wav, Recording};
+use voice::audio::StreamFormat;
+use voice::dsp::SendSettings;
+use voice::CallConfig;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
+const SPEECH_TEXT: &str = "The birch canoe slid on the smooth planks. Glue the sheet to the \
+    dark blue background. It is easy to tell the depth of a well. These days a chicken leg \
+    is a rare dish. Rice is often served in round bowls.";
+
+/// Speech from espeak-ng at 48 kHz mono, or synthetic speech when espeak-ng is missing.
+fn speech(dir: &Path) -> BenchResult<(Vec<f32>, &'static str)> {
+    let raw = dir.join("espeak.wav");
+    let resampled = dir.join("speech.wav");
+    let ok = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&raw)
+        .arg(SPEECH_TEXT)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("sox")
+            .arg(&raw)
+            .args(["-r", "48000", "-c", "1", "-b", "16"])
+            .arg(&resampled)
+            .args(["rate", "-v"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        let (samples, format) = voice::audio::wav::read_wav(&resampled)?;
+        if format.sample_rate == RATE && format.channels == 1 {
+            return Ok((samples, "espeak-ng speech"));
+        }
+    }
+    Ok((
+        voice::analysis::synth_speech(1, RATE, 13.0),
+        "synthetic speech (espeak-ng/sox missing)",
+    ))
+}
+
+/// PESQ-WB of `received` (48 kHz mono) against `sent` (48 kHz mono, speech after the lead-in).
+fn pesq(sent: &[f32], received: &[f32], dir: &Path, tag: &str) -> Option<f64> {
+    let reference = to_analysis_rate(sent, RATE).ok()?;
+    let degraded = to_analysis_rate(received, RATE).ok()?;
+    let (offset, _) = find_offset(&reference, &degraded, ANALYSIS_RATE)?;
+    let start = (LEAD_IN_SECS * ANALYSIS_RATE as f32) as usize;
+    let reference = &reference[start..];
+    let from = start as isize + offset;
+    let aligned: Vec<f32> = (0..reference.len())
+        .map(|i| {
+            usize::try_from(from + i as isize)
+                .ok()
+                .and_then(|j| degraded.get(j))
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .collect();
+    let format = StreamFormat {
+        sample_rate: ANALYSIS_RATE,
+        channels: 1,
+    };
+    let ref_path = dir.join(format!("{tag}-ref.wav"));
+    let deg_path = dir.join(format!("{tag}-deg.wav"));
+    write_wav(&ref_path, reference, format).ok()?;
+    write_wav(&deg_path, &aligned, format).ok()?;
+    let out = Command::new(common::aiortc::python())
+        .arg(format!("{SCRIPTS}/pesq_score.py"))
+        .arg(&ref_path)
+        .arg(&deg_path)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("pesq failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// PESQ of the send chain and Opus alone (no network, an ideal jitter buffer that always
+/// has the next packet for FEC), with `loss` of the packets dropped at random: the ceiling
+/// the network figures are measured against.
+fn codec_only(
+    speech: &[f32],
+    settings: SendSettings,
+    loss: f64,
+    dir: &Path,
+    tag: &str,
+) -> Option<f64> {
+    use rand::{Rng, SeedableRng};
+    let signal = with_lead_in(speech);
+    let mut chain = voice::dsp::SendChain::new(MONO).ok()?;
+    let mut enc = voice::codec::OpusEncoder::new(voice::codec::DEFAULT_BITRATE, true).ok()?;
+    enc.set_expected_loss(loss as f32).ok()?;
+    let mut dec = voice::codec::OpusDecoder::new().ok()?;
+    let mut packets: Vec<Option<bytes::Bytes>> = Vec::new();
+    chain.push(&signal, settings, |f, _| {
+        packets.push(enc.encode(f).ok().flatten())
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let lost: Vec<bool> = packets
+        .iter()
+        .map(|p| p.is_some() && rng.random_bool(loss))
+        .collect();
+    let mut out = Vec::with_capacity(signal.len());
+    let mut frame = [0.0f32; voice::FRAME_SAMPLES];
+    for i in 0..packets.len() {
+        match (&packets[i], lost[i]) {
+            (Some(p), false) => {
+                dec.decode(p, &mut frame);
+            }
+            (Some(_), true) => match (packets.get(i + 1), lost.get(i + 1)) {
+                (Some(Some(next)), Some(false)) => {
+                    dec.decode_fec(next, &mut frame);
+                }
+                _ => {
+                    dec.conceal(&mut frame);
+                }
+            },
+            (None, _) => frame.fill(0.0),
+        }
+        out.extend_from_slice(&frame);
+    }
+    pesq(&signal, &out, dir, tag)
+}
+
+/// One-way latency (ms) of each matched 100 ms window: from its capture at the sender to
+/// its hand-off to the receiver's playout device.
+fn latencies(sent: &[f32], start: Instant, heard: &Recording) -> Vec<f64> {
+    let (Ok(s16), Ok(r16)) = (
+        to_analysis_rate(sent, RATE),
+        to_analysis_rate(&heard.samples(), RATE),
+    ) else {
+        return Vec::new();
+    };
+    let per = f64::from(RATE / ANALYSIS_RATE);
+    let mut v: Vec<f64> = match_segments(&s16, &r16, ANALYSIS_RATE)
+        .into_iter()
+        .filter(|m| m.score > 0.5)
+        .filter_map(|m| {
+            let played = heard.handoff_time((m.received? as f64 * per) as usize)?;
+            let captured =
+                start + Duration::from_secs_f64(m.sent as f64 / f64::from(ANALYSIS_RATE));
+            Some(played.checked_duration_since(captured)?.as_secs_f64() * 1000.0)
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+struct PairResult {
+    latency_p50: Option<f64>,
+    latency_p95: Option<f64>,
+    pesq: Vec<f64>,
+    concealed: f64,
+    fec: u64,
+    jitter_buffer_ms: f64,
+}
+
+/// Two peers send each other `speech` through a relay with `loss` and `jitter`.
+async fn run_pair(speech: &[f32], loss: f64, jitter_ms: u64, dir: &Path, tag: &str) -> PairResult {
+    let netem = (loss > 0.0 || jitter_ms > 0).then_some(Netem {
+        loss,
+        jitter: Duration::from_millis(jitter_ms),
+        seed: 42,
+    });
+    let signal = with_lead_in(speech);
+    let secs = signal.len() as f32 / RATE as f32;
+    let mesh = start_mesh(
+        vec![("a", signal.clone()), ("b", signal.clone())],
+        CallConfig {
+            bind_addrs: vec!["127.0.0.1:0".to_owned()],
+            send: SendSettings {
+                noise_suppression: false,
+                ..SendSettings::default()
+            },
+            ..CallConfig::default()
+        },
+        netem,
+    )
+    .await;
+    run_for(secs + 0.5).await;
+    let mut lat = Vec::new();
+    let mut scores = Vec::new();
+    for (from, to) in [(0, 1), (1, 0)] {
+        let heard = &mesh.peers[to].recording;
+        if let Some(start) = mesh.peers[from].source_start.get() {
+            lat.extend(latencies(&signal, *start, heard));
+        }
+        if let Some(p) = pesq(&signal, &heard.samples(), dir, &format!("{tag}-{from}{to}")) {
+            scores.push(p);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let stats: Vec<_> = mesh.peers.iter().flat_map(|p| p.call.stats()).collect();
+    let n = stats.len().max(1) as f64;
+    PairResult {
+        latency_p50: percentile(&lat, 0.5),
+        latency_p95: percentile(&lat, 0.95),
+        pesq: scores,
+        concealed: stats.iter().map(|s| s.concealed_fraction).sum::<f64>() / n,
+        fec: stats.iter().map(|s| s.fec_frames).sum(),
+        jitter_buffer_ms: stats.iter().map(|s| s.jitter_buffer_ms).sum::<f64>() / n,
+    }
+}
+
+/// Median time from the offer to the first decoded audio, over `runs` fresh calls.
+async fn offer_to_audio(runs: usize) -> Vec<f64> {
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        let tone = sine(440.0, RATE, 6.0, 0.3);
+        let mesh = start_mesh(
+            vec![("a", tone.clone()), ("b", tone)],
+            loopback_config(),
+            None,
+        )
+        .await;
+        run_for(1.0).await;
+        // b offered to a: its link to a was created just before the offer.
+        if let Some(ms) = mesh.peers[1]
+            .call
+            .stats()
+            .first()
+            .and_then(|s| s.first_audio_ms)
+        {
+            v.push(ms);
+        }
+    }
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (USER_HZ = 100 on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU per peer (% of one core) with six peers in a full mesh, all talking.
+async fn mesh_cpu(speech: &[f32]) -> f64 {
+    let names = ["p1", "p2", "p3", "p4", "p5", "p6"];
+    let signal = with_lead_in(speech);
+    let members = names.iter().map(|n| (*n, signal.clone())).collect();
+    let config = CallConfig {
+        bind_addrs: vec!["127.0.0.1:0".to_owned()],
+        ..CallConfig::default()
+    };
+    let _mesh = start_mesh(members, config, None).await;
+    run_for(LEAD_IN_SECS).await;
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    run_for(8.0).await;
+    let cpu = cpu_seconds() - cpu0;
+    100.0 * cpu / t0.elapsed().as_secs_f64() / names.len() as f64
+}
+
+/// PESQ both ways between us and aiortc.
+async fn aiortc_pesq(speech: &[f32], dir: &Path) -> Option<(f64, f64, Option<f64>)> {
+    if !std::process::Command::new(common::aiortc::python())
+        .args(["-c", "import aiortc"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return None;
+    }
+    let signal = with_lead_in(speech);
+    let config = CallConfig {
+        dtx: false,
+        send: SendSettings {
+            noise_suppression: false,
+            ..SendSettings::default()
+        },
+        ..loopback_config()
+    };
+    let peer = common::aiortc::AiortcCall::start(config, signal.clone(), &signal, dir).await;
+    run_for(signal.len() as f32 / RATE as f32 + 0.5).await;
+    let we_heard = peer.heard.samples();
+    let first = peer.call.stats().first().and_then(|s| s.first_audio_ms);
+    let they_heard = peer.finish().await;
+    Some((
+        pesq(&signal, &we_heard, dir, "aiortc-to-us")?,
+        pesq(&signal, &they_heard, dir, "us-to-aiortc")?,
+        first,
+    ))
+}
+
+fn fmt(v: Option<f64>, unit: &str) -> String {
+    v.map(|v| format!("{v:.1}{unit}"))
+        .unwrap_or_else(|| "n/a".to_owned())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> BenchResult<()> {
+    let dir: PathBuf = std::env::temp_dir().join(format!("voice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (speech, source) = speech(&dir)?;
+    println!(
+        "voice benchmark: {source}, {:.1} s, Opus 32 kbps VoIP 20 ms, FEC+DTX, loopback",
+        speech.len() as f32 / RATE as f32
+    );
+    let plain = SendSettings {
+        noise_suppression: false,
+        auto_gain: false,
+        noise_gate: false,
+        input_gain: 1.0,
+    };
+    let gate = SendSettings {
+        noise_suppression: false,
+        ..SendSettings::default()
+    };
+    println!(
+        "codec only, no network (PESQ-WB): Opus alone {}, + gain and gate {}, + noise suppression {}",
+        fmt(codec_only(&speech, plain, 0.0, &dir, "codec-plain"), ""),
+        fmt(codec_only(&speech, gate, 0.0, &dir, "codec-gate"), ""),
+        fmt(codec_only(&speech, SendSettings::default(), 0.0, &dir, "codec-ns"), ""),
+    );
+    println!(
+        "codec only with random loss, ideal FEC/PLC (PESQ-WB): 5% {}, 10% {}, 20% {}",
+        fmt(codec_only(&speech, gate, 0.05, &dir, "codec-5"), ""),
+        fmt(codec_only(&speech, gate, 0.10, &dir, "codec-10"), ""),
+        fmt(codec_only(&speech, gate, 0.20, &dir, "codec-20"), ""),
+    );
+    println!();
+    println!("| network | latency p50 | latency p95 | PESQ-WB (a→b, b→a) | concealed | FEC frames | jitter buffer |");
+    println!("|---|---|---|---|---|---|---|");
+    for (label, loss, jitter) in [
+        ("0% loss", 0.0, 0),
+        ("5% loss + 20 ms jitter", 0.05, 20),
+        ("5% loss", 0.05, 0),
+        ("10% loss", 0.10, 0),
+        ("20% loss", 0.20, 0),
+    ] {
+        let r = run_pair(
+            &speech,
+            loss,
+            jitter,
+            &dir,
+            &label.replace([' ', '%', '+'], ""),
+        )
+        .await;
+        let scores = r
+            .pesq
+            .iter()
+            .map(|p| format!("{p:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "| {label} | {} | {} | {} | {:.1}% | {} | {:.0} ms |",
+            fmt(r.latency_p50, " ms"),
+            fmt(r.latency_p95, " ms"),
+            if scores.is_empty() {
+                "n/a".to_owned()
+            } else {
+                scores
+            },
+            r.concealed * 100.0,
+            r.fec,
+            r.jitter_buffer_ms
+        );
+    }
+    println!();
+    let times = offer_to_audio(5).await;
+    println!(
+        "offer → first decoded audio: median {}, min {}, max {} ({} runs)",
+        fmt(percentile(&times, 0.5), " ms"),
+        fmt(times.first().copied(), " ms"),
+        fmt(times.last().copied(), " ms"),
+        times.len()
+    );
+    let cpu = mesh_cpu(&speech).await;
+    println!(
+        "CPU per peer, 6-person mesh (5 connections each, all talking): {cpu:.1}% of one core"
+    );
+    println!();
+    match aiortc_pesq(&speech, &dir).await {
+        Some((to_us, to_them, first)) => {
+            println!("| independent peer (aiortc), 0% loss | PESQ-WB | offer → first audio |");
+            println!("|---|---|---|");
+            println!("| aiortc → us | {to_us:.2} | {} |", fmt(first, " ms"));
+            println!("| us → aiortc | {to_them:.2} | |");
+        }
+        None => println!("aiortc not installed: independent-peer figures skipped"),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
