@@ -313,7 +313,11 @@ async fn aiortc_pesq(speech: &[f32], dir: &Path) -> Option<(f64, f64, Option<f64
     let peer = common::aiortc::AiortcCall::start(config, signal.clone(), &signal, dir).await;
     run_for(signal.len() as f32 / RATE as f32 + 0.5).await;
     let we_heard = peer.heard.samples();
-    let first = peer.call.stats().first().and_then(|s| s.first_audio_ms);
+    let stats = peer.call.stats();
+    if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
+        eprintln!("aiortc link: {stats:#?}");
+    }
+    let first = stats.first().and_then(|s| s.first_audio_ms);
     let they_heard = peer.finish().await;
     Some((
         pesq(&signal, &we_heard, dir, "aiortc-to-us")?,
@@ -327,6 +331,12 @@ fn fmt(v: Option<f64>, unit: &str) -> String {
         .unwrap_or_else(|| "n/a".to_owned())
 }
 
+/// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
+/// (comma-separated: codec, network, offer, cpu, aiortc).
+fn section(name: &str) -> bool {
+    std::env::var("VOICE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> BenchResult<()> {
     let dir: PathBuf = std::env::temp_dir().join(format!("voice-bench-{}", std::process::id()));
@@ -336,6 +346,36 @@ async fn main() -> BenchResult<()> {
         "voice benchmark: {source}, {:.1} s, Opus 32 kbps VoIP 20 ms, FEC+DTX, loopback",
         speech.len() as f32 / RATE as f32
     );
+    if section("codec") {
+        codec_rows(&speech, &dir);
+    }
+    if section("network") {
+        network_rows(&speech, &dir).await;
+    }
+    if section("offer") {
+        let times = offer_to_audio(5).await;
+        println!(
+            "offer → first decoded audio: median {}, min {}, max {} ({} runs)",
+            fmt(percentile(&times, 0.5), " ms"),
+            fmt(times.first().copied(), " ms"),
+            fmt(times.last().copied(), " ms"),
+            times.len()
+        );
+    }
+    if section("cpu") {
+        let cpu = mesh_cpu(&speech).await;
+        println!(
+            "CPU per peer, 6-person mesh (5 connections each, all talking): {cpu:.1}% of one core"
+        );
+    }
+    if section("aiortc") {
+        aiortc_rows(&speech, &dir).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+fn codec_rows(speech: &[f32], dir: &Path) {
     let plain = SendSettings {
         noise_suppression: false,
         auto_gain: false,
@@ -348,16 +388,19 @@ async fn main() -> BenchResult<()> {
     };
     println!(
         "codec only, no network (PESQ-WB): Opus alone {}, + gain and gate {}, + noise suppression {}",
-        fmt(codec_only(&speech, plain, 0.0, &dir, "codec-plain"), ""),
-        fmt(codec_only(&speech, gate, 0.0, &dir, "codec-gate"), ""),
-        fmt(codec_only(&speech, SendSettings::default(), 0.0, &dir, "codec-ns"), ""),
+        fmt(codec_only(speech, plain, 0.0, dir, "codec-plain"), ""),
+        fmt(codec_only(speech, gate, 0.0, dir, "codec-gate"), ""),
+        fmt(codec_only(speech, SendSettings::default(), 0.0, dir, "codec-ns"), ""),
     );
     println!(
         "codec only with random loss, ideal FEC/PLC (PESQ-WB): 5% {}, 10% {}, 20% {}",
-        fmt(codec_only(&speech, gate, 0.05, &dir, "codec-5"), ""),
-        fmt(codec_only(&speech, gate, 0.10, &dir, "codec-10"), ""),
-        fmt(codec_only(&speech, gate, 0.20, &dir, "codec-20"), ""),
+        fmt(codec_only(speech, gate, 0.05, dir, "codec-5"), ""),
+        fmt(codec_only(speech, gate, 0.10, dir, "codec-10"), ""),
+        fmt(codec_only(speech, gate, 0.20, dir, "codec-20"), ""),
     );
+}
+
+async fn network_rows(speech: &[f32], dir: &Path) {
     println!();
     println!("| network | latency p50 | latency p95 | PESQ-WB (a→b, b→a) | concealed | FEC frames | jitter buffer |");
     println!("|---|---|---|---|---|---|---|");
@@ -369,10 +412,10 @@ async fn main() -> BenchResult<()> {
         ("20% loss", 0.20, 0),
     ] {
         let r = run_pair(
-            &speech,
+            speech,
             loss,
             jitter,
-            &dir,
+            dir,
             &label.replace([' ', '%', '+'], ""),
         )
         .await;
@@ -397,20 +440,11 @@ async fn main() -> BenchResult<()> {
         );
     }
     println!();
-    let times = offer_to_audio(5).await;
-    println!(
-        "offer → first decoded audio: median {}, min {}, max {} ({} runs)",
-        fmt(percentile(&times, 0.5), " ms"),
-        fmt(times.first().copied(), " ms"),
-        fmt(times.last().copied(), " ms"),
-        times.len()
-    );
-    let cpu = mesh_cpu(&speech).await;
-    println!(
-        "CPU per peer, 6-person mesh (5 connections each, all talking): {cpu:.1}% of one core"
-    );
+}
+
+async fn aiortc_rows(speech: &[f32], dir: &Path) {
     println!();
-    match aiortc_pesq(&speech, &dir).await {
+    match aiortc_pesq(speech, dir).await {
         Some((to_us, to_them, first)) => {
             println!("| independent peer (aiortc), 0% loss | PESQ-WB | offer → first audio |");
             println!("|---|---|---|");
@@ -419,6 +453,4 @@ async fn main() -> BenchResult<()> {
         }
         None => println!("aiortc not installed: independent-peer figures skipped"),
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }

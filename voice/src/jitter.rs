@@ -1,9 +1,10 @@
 //! A per-peer adaptive jitter buffer for 20 ms Opus packets.
 //!
 //! Packets are keyed by RTP timestamp and played on a schedule: a packet stamped `ts` is due
-//! at `ts + fastest transit seen + target delay`. The target follows the 95th percentile of
+//! at `ts + fastest transit seen + target delay`. The target follows the 98th percentile of
 //! how much later than the fastest packet the others arrive (over the last few seconds): it
-//! grows at once when the network gets jittery and creeps back when it calms. The buffer
+//! grows at once when the network gets jittery (and when a packet
+//! arrives too late, by that packet's lateness) and creeps back when it calms. The buffer
 //! reaches a new target one frame at a time, by playing a concealment frame without advancing
 //! (to grow) or skipping a frame (to shrink). Packets that come after their slot are dropped
 //! and counted as late. A slot with no packet is DTX silence when the sequence numbers show
@@ -23,6 +24,9 @@ const TICKS_PER_MS: f64 = 48.0;
 const FRAME_TICKS: u64 = FRAME_SAMPLES as u64;
 /// Transit samples kept for the percentile: 5 s of 20 ms packets.
 const WINDOW: usize = 250;
+/// The share of packets the target delay is sized to catch; rarer spikes are handled by the
+/// peak response to late packets.
+const PERCENTILE: f64 = 0.98;
 /// Never aim below this: covers scheduling noise of the playout clock on a busy machine.
 const MIN_TARGET_MS: f64 = 10.0;
 /// Never aim above this: beyond it a conversation breaks down anyway.
@@ -199,6 +203,15 @@ impl JitterBuffer {
         self.track_loss(seq);
         self.update_target();
         if self.next_ts.is_some_and(|next| ts < next) {
+            // A spike rarer than the percentile: move towards covering it at once, by at most
+            // one frame per late packet so a single freak packet cannot add 200 ms; the slow
+            // shrink gives the delay back if spikes do not recur.
+            let extra = transit - self.min_transit() + MIN_TARGET_MS * 0.5;
+            self.target_ms = self
+                .target_ms
+                .max(extra.min(self.target_ms + crate::FRAME_MS))
+                .min(MAX_TARGET_MS);
+            self.stats.target_ms = self.target_ms;
             self.stats.late += 1;
             return;
         }
@@ -232,8 +245,8 @@ impl JitterBuffer {
         let min = self.min_transit();
         let mut extra: Vec<f64> = self.transits.iter().map(|t| t - min).collect();
         extra.sort_by(f64::total_cmp);
-        let p95 = extra
-            .get((extra.len() as f64 * 0.95) as usize)
+        let p98 = extra
+            .get((extra.len() as f64 * PERCENTILE) as usize)
             .or(extra.last())
             .copied()
             .unwrap_or(0.0);
@@ -242,7 +255,7 @@ impl JitterBuffer {
         } else {
             0.0
         };
-        (p95 + fec + MIN_TARGET_MS * 0.5).clamp(MIN_TARGET_MS, MAX_TARGET_MS)
+        (p98 + fec + MIN_TARGET_MS * 0.5).clamp(MIN_TARGET_MS, MAX_TARGET_MS)
     }
 
     /// Grows the target at once when the network asks for more.
