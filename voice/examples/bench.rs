@@ -11,7 +11,8 @@
 //! - PESQ wide-band (P.862.2) of what arrived against what was sent;
 //! - time from the offer to the first decoded audio;
 //! - CPU per peer in a 6-person mesh (one process, 5 connections per peer);
-//! - the same quality figures between us and aiortc, an independent WebRTC stack.
+//! - the same quality figures between us and independent stacks: Chromium (libwebrtc) and
+//!   aiortc, with Chromium's own receive statistics for what we send it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::external::{ExternalCall, Stack};
 use common::relay::Netem;
 use common::*;
 use voice::analysis::{find_offset, match_segments, sine, to_analysis_rate, ANALYSIS_RATE};
@@ -89,7 +91,7 @@ fn pesq(sent: &[f32], received: &[f32], dir: &Path, tag: &str) -> Option<f64> {
     let deg_path = dir.join(format!("{tag}-deg.wav"));
     write_wav(&ref_path, reference, format).ok()?;
     write_wav(&deg_path, &aligned, format).ok()?;
-    let out = Command::new(common::aiortc::python())
+    let out = Command::new(common::external::python())
         .arg(format!("{SCRIPTS}/pesq_score.py"))
         .arg(&ref_path)
         .arg(&deg_path)
@@ -292,38 +294,69 @@ async fn mesh_cpu(speech: &[f32]) -> f64 {
     100.0 * cpu / t0.elapsed().as_secs_f64() / names.len() as f64
 }
 
-/// PESQ both ways between us and aiortc.
-async fn aiortc_pesq(speech: &[f32], dir: &Path) -> Option<(f64, f64, Option<f64>)> {
-    if !std::process::Command::new(common::aiortc::python())
-        .args(["-c", "import aiortc"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        return None;
-    }
+/// One call with an independent stack: PESQ both ways and each side's receive figures.
+struct ExternalRow {
+    to_us: Option<f64>,
+    to_them: Option<f64>,
+    our_concealed: f64,
+    our_jitter_buffer_ms: f64,
+    /// Chromium's own view of our stream: average jitter-buffer delay (ms), concealed share,
+    /// FEC packets used.
+    their_jitter_buffer_ms: Option<f64>,
+    their_concealed: Option<f64>,
+    their_fec: Option<f64>,
+}
+
+async fn external_call(
+    stack: Stack,
+    speech: &[f32],
+    loss: f64,
+    jitter_ms: u64,
+    dir: &Path,
+) -> ExternalRow {
     let signal = with_lead_in(speech);
     let config = CallConfig {
-        dtx: false,
+        // aiortc plays only the frames it receives, so DTX gaps would shorten its recording.
+        dtx: stack != Stack::Aiortc,
         send: SendSettings {
             noise_suppression: false,
             ..SendSettings::default()
         },
         ..loopback_config()
     };
-    let peer = common::aiortc::AiortcCall::start(config, signal.clone(), &signal, dir).await;
+    let netem = (loss > 0.0 || jitter_ms > 0).then_some(Netem {
+        loss,
+        jitter: Duration::from_millis(jitter_ms),
+        seed: 42,
+    });
+    let peer = ExternalCall::start(stack, config, signal.clone(), &signal, dir, netem).await;
     run_for(signal.len() as f32 / RATE as f32 + 0.5).await;
     let we_heard = peer.heard.samples();
     let stats = peer.call.stats();
     if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
-        eprintln!("aiortc link: {stats:#?}");
+        eprintln!("{} link: {stats:#?}", stack.name());
     }
-    let first = stats.first().and_then(|s| s.first_audio_ms);
-    let they_heard = peer.finish().await;
-    Some((
-        pesq(&signal, &we_heard, dir, "aiortc-to-us")?,
-        pesq(&signal, &they_heard, dir, "us-to-aiortc")?,
-        first,
-    ))
+    let result = peer.finish().await;
+    let tag = format!("{}-{}", stack.name(), (loss * 100.0) as u32);
+    let theirs = result.stats.as_ref();
+    let num = |k: &str| {
+        theirs
+            .and_then(|s| s.get(k))
+            .and_then(serde_json::Value::as_f64)
+    };
+    ExternalRow {
+        to_us: pesq(&signal, &we_heard, dir, &format!("{tag}-to-us")),
+        to_them: pesq(&signal, &result.heard, dir, &format!("{tag}-to-them")),
+        our_concealed: stats.first().map_or(0.0, |s| s.concealed_fraction),
+        our_jitter_buffer_ms: stats.first().map_or(0.0, |s| s.jitter_buffer_ms),
+        their_jitter_buffer_ms: num("jitterBufferDelay")
+            .zip(num("jitterBufferEmittedCount"))
+            .map(|(d, n)| 1000.0 * d / n.max(1.0)),
+        their_concealed: num("concealedSamples")
+            .zip(num("totalSamplesReceived"))
+            .map(|(c, t)| c / t.max(1.0)),
+        their_fec: num("fecPacketsReceived"),
+    }
 }
 
 fn fmt(v: Option<f64>, unit: &str) -> String {
@@ -332,7 +365,7 @@ fn fmt(v: Option<f64>, unit: &str) -> String {
 }
 
 /// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
-/// (comma-separated: codec, network, offer, cpu, aiortc).
+/// (comma-separated: codec, network, offer, cpu, external).
 fn section(name: &str) -> bool {
     std::env::var("VOICE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
 }
@@ -368,8 +401,8 @@ async fn main() -> BenchResult<()> {
             "CPU per peer, 6-person mesh (5 connections each, all talking): {cpu:.1}% of one core"
         );
     }
-    if section("aiortc") {
-        aiortc_rows(&speech, &dir).await;
+    if section("external") {
+        external_rows(&speech, &dir).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
@@ -442,15 +475,33 @@ async fn network_rows(speech: &[f32], dir: &Path) {
     println!();
 }
 
-async fn aiortc_rows(speech: &[f32], dir: &Path) {
+async fn external_rows(speech: &[f32], dir: &Path) {
     println!();
-    match aiortc_pesq(speech, dir).await {
-        Some((to_us, to_them, first)) => {
-            println!("| independent peer (aiortc), 0% loss | PESQ-WB | offer → first audio |");
-            println!("|---|---|---|");
-            println!("| aiortc → us | {to_us:.2} | {} |", fmt(first, " ms"));
-            println!("| us → aiortc | {to_them:.2} | |");
+    println!("| independent peer | network | PESQ-WB them → us | PESQ-WB us → them | our concealed / jitter buffer | their concealed / jitter buffer / FEC packets |");
+    println!("|---|---|---|---|---|---|");
+    for stack in [Stack::Chromium, Stack::Aiortc] {
+        if !stack.available() {
+            println!("| {} | not installed | | | | |", stack.name());
+            continue;
         }
-        None => println!("aiortc not installed: independent-peer figures skipped"),
+        for (label, loss, jitter) in [
+            ("0% loss", 0.0, 0),
+            ("10% loss", 0.10, 0),
+            ("5% + 20 ms jitter", 0.05, 20),
+        ] {
+            let r = external_call(stack, speech, loss, jitter, dir).await;
+            let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.1}%", v * 100.0));
+            println!(
+                "| {} | {label} | {} | {} | {:.1}% / {:.0} ms | {} / {} / {} |",
+                stack.name(),
+                fmt(r.to_us, ""),
+                fmt(r.to_them, ""),
+                r.our_concealed * 100.0,
+                r.our_jitter_buffer_ms,
+                pct(r.their_concealed),
+                fmt(r.their_jitter_buffer_ms, " ms"),
+                r.their_fec.map_or("n/a".to_owned(), |v| format!("{v:.0}")),
+            );
+        }
     }
 }

@@ -1,43 +1,55 @@
-//! A call with an independent WebRTC implementation: aiortc (Python) in its own process.
-//! Audio is verified both ways. Needs `pip install aiortc` (voice/scripts/setup-test-env.sh);
-//! without it this test fails and says so.
+//! Calls with independent WebRTC implementations in their own processes — aiortc (Python)
+//! and Chromium (libwebrtc) — with audio verified both ways. Needs what
+//! voice/scripts/setup-test-env.sh installs (pip aiortc; npm playwright-core) and the
+//! chromium package; without them these tests fail and say so.
 
 mod common;
 
-use common::aiortc::{require_aiortc, AiortcCall};
+use common::external::{ExternalCall, Stack};
 use common::*;
 use voice::analysis::synth_speech;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn call_with_aiortc_carries_audio_both_ways() {
-    require_aiortc();
+/// Sends generated speech each way for five seconds and scores what each side heard.
+async fn call_carries_audio_both_ways(stack: Stack, dtx: bool) {
+    stack.require();
     init_tracing();
     let secs = 5.0;
     let ours = with_lead_in(&synth_speech(5, RATE, secs));
     let theirs = with_lead_in(&synth_speech(6, RATE, secs));
-    let dir = std::env::temp_dir().join(format!("voice-interop-{}", std::process::id()));
-    // aiortc plays only the frames it receives, so DTX gaps would vanish from its recording.
+    let dir = std::env::temp_dir().join(format!("voice-{}-{}", stack.name(), std::process::id()));
     let config = voice::CallConfig {
-        dtx: false,
+        dtx,
         ..loopback_config()
     };
-    let peer = AiortcCall::start(config, ours.clone(), &theirs, &dir).await;
+    let peer = ExternalCall::start(stack, config, ours.clone(), &theirs, &dir, None).await;
     run_for(LEAD_IN_SECS + secs + 0.5).await;
     let we_heard = peer.heard.samples();
     let stats = peer.call.stats();
-    let they_heard = peer.finish().await;
+    let they_heard = peer.finish().await.heard;
     let we_hear_them = similarity(&theirs, &we_heard);
     let they_hear_us = similarity(&ours, &they_heard);
+    let name = stack.name();
     eprintln!(
-        "aiortc interop: rust<-aiortc {we_hear_them:.3} aiortc<-rust {they_hear_us:.3}; {stats:?}"
+        "{name} interop: us<-{name} {we_hear_them:.3} {name}<-us {they_hear_us:.3}; {stats:?}"
     );
     assert!(
         we_hear_them > 0.7,
-        "we hear aiortc with similarity {we_hear_them}"
+        "we hear {name} with similarity {we_hear_them}"
     );
     assert!(
         they_hear_us > 0.7,
-        "aiortc hears us with similarity {they_hear_us}"
+        "{name} hears us with similarity {they_hear_us}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_with_aiortc_carries_audio_both_ways() {
+    // aiortc plays only the frames it receives, so DTX gaps would vanish from its recording.
+    call_carries_audio_both_ways(Stack::Aiortc, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_with_chromium_carries_audio_both_ways() {
+    call_carries_audio_both_ways(Stack::Chromium, true).await;
 }

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-pub mod aiortc;
+pub mod external;
 pub mod relay;
 
 use std::collections::HashMap;
