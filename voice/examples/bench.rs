@@ -66,14 +66,13 @@ fn speech(dir: &Path) -> BenchResult<(Vec<f32>, &'static str)> {
     ))
 }
 
-/// PESQ-WB of `received` (48 kHz mono) against `sent` (48 kHz mono, speech after the lead-in).
-fn pesq(sent: &[f32], received: &[f32], dir: &Path, tag: &str) -> Option<f64> {
-    let reference = to_analysis_rate(sent, RATE).ok()?;
+/// PESQ-WB of `received` (48 kHz mono, containing the speech somewhere) against `speech`
+/// (48 kHz mono), after aligning them by cross-correlation.
+fn pesq(speech: &[f32], received: &[f32], dir: &Path, tag: &str) -> Option<f64> {
+    let reference = to_analysis_rate(speech, RATE).ok()?;
     let degraded = to_analysis_rate(received, RATE).ok()?;
-    let (offset, _) = find_offset(&reference, &degraded, ANALYSIS_RATE)?;
-    let start = (LEAD_IN_SECS * ANALYSIS_RATE as f32) as usize;
-    let reference = &reference[start..];
-    let from = start as isize + offset;
+    let (from, _) = find_offset(&reference, &degraded, ANALYSIS_RATE)?;
+    let reference = &reference[..];
     let aligned: Vec<f32> = (0..reference.len())
         .map(|i| {
             usize::try_from(from + i as isize)
@@ -148,7 +147,7 @@ fn codec_only(
         }
         out.extend_from_slice(&frame);
     }
-    pesq(&signal, &out, dir, tag)
+    pesq(speech, &out, dir, tag)
 }
 
 /// One-way latency (ms) of each matched 100 ms window: from its capture at the sender to
@@ -222,7 +221,7 @@ async fn run_pair(speech: &[f32], loss: f64, jitter_ms: u64, dir: &Path, tag: &s
         if let Some(start) = mesh.peers[from].source_start.get() {
             lat.extend(latencies(&signal, *start, heard));
         }
-        if let Some(p) = pesq(&signal, &heard.samples(), dir, &format!("{tag}-{from}{to}")) {
+        if let Some(p) = pesq(speech, &heard.samples(), dir, &format!("{tag}-{from}{to}")) {
             scores.push(p);
         }
     }
@@ -315,6 +314,11 @@ async fn external_call(
     dir: &Path,
 ) -> ExternalRow {
     let signal = with_lead_in(speech);
+    // Chromium's fake microphone starts playing its file while the browser starts, before
+    // the call connects, and loops it: give it silence enough to cover that start-up.
+    let mut theirs = vec![0.0; RATE as usize * 4];
+    theirs.extend_from_slice(speech);
+    theirs.extend(std::iter::repeat_n(0.0, RATE as usize));
     let config = CallConfig {
         // aiortc plays only the frames it receives, so DTX gaps would shorten its recording.
         dtx: stack != Stack::Aiortc,
@@ -329,8 +333,8 @@ async fn external_call(
         jitter: Duration::from_millis(jitter_ms),
         seed: 42,
     });
-    let peer = ExternalCall::start(stack, config, signal.clone(), &signal, dir, netem).await;
-    run_for(signal.len() as f32 / RATE as f32 + 0.5).await;
+    let peer = ExternalCall::start(stack, config, signal.clone(), &theirs, dir, netem).await;
+    run_for(theirs.len() as f32 / RATE as f32).await;
     let we_heard = peer.heard.samples();
     let stats = peer.call.stats();
     if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
@@ -345,8 +349,8 @@ async fn external_call(
             .and_then(serde_json::Value::as_f64)
     };
     ExternalRow {
-        to_us: pesq(&signal, &we_heard, dir, &format!("{tag}-to-us")),
-        to_them: pesq(&signal, &result.heard, dir, &format!("{tag}-to-them")),
+        to_us: pesq(speech, &we_heard, dir, &format!("{tag}-to-us")),
+        to_them: pesq(speech, &result.heard, dir, &format!("{tag}-to-them")),
         our_concealed: stats.first().map_or(0.0, |s| s.concealed_fraction),
         our_jitter_buffer_ms: stats.first().map_or(0.0, |s| s.jitter_buffer_ms),
         their_jitter_buffer_ms: num("jitterBufferDelay")
@@ -404,7 +408,11 @@ async fn main() -> BenchResult<()> {
     if section("external") {
         external_rows(&speech, &dir).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("VOICE_BENCH_KEEP").is_some() {
+        println!("files kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     Ok(())
 }
 
@@ -479,7 +487,11 @@ async fn external_rows(speech: &[f32], dir: &Path) {
     println!();
     println!("| independent peer | network | PESQ-WB them → us | PESQ-WB us → them | our concealed / jitter buffer | their concealed / jitter buffer / FEC packets |");
     println!("|---|---|---|---|---|---|");
+    let only = std::env::var("VOICE_BENCH_STACKS").unwrap_or_default();
     for stack in [Stack::Chromium, Stack::Aiortc] {
+        if !only.is_empty() && !only.contains(stack.name()) {
+            continue;
+        }
         if !stack.available() {
             println!("| {} | not installed | | | | |", stack.name());
             continue;

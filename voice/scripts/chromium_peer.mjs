@@ -84,14 +84,15 @@ await page.evaluate(async () => {
     const el = document.getElementById("a");
     el.srcObject = stream;
     el.volume = 0;
-    const reader = new MediaStreamTrackProcessor({ track: e.track }).readable.getReader();
+    // A deep queue: the default (10 frames) drops audio whenever the page is busy.
+    const reader = new MediaStreamTrackProcessor({ track: e.track, maxBufferSize: 3000 }).readable.getReader();
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
       const n = value.numberOfFrames;
       const buf = new Float32Array(n);
       value.copyTo(buf, { planeIndex: 0, format: "f32-planar" });
-      window.recorded.push(Array.from(buf));
+      window.recorded.push(buf);
       window.recordRate = value.sampleRate;
       value.close();
     }
@@ -152,7 +153,10 @@ const stats = await page.evaluate(async () => {
   });
   return out;
 });
-const { chunks, rate } = await page.evaluate(() => ({ chunks: window.recorded, rate: window.recordRate || 48000 }));
+const { chunks, rate } = await page.evaluate(() => ({
+  chunks: window.recorded.map((c) => Array.from(c)),
+  rate: window.recordRate || 48000,
+}));
 writeFileSync(record, wav(chunks.flat(), rate));
 process.stderr.write(`chromium-stats ${JSON.stringify(stats)}\n`);
 await browser.close();

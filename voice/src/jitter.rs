@@ -42,6 +42,12 @@ const SHRINK_PER_FRAME_MS: f64 = 0.5;
 /// `20 - HOLD_THRESHOLD_MS` (15) or skips and holds would alternate; 2 ms above that keeps
 /// the average excess delay near 5 ms without flapping on scheduling noise.
 const SKIP_THRESHOLD_MS: f64 = 17.0;
+/// Past this much excess delay a frame is skipped even in the middle of speech; below it we
+/// wait for a quiet frame, since dropping 20 ms of a word is what listeners hear as a click.
+const FORCE_SKIP_MS: f64 = 60.0;
+/// Opus packets up to this size carry silence or background noise (speech at 32 kbps runs
+/// 60–120 bytes a frame), so skipping one is inaudible.
+const QUIET_PACKET_BYTES: usize = 30;
 /// How far the playhead may run ahead of its ideal position (less delay than the target)
 /// before we hold it for a frame. Small: running ahead means packets arrive after their
 /// slot; a hold moves the playhead back 20 ms, well inside the skip threshold.
@@ -300,8 +306,8 @@ impl JitterBuffer {
                 .map(|(&ts, _)| ts)
                 .unwrap_or(next + ((ideal.saturating_sub(next)) / FRAME_TICKS) * FRAME_TICKS);
             self.discard_before(next);
-        } else if drift_ms > SKIP_THRESHOLD_MS {
-            // Too much delay: skip one frame.
+        } else if drift_ms > SKIP_THRESHOLD_MS && (drift_ms > FORCE_SKIP_MS || self.quiet(next)) {
+            // Too much delay: skip one frame, a quiet one unless the excess has grown large.
             self.packets.remove(&next);
             self.stats.skipped += 1;
             next += FRAME_TICKS;
@@ -317,6 +323,14 @@ impl JitterBuffer {
             };
         }
         self.play(next)
+    }
+
+    /// Whether the frame at `ts` is missing (a DTX pause) or small enough to be near
+    /// silence, so skipping it to shed delay is inaudible.
+    fn quiet(&self, ts: u64) -> bool {
+        self.packets
+            .get(&ts)
+            .is_none_or(|e| e.payload.len() <= QUIET_PACKET_BYTES)
     }
 
     fn discard_before(&mut self, ts: u64) {

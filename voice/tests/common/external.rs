@@ -178,7 +178,10 @@ impl ExternalCall {
         tokio::spawn(async move {
             while let Some(mut msg) = out_rx.recv().await {
                 if let voice::Signal::Candidate { candidate, .. } = &mut msg.signal {
-                    *candidate = out_book.rewrite("us", name, candidate).await;
+                    match out_book.rewrite("us", name, candidate).await {
+                        Some(rewritten) => *candidate = rewritten,
+                        None => continue,
+                    }
                 }
                 let Ok(line) = serde_json::to_string(&msg) else {
                     continue;
@@ -199,18 +202,23 @@ impl ExternalCall {
                     msg.peer = name.into();
                     match &mut msg.signal {
                         voice::Signal::Candidate { candidate, .. } => {
-                            *candidate = book.rewrite(name, "us", candidate).await;
+                            match book.rewrite(name, "us", candidate).await {
+                                Some(rewritten) => *candidate = rewritten,
+                                None => continue,
+                            }
                         }
                         // aiortc does not trickle: its candidates are inside the answer.
                         voice::Signal::Answer { sdp } => {
                             let mut lines = Vec::new();
                             for line in sdp.split("\r\n") {
-                                lines.push(match line.strip_prefix("a=") {
+                                match line.strip_prefix("a=") {
                                     Some(c) if c.starts_with("candidate:") => {
-                                        format!("a={}", book.rewrite(name, "us", c).await)
+                                        if let Some(c) = book.rewrite(name, "us", c).await {
+                                            lines.push(format!("a={c}"));
+                                        }
                                     }
-                                    _ => line.to_owned(),
-                                });
+                                    _ => lines.push(line.to_owned()),
+                                }
                             }
                             *sdp = lines.join("\r\n");
                         }

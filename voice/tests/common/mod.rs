@@ -142,7 +142,10 @@ pub async fn start_mesh(
             while let Some(mut msg) = out_rx.recv().await {
                 let to = std::mem::replace(&mut msg.peer, from.clone());
                 if let Signal::Candidate { candidate, .. } = &mut msg.signal {
-                    *candidate = book.rewrite(&from, &to, candidate).await;
+                    match book.rewrite(&from, &to, candidate).await {
+                        Some(rewritten) => *candidate = rewritten,
+                        None => continue,
+                    }
                 }
                 let target = routes.lock().await.get(&to).cloned();
                 if let Some(target) = target {

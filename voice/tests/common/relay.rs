@@ -69,20 +69,24 @@ impl RelayBook {
         }
     }
 
-    /// Rewrites a candidate `from` sends `to` so that it points at the relay.
-    pub async fn rewrite(&self, from: &str, to: &str, candidate: &str) -> String {
+    /// Rewrites a candidate `from` sends `to` so that it points at the relay; `None` means
+    /// drop it: with a relay, only UDP IPv4 candidates are kept (the relay cannot carry TCP
+    /// or reach IPv6 from 127.0.0.1), so no path can bypass it.
+    pub async fn rewrite(&self, from: &str, to: &str, candidate: &str) -> Option<String> {
         let Some(netem) = self.netem else {
-            return candidate.to_owned();
+            return Some(candidate.to_owned());
         };
-        let Some(real) = candidate_addr(candidate) else {
-            return candidate.to_owned();
-        };
+        let udp = candidate
+            .split_whitespace()
+            .nth(2)
+            .is_some_and(|p| p.eq_ignore_ascii_case("udp"));
+        let real = candidate_addr(candidate).filter(|a| udp && a.is_ipv4())?;
         let mut pairs = self.pairs.lock().await;
         let pair = match pairs.entry(key(from, to)) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(e) => {
                 let Ok(pair) = start_pair(from, to, netem).await else {
-                    return candidate.to_owned();
+                    return None;
                 };
                 e.insert(pair)
             }
@@ -91,10 +95,8 @@ impl RelayBook {
             r.insert(from.to_owned(), real);
         }
         // `to` must send to the socket that forwards to `from`: the one facing `to`.
-        match pair.face.get(to).and_then(|s| s.local_addr().ok()) {
-            Some(addr) => replace_addr(candidate, addr),
-            None => candidate.to_owned(),
-        }
+        let addr = pair.face.get(to).and_then(|s| s.local_addr().ok())?;
+        Some(replace_addr(candidate, addr))
     }
 }
 
