@@ -66,6 +66,10 @@ pub struct CallConfig {
     pub bitrate: u32,
     /// Send-path DSP settings.
     pub send: SendSettings,
+    /// Double the bitrate (up to 128 kbps) while receivers report 3% loss or more. Opus
+    /// in-band FEC takes its bits from the main encoding, so at a fixed 32 kbps heavy FEC
+    /// leaves every frame worse; voice bitrates are tiny next to any link that loses packets.
+    pub loss_boost: bool,
     /// Discontinuous transmission: send nothing while silent. On by default; off for peers
     /// whose receivers do not fill the gaps (aiortc plays only the frames it gets).
     pub dtx: bool,
@@ -80,6 +84,7 @@ impl Default for CallConfig {
             bitrate: DEFAULT_BITRATE,
             send: SendSettings::default(),
             dtx: true,
+            loss_boost: true,
         }
     }
 }
@@ -184,6 +189,10 @@ const MAX_PENDING_CANDIDATES: usize = 64;
 const TICK: Duration = Duration::from_millis(5);
 /// Keep at least 10 ms queued at the playout device so it never runs dry between ticks.
 const PLAYOUT_LOW_WATER_MS: usize = 10;
+/// Reported loss at which the bitrate doubles (see [`CallConfig::loss_boost`]) ...
+const LOSS_BOOST_ON: f32 = 0.03;
+/// ... and below which it returns to the configured value.
+const LOSS_BOOST_OFF: f32 = 0.01;
 /// Codec look-ahead of Opus in VoIP mode (ms), for the mouth-to-ear estimate.
 const OPUS_LOOKAHEAD_MS: f64 = 6.5;
 /// How long a `Disconnected` peer may take to come back before it counts as gone.
@@ -200,7 +209,7 @@ struct Shared {
     io: Mutex<Io>,
     signals_out: mpsc::Sender<SignalMessage>,
     events_out: mpsc::Sender<CallEvent>,
-    peer_events: mpsc::UnboundedSender<PeerEvent>,
+    peer_events: mpsc::Sender<PeerEvent>,
 }
 
 impl Shared {
@@ -311,7 +320,7 @@ impl Call {
             playout,
         };
         let (events_out, events) = mpsc::channel(EVENT_QUEUE);
-        let (peer_events, peer_events_rx) = mpsc::unbounded_channel();
+        let (peer_events, peer_events_rx) = mpsc::channel(EVENT_QUEUE);
         let shared = Arc::new(Shared {
             controls: Controls {
                 muted: AtomicBool::new(false),
@@ -609,7 +618,7 @@ async fn run_signaling(shared: Arc<Shared>, mut incoming: mpsc::Receiver<SignalM
     }
 }
 
-async fn run_peer_events(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<PeerEvent>) {
+async fn run_peer_events(shared: Arc<Shared>, mut events: mpsc::Receiver<PeerEvent>) {
     let mut disconnected: HashMap<PeerId, Instant> = HashMap::new();
     let mut check = tokio::time::interval(Duration::from_millis(500));
     loop {
@@ -691,16 +700,28 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
     let mut frame_index: u64 = 0;
     let mut last_sent: Option<u64> = None;
     let mut bitrate = shared.config.bitrate;
+    let mut boosted = false;
     let mut mixer = Mixer::default();
     let mut mono = Vec::with_capacity(SAMPLE_RATE as usize / 25);
     let mut device = Vec::with_capacity(SAMPLE_RATE as usize / 10);
     loop {
         ticker.tick().await;
-        let wanted_bitrate = controls.bitrate.load(Ordering::Relaxed);
+        let loss = f32::from_bits(controls.expected_loss.load(Ordering::Relaxed));
+        // Hysteresis so the bitrate does not flap around the threshold.
+        if loss >= LOSS_BOOST_ON {
+            boosted = shared.config.loss_boost;
+        } else if loss < LOSS_BOOST_OFF {
+            boosted = false;
+        }
+        let configured = controls.bitrate.load(Ordering::Relaxed);
+        let wanted_bitrate = if boosted {
+            (configured * 2).min(MAX_BITRATE)
+        } else {
+            configured
+        };
         if wanted_bitrate != bitrate && encoder.set_bitrate(wanted_bitrate).is_ok() {
             bitrate = wanted_bitrate;
         }
-        let loss = f32::from_bits(controls.expected_loss.load(Ordering::Relaxed));
         if let Err(e) = encoder.set_expected_loss(loss) {
             tracing::warn!(error = %e, "setting expected loss");
         }

@@ -24,6 +24,8 @@ const TICKS_PER_MS: f64 = 48.0;
 const FRAME_TICKS: u64 = FRAME_SAMPLES as u64;
 /// Transit samples kept for the percentile: 5 s of 20 ms packets.
 const WINDOW: usize = 250;
+/// Most packets held: 10 s of audio, far beyond any useful delay.
+const MAX_PACKETS: usize = 500;
 /// The share of packets the target delay is sized to catch; rarer spikes are handled by the
 /// peak response to late packets.
 const PERCENTILE: f64 = 0.98;
@@ -223,6 +225,10 @@ impl JitterBuffer {
         }
         self.stats.received += 1;
         self.packets.insert(ts, Entry { seq, payload });
+        // A broken or hostile sender (timestamps far ahead) must not grow this without end.
+        while self.packets.len() > MAX_PACKETS {
+            self.packets.pop_last();
+        }
     }
 
     fn track_loss(&mut self, seq: u64) {

@@ -58,7 +58,7 @@ struct Handler {
     peer: PeerId,
     receiver: Arc<Mutex<PeerReceiver>>,
     signals: mpsc::Sender<SignalMessage>,
-    events: mpsc::UnboundedSender<PeerEvent>,
+    events: mpsc::Sender<PeerEvent>,
 }
 
 #[async_trait::async_trait]
@@ -91,7 +91,8 @@ impl PeerConnectionEventHandler for Handler {
             }
             _ => return,
         };
-        let _ = self.events.send(event);
+        // Bounded: if the call stopped reading, it is going away and the event is moot.
+        let _ = self.events.send(event).await;
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
@@ -181,7 +182,7 @@ impl PeerLink {
         id: PeerId,
         config: &CallConfig,
         signals: mpsc::Sender<SignalMessage>,
-        events: mpsc::UnboundedSender<PeerEvent>,
+        events: mpsc::Sender<PeerEvent>,
     ) -> Result<Self> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
