@@ -39,7 +39,7 @@ async fn three_peers_each_hear_both_others_mixed() {
     let members = names
         .iter()
         .zip(freqs)
-        .map(|(n, f)| (*n, with_lead_in(&sine(f, RATE, 4.0, 0.25))))
+        .map(|(n, f)| (*n, with_lead_in(&sine(f, RATE, 8.0, 0.25))))
         .collect();
     let mesh = start_mesh(members, loopback_config(), None).await;
     run_for(LEAD_IN_SECS + 4.0).await;

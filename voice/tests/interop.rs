@@ -14,15 +14,22 @@ async fn call_carries_audio_both_ways(stack: Stack, dtx: bool) {
     stack.require();
     init_tracing();
     let secs = 5.0;
-    let ours = with_lead_in(&synth_speech(5, RATE, secs));
-    let theirs = with_lead_in(&synth_speech(6, RATE, secs));
+    // The other stack starts in its own process (Chromium takes seconds on a busy machine)
+    // while our source already runs: a longer lead-in keeps the speech after the connection.
+    let lead_in = |s: Vec<f32>| {
+        let mut v = vec![0.0; RATE as usize * 3];
+        v.extend(with_lead_in(&s));
+        v
+    };
+    let ours = lead_in(synth_speech(5, RATE, secs));
+    let theirs = lead_in(synth_speech(6, RATE, secs));
     let dir = std::env::temp_dir().join(format!("voice-{}-{}", stack.name(), std::process::id()));
     let config = voice::CallConfig {
         dtx,
         ..loopback_config()
     };
     let peer = ExternalCall::start(stack, config, ours.clone(), &theirs, &dir, None).await;
-    run_for(LEAD_IN_SECS + secs + 0.5).await;
+    run_for(ours.len() as f32 / RATE as f32 + 0.5).await;
     let we_heard = peer.heard.samples();
     let stats = peer.call.stats();
     let they_heard = peer.finish().await.heard;
