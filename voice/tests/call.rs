@@ -95,11 +95,57 @@ async fn muting_silences_the_peer_and_unmuting_restores_it() {
     let open = level_heard(rec).await;
     talker.set_muted(true);
     let muted = level_heard(rec).await;
+    // The meter and speaking indicator keep working while muted ("you are muted" hints).
+    let (meter, speaking) = (talker.input_level_db(), talker.is_speaking());
     talker.set_muted(false);
     let unmuted = level_heard(rec).await;
     assert!(open > -20.0, "before muting: {open} dBFS");
     assert!(muted < -60.0, "muted: {muted} dBFS");
     assert!(unmuted > -20.0, "unmuted: {unmuted} dBFS");
+    assert!(
+        meter > -20.0 && speaking,
+        "muted meter {meter} dBFS, speaking {speaking}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_volume_scales_what_is_heard() {
+    let mesh = talker_and_listener().await;
+    let (listener, rec) = (&mesh.peers[1].call, &mesh.peers[1].recording);
+    let full = level_heard(rec).await;
+    listener.set_peer_volume("talker", 0.5).expect("known peer");
+    let half = level_heard(rec).await;
+    listener.set_peer_volume("talker", 0.0).expect("known peer");
+    let off = level_heard(rec).await;
+    assert!(
+        (full - half - 6.0).abs() < 1.5,
+        "full {full} dBFS, half volume {half} dBFS"
+    );
+    assert!(off < -60.0, "volume 0: {off} dBFS");
+    assert!(listener.set_peer_volume("nobody", 1.0).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deafened_peer_hears_nothing_and_sends_nothing() {
+    let mesh = talker_and_listener().await;
+    let (talker, listener) = (&mesh.peers[0], &mesh.peers[1]);
+    talker.call.set_deafened(true);
+    listener.call.set_deafened(true);
+    let listener_hears = level_heard(&listener.recording).await;
+    listener.call.set_deafened(false);
+    // The talker is still deafened, so still muted: the listener now plays its silence.
+    let while_talker_deaf = level_heard(&listener.recording).await;
+    talker.call.set_deafened(false);
+    let after = level_heard(&listener.recording).await;
+    assert!(
+        listener_hears < -60.0,
+        "deafened listener plays {listener_hears} dBFS"
+    );
+    assert!(
+        while_talker_deaf < -60.0,
+        "deafened talker sends {while_talker_deaf} dBFS"
+    );
+    assert!(after > -20.0, "after undeafening: {after} dBFS");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -192,6 +238,61 @@ async fn speech_survives_ten_percent_loss_and_thirty_ms_jitter() {
     );
     assert!(s.fec_frames > 0, "no frame was rebuilt from FEC");
     assert!(score > 0.6, "speech under loss scores {score}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_only_policy_never_reveals_a_host_candidate() {
+    init_tracing();
+    let start = |ice_servers: Vec<voice::IceServer>| async move {
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel(8);
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel(64);
+        let config = voice::CallConfig {
+            ice_policy: voice::IcePolicy::Relay,
+            ice_servers,
+            ..loopback_config()
+        };
+        let (call, _events) = voice::Call::start(
+            config,
+            Box::new(voice::audio::wav::WavSource::from_samples(
+                vec![0.0; 48_000],
+                MONO,
+            )),
+            Box::new(voice::audio::wav::WavSink::new(MONO)),
+            in_rx,
+            out_tx,
+        )
+        .await
+        .expect("call starts");
+        (call, in_tx, out_rx)
+    };
+    // Relay-only with no TURN server: refused outright rather than falling back to host.
+    let (call, _in, _out) = start(Vec::new()).await;
+    assert!(call.connect("someone").await.is_err());
+
+    // With a TURN server (here unreachable), the offer goes out and no host candidate does.
+    let turn = voice::IceServer {
+        urls: vec!["turn:127.0.0.1:9?transport=udp".to_owned()],
+        username: "u".to_owned(),
+        credential: "p".to_owned(),
+    };
+    let (call, _in, mut out_rx) = start(vec![turn]).await;
+    call.connect("someone").await.expect("offer");
+    let mut signals = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, out_rx.recv()).await {
+        signals.push(m.signal);
+    }
+    assert!(
+        matches!(signals.first(), Some(voice::Signal::Offer { sdp }) if !sdp.contains("typ host"))
+    );
+    let leaked: Vec<_> = signals
+        .iter()
+        .filter(|s| matches!(s, voice::Signal::Candidate { candidate, .. } if candidate.contains("typ host")))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "relay-only call sent host candidates: {leaked:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
