@@ -12,6 +12,8 @@
 //! - [`signal`]: the typed signaling messages (offer, answer, candidate, bye).
 //! - [`call`]: [`Call`], the engine and one webrtc-rs peer connection per participant, with
 //!   its controls (mute, deafen, push-to-talk, volumes, device switching) and statistics.
+//! - `peer` (private): one peer connection, its Opus track, RTP send and receive loops.
+//! - `feedback` (private): reads the loss peers report over RTCP, which drives FEC.
 //! - [`analysis`]: aligning and scoring received audio against what was sent (tests, bench).
 //!
 //! The engine works in 20 ms frames of 48 kHz mono `f32` samples throughout.
