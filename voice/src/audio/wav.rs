@@ -272,6 +272,7 @@ mod tests {
         let samples: Vec<f32> = (0..480).map(|i| (i as f32 / 480.0) - 0.5).collect();
         write_wav(&path, &samples, MONO_48K)?;
         let (back, format) = read_wav(&path)?;
+        let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(format, MONO_48K);
         assert!(samples.iter().zip(&back).all(|(a, b)| (a - b).abs() < 1e-3));
         Ok(())
