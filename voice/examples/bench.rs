@@ -1,0 +1,524 @@
+//! The voice benchmark: what a listener gets, in figures. Prints a table.
+//!
+//! `cargo run --release -p voice --example bench` (needs espeak-ng and sox for the speech,
+//! PyPI `pesq` for scores and `aiortc` for the independent peer:
+//! voice/scripts/setup-test-env.sh). Everything runs over loopback in this process; loss
+//! and jitter come from an in-process UDP relay that every datagram crosses.
+//!
+//! - one-way latency: sender's capture of a sample to the receiver handing it to the
+//!   playout device (device buffers excluded), median and 95th percentile over 100 ms
+//!   windows of speech matched by cross-correlation;
+//! - PESQ wide-band (P.862.2) of what arrived against what was sent;
+//! - time from the offer to the first decoded audio;
+//! - CPU per peer in a 6-person mesh (one process, 5 connections per peer);
+//! - the same quality figures between us and independent stacks: Chromium (libwebrtc) and
+//!   aiortc, with Chromium's own receive statistics for what we send it.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::external::{ExternalCall, Stack};
+use common::relay::Netem;
+use common::*;
+use voice::analysis::{find_offset, match_segments, sine, to_analysis_rate, ANALYSIS_RATE};
+use voice::audio::wav::{write_wav, Recording};
+use voice::audio::StreamFormat;
+use voice::dsp::SendSettings;
+use voice::CallConfig;
+
+type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
+const SPEECH_TEXT: &str = "The birch canoe slid on the smooth planks. Glue the sheet to the \
+    dark blue background. It is easy to tell the depth of a well. These days a chicken leg \
+    is a rare dish. Rice is often served in round bowls.";
+
+/// Speech from espeak-ng at 48 kHz mono, or synthetic speech when espeak-ng is missing.
+fn speech(dir: &Path) -> BenchResult<(Vec<f32>, &'static str)> {
+    let raw = dir.join("espeak.wav");
+    let resampled = dir.join("speech.wav");
+    let ok = Command::new("espeak-ng")
+        .args(["-v", "en-us", "-s", "150", "-w"])
+        .arg(&raw)
+        .arg(SPEECH_TEXT)
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("sox")
+            .arg(&raw)
+            .args(["-r", "48000", "-c", "1", "-b", "16"])
+            .arg(&resampled)
+            .args(["rate", "-v"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if ok {
+        let (samples, format) = voice::audio::wav::read_wav(&resampled)?;
+        if format.sample_rate == RATE && format.channels == 1 {
+            return Ok((samples, "espeak-ng speech"));
+        }
+    }
+    Ok((
+        voice::analysis::synth_speech(1, RATE, 13.0),
+        "synthetic speech (espeak-ng/sox missing)",
+    ))
+}
+
+/// PESQ-WB of `received` (48 kHz mono, containing the speech somewhere) against `speech`
+/// (48 kHz mono), after aligning them by cross-correlation.
+fn pesq(speech: &[f32], received: &[f32], dir: &Path, tag: &str) -> Option<f64> {
+    let reference = to_analysis_rate(speech, RATE).ok()?;
+    let degraded = to_analysis_rate(received, RATE).ok()?;
+    let (from, _) = find_offset(&reference, &degraded, ANALYSIS_RATE)?;
+    let reference = &reference[..];
+    let aligned: Vec<f32> = (0..reference.len())
+        .map(|i| {
+            usize::try_from(from + i as isize)
+                .ok()
+                .and_then(|j| degraded.get(j))
+                .copied()
+                .unwrap_or(0.0)
+        })
+        .collect();
+    let format = StreamFormat {
+        sample_rate: ANALYSIS_RATE,
+        channels: 1,
+    };
+    let ref_path = dir.join(format!("{tag}-ref.wav"));
+    let deg_path = dir.join(format!("{tag}-deg.wav"));
+    write_wav(&ref_path, reference, format).ok()?;
+    write_wav(&deg_path, &aligned, format).ok()?;
+    let out = Command::new(common::external::python())
+        .arg(format!("{SCRIPTS}/pesq_score.py"))
+        .arg(&ref_path)
+        .arg(&deg_path)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!("pesq failed: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    }
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// PESQ of the send chain and Opus alone (no network, an ideal jitter buffer that always
+/// has the next packet for FEC), with `loss` of the packets dropped at random: the ceiling
+/// the network figures are measured against.
+fn codec_only(
+    speech: &[f32],
+    settings: SendSettings,
+    loss: f64,
+    dir: &Path,
+    tag: &str,
+) -> Option<f64> {
+    use rand::{Rng, SeedableRng};
+    let signal = with_lead_in(speech);
+    let mut chain = voice::dsp::SendChain::new(MONO).ok()?;
+    let mut enc = voice::codec::OpusEncoder::new(voice::codec::DEFAULT_BITRATE, true).ok()?;
+    enc.set_expected_loss(loss as f32).ok()?;
+    let mut dec = voice::codec::OpusDecoder::new().ok()?;
+    let mut packets: Vec<Option<bytes::Bytes>> = Vec::new();
+    chain.push(&signal, settings, |f, _| {
+        packets.push(enc.encode(f).ok().flatten())
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let lost: Vec<bool> = packets
+        .iter()
+        .map(|p| p.is_some() && rng.random_bool(loss))
+        .collect();
+    let mut out = Vec::with_capacity(signal.len());
+    let mut frame = [0.0f32; voice::FRAME_SAMPLES];
+    for i in 0..packets.len() {
+        match (&packets[i], lost[i]) {
+            (Some(p), false) => {
+                dec.decode(p, &mut frame);
+            }
+            (Some(_), true) => match (packets.get(i + 1), lost.get(i + 1)) {
+                (Some(Some(next)), Some(false)) => {
+                    dec.decode_fec(next, &mut frame);
+                }
+                _ => {
+                    dec.conceal(&mut frame);
+                }
+            },
+            (None, _) => frame.fill(0.0),
+        }
+        out.extend_from_slice(&frame);
+    }
+    pesq(speech, &out, dir, tag)
+}
+
+/// One-way latency (ms) of each matched 100 ms window: from its capture at the sender to
+/// its hand-off to the receiver's playout device.
+fn latencies(sent: &[f32], start: Instant, heard: &Recording) -> Vec<f64> {
+    let (Ok(s16), Ok(r16)) = (
+        to_analysis_rate(sent, RATE),
+        to_analysis_rate(&heard.samples(), RATE),
+    ) else {
+        return Vec::new();
+    };
+    let per = f64::from(RATE / ANALYSIS_RATE);
+    let mut v: Vec<f64> = match_segments(&s16, &r16, ANALYSIS_RATE)
+        .into_iter()
+        .filter(|m| m.score > 0.5)
+        .filter_map(|m| {
+            let played = heard.handoff_time((m.received? as f64 * per) as usize)?;
+            let captured =
+                start + Duration::from_secs_f64(m.sent as f64 / f64::from(ANALYSIS_RATE));
+            Some(played.checked_duration_since(captured)?.as_secs_f64() * 1000.0)
+        })
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted.get(i).copied()
+}
+
+struct PairResult {
+    latency_p50: Option<f64>,
+    latency_p95: Option<f64>,
+    pesq: Vec<f64>,
+    concealed: f64,
+    fec: u64,
+    jitter_buffer_ms: f64,
+}
+
+/// Two peers send each other `speech` through a relay with `loss` and `jitter`.
+async fn run_pair(
+    speech: &[f32],
+    bitrate: u32,
+    loss: f64,
+    jitter_ms: u64,
+    dir: &Path,
+    tag: &str,
+) -> PairResult {
+    let netem = (loss > 0.0 || jitter_ms > 0).then_some(Netem {
+        loss,
+        jitter: Duration::from_millis(jitter_ms),
+        seed: 42,
+    });
+    let signal = with_lead_in(speech);
+    let secs = signal.len() as f32 / RATE as f32;
+    let mesh = start_mesh(
+        vec![("a", signal.clone()), ("b", signal.clone())],
+        CallConfig {
+            bind_addrs: vec!["127.0.0.1:0".to_owned()],
+            bitrate,
+            send: SendSettings {
+                noise_suppression: false,
+                ..SendSettings::default()
+            },
+            ..CallConfig::default()
+        },
+        netem,
+    )
+    .await;
+    run_for(secs + 0.5).await;
+    let mut lat = Vec::new();
+    let mut scores = Vec::new();
+    for (from, to) in [(0, 1), (1, 0)] {
+        let heard = &mesh.peers[to].recording;
+        if let Some(start) = mesh.peers[from].source_start.get() {
+            lat.extend(latencies(&signal, *start, heard));
+        }
+        if let Some(p) = pesq(speech, &heard.samples(), dir, &format!("{tag}-{from}{to}")) {
+            scores.push(p);
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let stats: Vec<_> = mesh.peers.iter().flat_map(|p| p.call.stats()).collect();
+    let n = stats.len().max(1) as f64;
+    PairResult {
+        latency_p50: percentile(&lat, 0.5),
+        latency_p95: percentile(&lat, 0.95),
+        pesq: scores,
+        concealed: stats.iter().map(|s| s.concealed_fraction).sum::<f64>() / n,
+        fec: stats.iter().map(|s| s.fec_frames).sum(),
+        jitter_buffer_ms: stats.iter().map(|s| s.jitter_buffer_ms).sum::<f64>() / n,
+    }
+}
+
+/// Median time from the offer to the first decoded audio, over `runs` fresh calls.
+async fn offer_to_audio(runs: usize) -> Vec<f64> {
+    let mut v = Vec::new();
+    for _ in 0..runs {
+        let tone = sine(440.0, RATE, 6.0, 0.3);
+        let mesh = start_mesh(
+            vec![("a", tone.clone()), ("b", tone)],
+            loopback_config(),
+            None,
+        )
+        .await;
+        run_for(1.0).await;
+        // b offered to a: its link to a was created just before the offer.
+        if let Some(ms) = mesh.peers[1]
+            .call
+            .stats()
+            .first()
+            .and_then(|s| s.first_audio_ms)
+        {
+            v.push(ms);
+        }
+    }
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn cpu_seconds() -> f64 {
+    // utime + stime of this process, in clock ticks (USER_HZ = 100 on Linux).
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(0.0)
+}
+
+/// CPU per peer (% of one core) with six peers in a full mesh, all talking.
+async fn mesh_cpu(speech: &[f32]) -> f64 {
+    let names = ["p1", "p2", "p3", "p4", "p5", "p6"];
+    let signal = with_lead_in(speech);
+    let members = names.iter().map(|n| (*n, signal.clone())).collect();
+    let config = CallConfig {
+        bind_addrs: vec!["127.0.0.1:0".to_owned()],
+        ..CallConfig::default()
+    };
+    let _mesh = start_mesh(members, config, None).await;
+    run_for(LEAD_IN_SECS).await;
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    run_for(8.0).await;
+    let cpu = cpu_seconds() - cpu0;
+    100.0 * cpu / t0.elapsed().as_secs_f64() / names.len() as f64
+}
+
+/// One call with an independent stack: PESQ both ways and each side's receive figures.
+struct ExternalRow {
+    to_us: Option<f64>,
+    to_them: Option<f64>,
+    our_concealed: f64,
+    our_jitter_buffer_ms: f64,
+    /// Chromium's own view of our stream: average jitter-buffer delay (ms), concealed share,
+    /// FEC packets used.
+    their_jitter_buffer_ms: Option<f64>,
+    their_concealed: Option<f64>,
+    their_fec: Option<f64>,
+}
+
+async fn external_call(
+    stack: Stack,
+    speech: &[f32],
+    loss: f64,
+    jitter_ms: u64,
+    dir: &Path,
+) -> ExternalRow {
+    let signal = with_lead_in(speech);
+    // Chromium's fake microphone starts playing its file while the browser starts, before
+    // the call connects, and loops it: give it silence enough to cover that start-up.
+    let mut theirs = vec![0.0; RATE as usize * 4];
+    theirs.extend_from_slice(speech);
+    theirs.extend(std::iter::repeat_n(0.0, RATE as usize));
+    let config = CallConfig {
+        // aiortc plays only the frames it receives, so DTX gaps would shorten its recording.
+        dtx: stack != Stack::Aiortc,
+        send: SendSettings {
+            noise_suppression: false,
+            ..SendSettings::default()
+        },
+        ..loopback_config()
+    };
+    let netem = (loss > 0.0 || jitter_ms > 0).then_some(Netem {
+        loss,
+        jitter: Duration::from_millis(jitter_ms),
+        seed: 42,
+    });
+    let peer = ExternalCall::start(stack, config, signal.clone(), &theirs, dir, netem).await;
+    run_for(theirs.len() as f32 / RATE as f32).await;
+    let we_heard = peer.heard.samples();
+    let stats = peer.call.stats();
+    if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
+        eprintln!("{} link: {stats:#?}", stack.name());
+    }
+    let result = peer.finish().await;
+    let tag = format!("{}-{}", stack.name(), (loss * 100.0) as u32);
+    let theirs = result.stats.as_ref();
+    let num = |k: &str| {
+        theirs
+            .and_then(|s| s.get(k))
+            .and_then(serde_json::Value::as_f64)
+    };
+    ExternalRow {
+        to_us: pesq(speech, &we_heard, dir, &format!("{tag}-to-us")),
+        to_them: pesq(speech, &result.heard, dir, &format!("{tag}-to-them")),
+        our_concealed: stats.first().map_or(0.0, |s| s.concealed_fraction),
+        our_jitter_buffer_ms: stats.first().map_or(0.0, |s| s.jitter_buffer_ms),
+        their_jitter_buffer_ms: num("jitterBufferDelay")
+            .zip(num("jitterBufferEmittedCount"))
+            .map(|(d, n)| 1000.0 * d / n.max(1.0)),
+        their_concealed: num("concealedSamples")
+            .zip(num("totalSamplesReceived"))
+            .map(|(c, t)| c / t.max(1.0)),
+        their_fec: num("fecPacketsReceived"),
+    }
+}
+
+fn fmt(v: Option<f64>, unit: &str) -> String {
+    v.map(|v| format!("{v:.1}{unit}"))
+        .unwrap_or_else(|| "n/a".to_owned())
+}
+
+/// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
+/// (comma-separated: codec, network, offer, cpu, external).
+fn section(name: &str) -> bool {
+    std::env::var("VOICE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> BenchResult<()> {
+    let dir: PathBuf = std::env::temp_dir().join(format!("voice-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let (speech, source) = speech(&dir)?;
+    println!(
+        "voice benchmark: {source}, {:.1} s, Opus VoIP 20 ms, FEC+DTX, bitrate doubled while \
+         receivers report >= 3% loss, noise suppression off, loopback",
+        speech.len() as f32 / RATE as f32
+    );
+    if section("codec") {
+        codec_rows(&speech, &dir);
+    }
+    if section("network") {
+        network_rows(&speech, &dir).await;
+    }
+    if section("offer") {
+        let times = offer_to_audio(5).await;
+        println!(
+            "offer → first decoded audio: median {}, min {}, max {} ({} runs)",
+            fmt(percentile(&times, 0.5), " ms"),
+            fmt(times.first().copied(), " ms"),
+            fmt(times.last().copied(), " ms"),
+            times.len()
+        );
+    }
+    if section("cpu") {
+        let cpu = mesh_cpu(&speech).await;
+        println!(
+            "CPU per peer, 6-person mesh (5 connections each, all talking): {cpu:.1}% of one core"
+        );
+    }
+    if section("external") {
+        external_rows(&speech, &dir).await;
+    }
+    if std::env::var_os("VOICE_BENCH_KEEP").is_some() {
+        println!("files kept in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    Ok(())
+}
+
+fn codec_rows(speech: &[f32], dir: &Path) {
+    let plain = SendSettings {
+        noise_suppression: false,
+        auto_gain: false,
+        noise_gate: false,
+        input_gain: 1.0,
+    };
+    let gate = SendSettings {
+        noise_suppression: false,
+        ..SendSettings::default()
+    };
+    println!(
+        "codec only, no network (PESQ-WB): Opus alone {}, + gain and gate {}, + noise suppression {}",
+        fmt(codec_only(speech, plain, 0.0, dir, "codec-plain"), ""),
+        fmt(codec_only(speech, gate, 0.0, dir, "codec-gate"), ""),
+        fmt(codec_only(speech, SendSettings::default(), 0.0, dir, "codec-ns"), ""),
+    );
+    println!(
+        "codec only with random loss, ideal FEC/PLC (PESQ-WB): 5% {}, 10% {}, 20% {}",
+        fmt(codec_only(speech, gate, 0.05, dir, "codec-5"), ""),
+        fmt(codec_only(speech, gate, 0.10, dir, "codec-10"), ""),
+        fmt(codec_only(speech, gate, 0.20, dir, "codec-20"), ""),
+    );
+}
+
+async fn network_rows(speech: &[f32], dir: &Path) {
+    println!();
+    println!("| bitrate | network | latency p50 | latency p95 | PESQ-WB (a→b, b→a) | concealed | FEC frames | jitter buffer |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for (bitrate, label, loss, jitter) in [
+        (32, "0% loss", 0.0, 0),
+        (32, "5% loss + 20 ms jitter", 0.05, 20),
+        (32, "5% loss", 0.05, 0),
+        (32, "10% loss", 0.10, 0),
+        (32, "20% loss", 0.20, 0),
+        (64, "0% loss", 0.0, 0),
+        (64, "10% loss", 0.10, 0),
+    ] {
+        let tag = format!("{bitrate}k-{}", label.replace([' ', '%', '+'], ""));
+        let r = run_pair(speech, bitrate * 1000, loss, jitter, dir, &tag).await;
+        let scores = r
+            .pesq
+            .iter()
+            .map(|p| format!("{p:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "| {bitrate} kbps | {label} | {} | {} | {} | {:.1}% | {} | {:.0} ms |",
+            fmt(r.latency_p50, " ms"),
+            fmt(r.latency_p95, " ms"),
+            if scores.is_empty() {
+                "n/a".to_owned()
+            } else {
+                scores
+            },
+            r.concealed * 100.0,
+            r.fec,
+            r.jitter_buffer_ms
+        );
+    }
+    println!();
+}
+
+async fn external_rows(speech: &[f32], dir: &Path) {
+    println!();
+    println!("| independent peer | network | PESQ-WB them → us | PESQ-WB us → them | our concealed / jitter buffer | their concealed / jitter buffer / FEC packets |");
+    println!("|---|---|---|---|---|---|");
+    let only = std::env::var("VOICE_BENCH_STACKS").unwrap_or_default();
+    for stack in [Stack::Chromium, Stack::Aiortc] {
+        if !only.is_empty() && !only.contains(stack.name()) {
+            continue;
+        }
+        if !stack.available() {
+            println!("| {} | not installed | | | | |", stack.name());
+            continue;
+        }
+        for (label, loss, jitter) in [
+            ("0% loss", 0.0, 0),
+            ("10% loss", 0.10, 0),
+            ("5% + 20 ms jitter", 0.05, 20),
+        ] {
+            let r = external_call(stack, speech, loss, jitter, dir).await;
+            let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.1}%", v * 100.0));
+            println!(
+                "| {} | {label} | {} | {} | {:.1}% / {:.0} ms | {} / {} / {} |",
+                stack.name(),
+                fmt(r.to_us, ""),
+                fmt(r.to_them, ""),
+                r.our_concealed * 100.0,
+                r.our_jitter_buffer_ms,
+                pct(r.their_concealed),
+                fmt(r.their_jitter_buffer_ms, " ms"),
+                r.their_fec.map_or("n/a".to_owned(), |v| format!("{v:.0}")),
+            );
+        }
+    }
+}

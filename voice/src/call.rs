@@ -1,0 +1,793 @@
+//! A call: the local audio engine plus one peer connection per remote participant (mesh).
+//!
+//! [`Call::start`] takes the audio devices, a stream of incoming [`SignalMessage`]s and a
+//! sink for outgoing ones, and returns the call and its [`CallEvent`]s. The joiner calls
+//! [`Call::connect`] for each participant already present; everyone else answers the offers
+//! that arrive. Four tasks run per call: the audio engine (a 5 ms clock that captures,
+//! encodes and fans packets out, and mixes the peers into the playout device), signaling,
+//! peer-state events, and a once-a-second statistics poll that feeds the loss the receivers
+//! report back into the encoder's FEC.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use webrtc::peer_connection::{
+    RTCIceCandidateInit, RTCSessionDescription, RTCStatsReportEntry, StatsSelector,
+};
+
+use crate::audio::{Capture, Playout};
+use crate::codec::{OpusEncoder, DEFAULT_BITRATE, MAX_BITRATE, MIN_BITRATE};
+use crate::dsp::{upmix, MonoResampler, SendChain, SendSettings};
+use crate::peer::{OutFrame, PeerEvent, PeerLink};
+use crate::receive::Mixer;
+use crate::signal::{PeerId, Signal, SignalMessage};
+use crate::{lock, Result, VoiceError, SAMPLE_RATE};
+
+/// A STUN or TURN server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:host:port` / `turn:host:port?transport=udp` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name (empty for STUN).
+    #[serde(default)]
+    pub username: String,
+    /// TURN credential (empty for STUN).
+    #[serde(default)]
+    pub credential: String,
+}
+
+/// Which ICE candidates may be used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IcePolicy {
+    /// Host, server-reflexive and relay candidates.
+    #[default]
+    All,
+    /// Only TURN relays: hides the user's address from peers.
+    Relay,
+}
+
+/// How a call is set up.
+#[derive(Debug, Clone)]
+pub struct CallConfig {
+    /// STUN/TURN servers (from the server's config when peers are behind NAT).
+    pub ice_servers: Vec<IceServer>,
+    /// ICE transport policy.
+    pub ice_policy: IcePolicy,
+    /// Local UDP addresses to bind. `0.0.0.0:0` covers every interface except loopback;
+    /// tests use `127.0.0.1:0`.
+    pub bind_addrs: Vec<String>,
+    /// Opus bitrate in bits/s (16–128 kbps).
+    pub bitrate: u32,
+    /// Send-path DSP settings.
+    pub send: SendSettings,
+    /// Double the bitrate (up to 128 kbps) while receivers report 3% loss or more. Opus
+    /// in-band FEC takes its bits from the main encoding, so at a fixed 32 kbps heavy FEC
+    /// leaves every frame worse; voice bitrates are tiny next to any link that loses packets.
+    pub loss_boost: bool,
+    /// Discontinuous transmission: send nothing while silent. On by default; off for peers
+    /// whose receivers do not fill the gaps (aiortc plays only the frames it gets).
+    pub dtx: bool,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        Self {
+            ice_servers: Vec::new(),
+            ice_policy: IcePolicy::All,
+            bind_addrs: vec!["0.0.0.0:0".to_owned()],
+            bitrate: DEFAULT_BITRATE,
+            send: SendSettings::default(),
+            dtx: true,
+            loss_boost: true,
+        }
+    }
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEvent {
+    /// Media can flow to and from this peer.
+    PeerConnected(PeerId),
+    /// The peer left (bye) or its connection failed or closed.
+    PeerLeft {
+        /// Who.
+        peer: PeerId,
+        /// Why, for logs.
+        reason: String,
+    },
+    /// A peer sent signaling we could not use; the call goes on without that step.
+    SignalingError {
+        /// Who sent it.
+        peer: PeerId,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// What the call knows about one remote peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PeerStats {
+    /// Who.
+    pub peer: PeerId,
+    /// Round-trip time from RTCP (ms), once measured.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of this peer's packets we never received.
+    pub loss: f64,
+    /// Fraction of our packets this peer reports lost (RTCP receiver reports).
+    pub remote_loss: f64,
+    /// Interarrival jitter (ms).
+    pub jitter_ms: f64,
+    /// Jitter-buffer target delay (ms).
+    pub jitter_buffer_ms: f64,
+    /// Fraction of played frames that were concealed.
+    pub concealed_fraction: f64,
+    /// Frames rebuilt from FEC.
+    pub fec_frames: u64,
+    /// Packets received.
+    pub packets_received: u64,
+    /// Packets that came too late to play.
+    pub packets_late: u64,
+    /// Level of this peer's last frame (dBFS), for a speaking indicator.
+    pub level_db: f32,
+    /// Estimated mouth-to-ear delay (ms): framing, codec look-ahead, half the RTT, jitter
+    /// buffer and our playout queue (device buffers excluded).
+    pub mouth_to_ear_ms: f64,
+    /// Time from creating the connection to the first decoded audio (ms).
+    pub first_audio_ms: Option<f64>,
+}
+
+/// Live switches, read by the engine every tick.
+struct Controls {
+    muted: AtomicBool,
+    deafened: AtomicBool,
+    push_to_talk: AtomicBool,
+    ptt_pressed: AtomicBool,
+    speaking: AtomicBool,
+    /// Input level in dBFS as `f32` bits.
+    level_db: AtomicU32,
+    bitrate: AtomicU32,
+    /// Worst loss any receiver reports, as `f32` bits: drives FEC.
+    expected_loss: AtomicU32,
+    send: Mutex<SendSettings>,
+}
+
+impl Controls {
+    fn transmitting(&self) -> bool {
+        !self.muted.load(Ordering::Relaxed)
+            && !self.deafened.load(Ordering::Relaxed)
+            && (!self.push_to_talk.load(Ordering::Relaxed)
+                || self.ptt_pressed.load(Ordering::Relaxed))
+    }
+}
+
+/// The devices and the DSP state tied to their formats.
+struct Io {
+    capture: Box<dyn Capture>,
+    chain: SendChain,
+    playout: Box<dyn Playout>,
+    out_resampler: MonoResampler,
+}
+
+/// Network figures from the statistics poll.
+#[derive(Debug, Clone, Copy, Default)]
+struct NetStats {
+    rtt_ms: Option<f64>,
+    remote_loss: f64,
+}
+
+/// Incoming candidates kept for a peer whose offer has not arrived yet (bounded, since a
+/// hostile peer could send them forever).
+const MAX_PENDING_CANDIDATES: usize = 64;
+/// The engine's clock: capture is polled and playout topped up every 5 ms, which bounds the
+/// latency it adds to half that on average.
+const TICK: Duration = Duration::from_millis(5);
+/// Keep at least 10 ms queued at the playout device so it never runs dry between ticks.
+const PLAYOUT_LOW_WATER_MS: usize = 10;
+/// Reported loss at which the bitrate doubles (see [`CallConfig::loss_boost`]) ...
+const LOSS_BOOST_ON: f32 = 0.03;
+/// ... and below which it returns to the configured value.
+const LOSS_BOOST_OFF: f32 = 0.01;
+/// Codec look-ahead of Opus in VoIP mode (ms), for the mouth-to-ear estimate.
+const OPUS_LOOKAHEAD_MS: f64 = 6.5;
+/// How long a `Disconnected` peer may take to come back before it counts as gone.
+const DISCONNECT_GRACE: Duration = Duration::from_secs(3);
+/// Events queued for the application; beyond this they are dropped (the app is not reading).
+const EVENT_QUEUE: usize = 64;
+
+struct Shared {
+    config: CallConfig,
+    controls: Controls,
+    peers: Mutex<HashMap<PeerId, Arc<PeerLink>>>,
+    net: Mutex<HashMap<PeerId, NetStats>>,
+    pending: Mutex<HashMap<PeerId, Vec<Signal>>>,
+    io: Mutex<Io>,
+    signals_out: mpsc::Sender<SignalMessage>,
+    events_out: mpsc::Sender<CallEvent>,
+    peer_events: mpsc::Sender<PeerEvent>,
+}
+
+impl Shared {
+    fn emit(&self, event: CallEvent) {
+        if self.events_out.try_send(event).is_err() {
+            tracing::debug!("call event dropped: application not reading events");
+        }
+    }
+
+    fn link(&self, peer: &str) -> Option<Arc<PeerLink>> {
+        lock(&self.peers).get(peer).cloned()
+    }
+
+    async fn new_link(&self, peer: &str) -> Result<Arc<PeerLink>> {
+        let s = self;
+        let link = Arc::new(
+            PeerLink::new(
+                peer.to_owned(),
+                &s.config,
+                s.signals_out.clone(),
+                s.peer_events.clone(),
+            )
+            .await?,
+        );
+        let old = lock(&s.peers).insert(peer.to_owned(), Arc::clone(&link));
+        if let Some(old) = old {
+            // The peer rejoined (e.g. after a crash): its old connection is dead.
+            let _ = old.pc.close().await;
+        }
+        Ok(link)
+    }
+
+    async fn send_signal(&self, peer: &str, signal: Signal) -> Result<()> {
+        self.signals_out
+            .send(SignalMessage {
+                peer: peer.to_owned(),
+                signal,
+            })
+            .await
+            .map_err(|_| VoiceError::CallEnded)
+    }
+
+    async fn remove_peer(&self, peer: &str, reason: &str) {
+        let link = lock(&self.peers).remove(peer);
+        lock(&self.net).remove(peer);
+        if let Some(link) = link {
+            if let Err(e) = link.pc.close().await {
+                tracing::debug!(%peer, error = %e, "closing peer connection");
+            }
+            self.emit(CallEvent::PeerLeft {
+                peer: peer.to_owned(),
+                reason: reason.to_owned(),
+            });
+        }
+    }
+}
+
+/// A running call.
+pub struct Call {
+    shared: Arc<Shared>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Call {
+    /// Dropping a call without [`Call::leave`] still closes its connections (webrtc-rs keeps
+    /// a dropped, unclosed connection alive), so peers see it end.
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        let links: Vec<Arc<PeerLink>> = lock(&self.shared.peers).drain().map(|(_, l)| l).collect();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            for link in links {
+                rt.spawn(async move {
+                    let _ = link.pc.close().await;
+                });
+            }
+        }
+    }
+}
+
+fn signaling_error(peer: &str, reason: impl std::fmt::Display) -> VoiceError {
+    VoiceError::Signaling {
+        peer: peer.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+impl Call {
+    /// Starts the audio engine and the signaling loop. No peer is connected yet.
+    pub async fn start(
+        config: CallConfig,
+        capture: Box<dyn Capture>,
+        playout: Box<dyn Playout>,
+        incoming: mpsc::Receiver<SignalMessage>,
+        outgoing: mpsc::Sender<SignalMessage>,
+    ) -> Result<(Self, mpsc::Receiver<CallEvent>)> {
+        if !(MIN_BITRATE..=MAX_BITRATE).contains(&config.bitrate) {
+            return Err(VoiceError::InvalidSetting(format!(
+                "bitrate {}",
+                config.bitrate
+            )));
+        }
+        let io = Io {
+            chain: SendChain::new(capture.format())?,
+            out_resampler: MonoResampler::new(SAMPLE_RATE, playout.format().sample_rate)?,
+            capture,
+            playout,
+        };
+        let (events_out, events) = mpsc::channel(EVENT_QUEUE);
+        let (peer_events, peer_events_rx) = mpsc::channel(EVENT_QUEUE);
+        let shared = Arc::new(Shared {
+            controls: Controls {
+                muted: AtomicBool::new(false),
+                deafened: AtomicBool::new(false),
+                push_to_talk: AtomicBool::new(false),
+                ptt_pressed: AtomicBool::new(false),
+                speaking: AtomicBool::new(false),
+                level_db: AtomicU32::new((-100.0f32).to_bits()),
+                bitrate: AtomicU32::new(config.bitrate),
+                expected_loss: AtomicU32::new(0.0f32.to_bits()),
+                send: Mutex::new(config.send),
+            },
+            config,
+            peers: Mutex::new(HashMap::new()),
+            net: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            io: Mutex::new(io),
+            signals_out: outgoing,
+            events_out,
+            peer_events,
+        });
+        let encoder = OpusEncoder::new(shared.config.bitrate, shared.config.dtx)?;
+        let tasks = vec![
+            tokio::spawn(run_engine(Arc::clone(&shared), encoder)),
+            tokio::spawn(run_signaling(Arc::clone(&shared), incoming)),
+            tokio::spawn(run_peer_events(Arc::clone(&shared), peer_events_rx)),
+            tokio::spawn(run_stats(Arc::clone(&shared))),
+        ];
+        Ok((Self { shared, tasks }, events))
+    }
+
+    /// Opens a connection to `peer` and sends it an offer (the joiner does this for each
+    /// participant already in the call).
+    #[tracing::instrument(skip(self))]
+    pub async fn connect(&self, peer: &str) -> Result<()> {
+        let link = self.shared.new_link(peer).await?;
+        let offer = link.pc.create_offer(None).await?;
+        link.pc.set_local_description(offer.clone()).await?;
+        self.shared
+            .send_signal(peer, Signal::Offer { sdp: offer.sdp })
+            .await
+    }
+
+    /// Applies one incoming signaling message. Anything wrong with what the peer sent is a
+    /// [`VoiceError::Signaling`], never a panic.
+    pub async fn handle_signal(&self, msg: SignalMessage) -> Result<()> {
+        handle_signal(&self.shared, msg).await
+    }
+
+    /// Leaves the call: says bye to every peer and closes every connection.
+    pub async fn leave(mut self) {
+        let peers: Vec<PeerId> = lock(&self.shared.peers).keys().cloned().collect();
+        for peer in peers {
+            let _ = self.shared.send_signal(&peer, Signal::Bye).await;
+            self.shared.remove_peer(&peer, "left").await;
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Stops sending audio (the speaking indicator still works, for "you are muted" hints).
+    pub fn set_muted(&self, muted: bool) {
+        self.shared.controls.muted.store(muted, Ordering::Relaxed);
+    }
+
+    /// Stops playing audio, and sending it too (deafened users are muted).
+    pub fn set_deafened(&self, deafened: bool) {
+        self.shared
+            .controls
+            .deafened
+            .store(deafened, Ordering::Relaxed);
+    }
+
+    /// Push-to-talk mode: send only while the key is held.
+    pub fn set_push_to_talk(&self, enabled: bool) {
+        self.shared
+            .controls
+            .push_to_talk
+            .store(enabled, Ordering::Relaxed);
+    }
+
+    /// The push-to-talk key went down.
+    pub fn ptt_press(&self) {
+        self.shared
+            .controls
+            .ptt_pressed
+            .store(true, Ordering::Relaxed);
+    }
+
+    /// The push-to-talk key came up.
+    pub fn ptt_release(&self) {
+        self.shared
+            .controls
+            .ptt_pressed
+            .store(false, Ordering::Relaxed);
+    }
+
+    /// Sets one peer's playback volume (linear, 0–4).
+    pub fn set_peer_volume(&self, peer: &str, volume: f32) -> Result<()> {
+        let link = self
+            .shared
+            .link(peer)
+            .ok_or_else(|| VoiceError::InvalidSetting(format!("no peer {peer}")))?;
+        lock(&link.receiver).volume = volume.clamp(0.0, 4.0);
+        Ok(())
+    }
+
+    /// Changes the Opus bitrate mid-call.
+    pub fn set_bitrate(&self, bitrate: u32) -> Result<()> {
+        if !(MIN_BITRATE..=MAX_BITRATE).contains(&bitrate) {
+            return Err(VoiceError::InvalidSetting(format!("bitrate {bitrate}")));
+        }
+        self.shared
+            .controls
+            .bitrate
+            .store(bitrate, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Changes noise suppression, gain, gate or input gain mid-call.
+    pub fn set_send_settings(&self, settings: SendSettings) {
+        *lock(&self.shared.controls.send) = settings;
+    }
+
+    /// Switches the microphone mid-call.
+    pub fn set_input(&self, capture: Box<dyn Capture>) -> Result<()> {
+        let chain = SendChain::new(capture.format())?;
+        let mut io = lock(&self.shared.io);
+        io.capture = capture;
+        io.chain = chain;
+        Ok(())
+    }
+
+    /// Switches the speaker mid-call.
+    pub fn set_output(&self, playout: Box<dyn Playout>) -> Result<()> {
+        let resampler = MonoResampler::new(SAMPLE_RATE, playout.format().sample_rate)?;
+        let mut io = lock(&self.shared.io);
+        io.playout = playout;
+        io.out_resampler = resampler;
+        Ok(())
+    }
+
+    /// Input level (dBFS) of the last captured frame, for a meter.
+    pub fn input_level_db(&self) -> f32 {
+        f32::from_bits(self.shared.controls.level_db.load(Ordering::Relaxed))
+    }
+
+    /// Whether the local user is speaking (voice activity).
+    pub fn is_speaking(&self) -> bool {
+        self.shared.controls.speaking.load(Ordering::Relaxed)
+    }
+
+    /// The peers currently in the call.
+    pub fn peers(&self) -> Vec<PeerId> {
+        lock(&self.shared.peers).keys().cloned().collect()
+    }
+
+    /// Per-peer statistics.
+    pub fn stats(&self) -> Vec<PeerStats> {
+        let links: Vec<Arc<PeerLink>> = lock(&self.shared.peers).values().cloned().collect();
+        let net = lock(&self.shared.net).clone();
+        links
+            .iter()
+            .map(|link| {
+                let rx = lock(&link.receiver);
+                let js = rx.stats();
+                let n = net.get(&link.id).copied().unwrap_or_default();
+                let played = js.played.max(1) as f64;
+                let expected = (js.received + js.lost).max(1) as f64;
+                let mouth_to_ear = crate::FRAME_MS
+                    + OPUS_LOOKAHEAD_MS
+                    + TICK.as_secs_f64() * 500.0
+                    + n.rtt_ms.unwrap_or(0.0) / 2.0
+                    + js.target_ms
+                    + PLAYOUT_LOW_WATER_MS as f64;
+                PeerStats {
+                    peer: link.id.clone(),
+                    rtt_ms: n.rtt_ms,
+                    loss: js.lost as f64 / expected,
+                    remote_loss: n.remote_loss,
+                    jitter_ms: js.jitter_ms,
+                    jitter_buffer_ms: js.target_ms,
+                    concealed_fraction: js.concealed as f64 / played,
+                    fec_frames: js.fec,
+                    packets_received: js.received,
+                    packets_late: js.late,
+                    level_db: rx.level_db(),
+                    mouth_to_ear_ms: mouth_to_ear,
+                    first_audio_ms: rx
+                        .first_audio_at()
+                        .map(|t| t.duration_since(link.created).as_secs_f64() * 1000.0),
+                }
+            })
+            .collect()
+    }
+}
+
+async fn handle_signal(shared: &Shared, msg: SignalMessage) -> Result<()> {
+    let peer = msg.peer.as_str();
+    match msg.signal {
+        Signal::Offer { sdp } => {
+            let desc = RTCSessionDescription::offer(sdp).map_err(|e| signaling_error(peer, e))?;
+            let link = shared.new_link(peer).await?;
+            if let Err(e) = link.pc.set_remote_description(desc).await {
+                lock(&shared.peers).remove(peer);
+                let _ = link.pc.close().await;
+                return Err(signaling_error(peer, e));
+            }
+            let answer = link.pc.create_answer(None).await?;
+            link.pc.set_local_description(answer.clone()).await?;
+            shared
+                .send_signal(peer, Signal::Answer { sdp: answer.sdp })
+                .await?;
+            flush_candidates(shared, peer).await
+        }
+        Signal::Answer { sdp } => {
+            let link = shared
+                .link(peer)
+                .ok_or_else(|| signaling_error(peer, "answer without an offer"))?;
+            let desc = RTCSessionDescription::answer(sdp).map_err(|e| signaling_error(peer, e))?;
+            link.pc
+                .set_remote_description(desc)
+                .await
+                .map_err(|e| signaling_error(peer, e))?;
+            flush_candidates(shared, peer).await
+        }
+        candidate @ Signal::Candidate { .. } => {
+            let ready = match shared.link(peer) {
+                Some(link) => link.pc.remote_description().await.is_some(),
+                None => false,
+            };
+            if ready {
+                add_candidate(shared, peer, candidate).await
+            } else {
+                let mut pending = lock(&shared.pending);
+                let list = pending.entry(peer.to_owned()).or_default();
+                if list.len() >= MAX_PENDING_CANDIDATES {
+                    return Err(signaling_error(peer, "too many early candidates"));
+                }
+                list.push(candidate);
+                Ok(())
+            }
+        }
+        Signal::Bye => {
+            lock(&shared.pending).remove(peer);
+            shared.remove_peer(peer, "bye").await;
+            Ok(())
+        }
+    }
+}
+
+async fn flush_candidates(shared: &Shared, peer: &str) -> Result<()> {
+    let early = lock(&shared.pending).remove(peer).unwrap_or_default();
+    for c in early {
+        add_candidate(shared, peer, c).await?;
+    }
+    Ok(())
+}
+
+async fn add_candidate(shared: &Shared, peer: &str, signal: Signal) -> Result<()> {
+    let Signal::Candidate {
+        candidate,
+        sdp_mid,
+        sdp_mline_index,
+    } = signal
+    else {
+        return Ok(());
+    };
+    let link = shared
+        .link(peer)
+        .ok_or_else(|| signaling_error(peer, "candidate for an unknown peer"))?;
+    link.pc
+        .add_ice_candidate(RTCIceCandidateInit {
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| signaling_error(peer, e))
+}
+
+/// Applies incoming signaling in order; a bad message is reported, not fatal.
+async fn run_signaling(shared: Arc<Shared>, mut incoming: mpsc::Receiver<SignalMessage>) {
+    while let Some(msg) = incoming.recv().await {
+        let peer = msg.peer.clone();
+        if let Err(e) = handle_signal(&shared, msg).await {
+            tracing::warn!(%peer, error = %e, "signaling message rejected");
+            shared.emit(CallEvent::SignalingError {
+                peer,
+                message: e.to_string(),
+            });
+        }
+    }
+}
+
+async fn run_peer_events(shared: Arc<Shared>, mut events: mpsc::Receiver<PeerEvent>) {
+    let mut disconnected: HashMap<PeerId, Instant> = HashMap::new();
+    let mut check = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(PeerEvent::Connected(peer)) => {
+                    disconnected.remove(&peer);
+                    shared.emit(CallEvent::PeerConnected(peer));
+                }
+                Some(PeerEvent::Disconnected(peer)) => {
+                    disconnected.entry(peer).or_insert_with(Instant::now);
+                }
+                Some(PeerEvent::Gone(peer, reason)) => {
+                    disconnected.remove(&peer);
+                    shared.remove_peer(&peer, &reason).await;
+                }
+                None => return,
+            },
+            _ = check.tick() => {
+                let expired: Vec<PeerId> = disconnected
+                    .iter()
+                    .filter(|(_, since)| since.elapsed() > DISCONNECT_GRACE)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                for peer in expired {
+                    disconnected.remove(&peer);
+                    shared.remove_peer(&peer, "connection lost").await;
+                }
+            }
+        }
+    }
+}
+
+/// Polls RTCP-derived figures once a second and feeds the worst reported loss to FEC.
+async fn run_stats(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let links: Vec<Arc<PeerLink>> = lock(&shared.peers).values().cloned().collect();
+        let mut worst_loss = 0.0f64;
+        for link in links {
+            let report = link.pc.get_stats(Instant::now(), StatsSelector::None).await;
+            let mut net = NetStats {
+                remote_loss: f64::from(link.reported_loss.take()),
+                ..NetStats::default()
+            };
+            for entry in report.iter() {
+                match entry {
+                    RTCStatsReportEntry::RemoteInboundRtp(r)
+                        if r.round_trip_time_measurements > 0 =>
+                    {
+                        net.rtt_ms = Some(r.round_trip_time * 1000.0);
+                    }
+                    RTCStatsReportEntry::IceCandidatePair(p)
+                        if net.rtt_ms.is_none() && p.current_round_trip_time > 0.0 =>
+                    {
+                        net.rtt_ms = Some(p.current_round_trip_time * 1000.0);
+                    }
+                    _ => {}
+                }
+            }
+            worst_loss = worst_loss.max(net.remote_loss);
+            lock(&shared.net).insert(link.id.clone(), net);
+        }
+        shared
+            .controls
+            .expected_loss
+            .store((worst_loss as f32).to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// The audio engine: capture → DSP → Opus → peers, and peers → jitter buffers → mix → playout.
+async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let controls = &shared.controls;
+    let mut captured = Vec::with_capacity(SAMPLE_RATE as usize / 10);
+    let mut encoded: Vec<OutFrame> = Vec::with_capacity(4);
+    let mut frame_index: u64 = 0;
+    let mut last_sent: Option<u64> = None;
+    let mut bitrate = shared.config.bitrate;
+    let mut boosted = false;
+    let mut mixer = Mixer::default();
+    let mut mono = Vec::with_capacity(SAMPLE_RATE as usize / 25);
+    let mut device = Vec::with_capacity(SAMPLE_RATE as usize / 10);
+    loop {
+        ticker.tick().await;
+        let loss = f32::from_bits(controls.expected_loss.load(Ordering::Relaxed));
+        // Hysteresis so the bitrate does not flap around the threshold.
+        if loss >= LOSS_BOOST_ON {
+            boosted = shared.config.loss_boost;
+        } else if loss < LOSS_BOOST_OFF {
+            boosted = false;
+        }
+        let configured = controls.bitrate.load(Ordering::Relaxed);
+        let wanted_bitrate = if boosted {
+            (configured * 2).min(MAX_BITRATE)
+        } else {
+            configured
+        };
+        if wanted_bitrate != bitrate && encoder.set_bitrate(wanted_bitrate).is_ok() {
+            bitrate = wanted_bitrate;
+        }
+        if let Err(e) = encoder.set_expected_loss(loss) {
+            tracing::warn!(error = %e, "setting expected loss");
+        }
+        let settings = *lock(&controls.send);
+        let transmitting = controls.transmitting();
+        let mut io = lock(&shared.io);
+        let io = &mut *io;
+
+        // Send path.
+        captured.clear();
+        io.capture.read(&mut captured);
+        encoded.clear();
+        io.chain.push(&captured, settings, |frame, info| {
+            controls
+                .level_db
+                .store(info.level_db.to_bits(), Ordering::Relaxed);
+            controls.speaking.store(info.speaking, Ordering::Relaxed);
+            if transmitting {
+                match encoder.encode(frame) {
+                    Ok(Some(payload)) => {
+                        encoded.push(OutFrame {
+                            payload,
+                            frame_index,
+                            marker: last_sent.is_none_or(|l| l + 1 != frame_index),
+                        });
+                        last_sent = Some(frame_index);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "opus encode failed"),
+                }
+            }
+            frame_index += 1;
+        });
+        let links: Vec<Arc<PeerLink>> = lock(&shared.peers).values().cloned().collect();
+        for frame in &encoded {
+            for link in &links {
+                if link.outbound.try_send(frame.clone()).is_err() {
+                    tracing::trace!(peer = %link.id, "send queue full; frame dropped");
+                }
+            }
+        }
+
+        // Receive path.
+        let format = io.playout.format();
+        let low_water = format.sample_rate as usize * PLAYOUT_LOW_WATER_MS / 1000;
+        let deafened = controls.deafened.load(Ordering::Relaxed);
+        // At most 5 frames per tick: catches up after a stall without spinning forever on a
+        // device that does not drain.
+        for _ in 0..5 {
+            if io.playout.queued() >= low_water {
+                break;
+            }
+            let now = Instant::now();
+            mixer.clear();
+            for link in &links {
+                let mut rx = lock(&link.receiver);
+                let frame = rx.next_frame(now);
+                if !deafened {
+                    mixer.add(frame);
+                }
+            }
+            mono.clear();
+            io.out_resampler.process(mixer.finish(), &mut mono);
+            device.clear();
+            upmix(&mono, format.channels, &mut device);
+            io.playout.write(&device);
+        }
+    }
+}

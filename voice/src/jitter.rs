@@ -1,0 +1,571 @@
+//! A per-peer adaptive jitter buffer for 20 ms Opus packets.
+//!
+//! Packets are keyed by RTP timestamp and played on a schedule: a packet stamped `ts` is due
+//! at `ts + fastest transit seen + target delay`. The target follows the 98th percentile of
+//! how much later than the fastest packet the others arrive (over the last few seconds): it
+//! grows at once when the network gets jittery (and when a packet
+//! arrives too late, by that packet's lateness) and creeps back when it calms. The buffer
+//! reaches a new target one frame at a time, by playing a concealment frame without advancing
+//! (to grow) or skipping a frame (to shrink). Packets that come after their slot are dropped
+//! and counted as late. A slot with no packet is DTX silence when the sequence numbers show
+//! nothing was lost, otherwise it is recovered from the next packet's FEC when that has
+//! arrived, or concealed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::FRAME_SAMPLES;
+
+/// RTP clock ticks per millisecond for Opus.
+const TICKS_PER_MS: f64 = 48.0;
+/// One frame in RTP ticks.
+const FRAME_TICKS: u64 = FRAME_SAMPLES as u64;
+/// Transit samples kept for the percentile: 5 s of 20 ms packets.
+const WINDOW: usize = 250;
+/// Most packets held: 10 s of audio, far beyond any useful delay.
+const MAX_PACKETS: usize = 500;
+/// The share of packets the target delay is sized to catch; rarer spikes are handled by the
+/// peak response to late packets.
+const PERCENTILE: f64 = 0.98;
+/// Never aim below this: covers scheduling noise of the playout clock on a busy machine.
+const MIN_TARGET_MS: f64 = 10.0;
+/// Never aim above this: beyond it a conversation breaks down anyway.
+const MAX_TARGET_MS: f64 = 400.0;
+/// When the network loses packets, keep one more frame so the next packet's FEC is there in
+/// time to rebuild the lost one.
+const FEC_HEADROOM_MS: f64 = 20.0;
+/// The target shrinks by at most this much per played frame (0.5 ms per 20 ms: ~1 s to
+/// give back 25 ms), so it does not flap with every quiet second.
+const SHRINK_PER_FRAME_MS: f64 = 0.5;
+/// How far (in ms) the playhead may fall behind its ideal position (more delay than the
+/// target) before we skip a frame. A skip moves it 20 ms forward, so this must stay above
+/// `20 - HOLD_THRESHOLD_MS` (15) or skips and holds would alternate; 2 ms above that keeps
+/// the average excess delay near 5 ms without flapping on scheduling noise.
+const SKIP_THRESHOLD_MS: f64 = 17.0;
+/// Past this much excess delay a frame is skipped even in the middle of speech; below it we
+/// wait for a quiet frame, since dropping 20 ms of a word is what listeners hear as a click.
+const FORCE_SKIP_MS: f64 = 60.0;
+/// Opus packets up to this size carry silence or background noise (speech at 32 kbps runs
+/// 60–120 bytes a frame), so skipping one is inaudible.
+const QUIET_PACKET_BYTES: usize = 30;
+/// How far the playhead may run ahead of its ideal position (less delay than the target)
+/// before we hold it for a frame. Small: running ahead means packets arrive after their
+/// slot; a hold moves the playhead back 20 ms, well inside the skip threshold.
+const HOLD_THRESHOLD_MS: f64 = 5.0;
+/// If the playhead is this far off (a long stall, a sender restart), jump instead of
+/// stretching frame by frame.
+const RESYNC_MS: f64 = 500.0;
+/// After this long without any packet, stop concealing and play silence.
+const CONCEAL_LIMIT_FRAMES: u32 = 10;
+
+/// What the decoder should do for the next 20 ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// Decode this packet.
+    Frame(Bytes),
+    /// The packet is lost but the next one has arrived: decode its FEC data.
+    Fec(Bytes),
+    /// Lost, no FEC: let the decoder conceal.
+    Conceal,
+    /// Nothing to play (not started, DTX, or the sender went quiet): silence.
+    Silence,
+}
+
+/// Counters and current figures for stats.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct JitterStats {
+    /// Packets accepted.
+    pub received: u64,
+    /// Packets never received, judged by sequence-number gaps.
+    pub lost: u64,
+    /// Packets that arrived after their slot had been played.
+    pub late: u64,
+    /// Frames played (all kinds).
+    pub played: u64,
+    /// Frames rebuilt from FEC.
+    pub fec: u64,
+    /// Frames concealed (including stretch frames).
+    pub concealed: u64,
+    /// Frames skipped to shrink the delay.
+    pub skipped: u64,
+    /// Current target delay (ms).
+    pub target_ms: f64,
+    /// Interarrival jitter (RFC 3550 estimator, ms).
+    pub jitter_ms: f64,
+    /// Loss fraction over the recent window (lost / expected).
+    pub recent_loss: f64,
+}
+
+/// Extends a wrapping counter to 64 bits, tolerating reordering within half its range.
+#[derive(Debug, Default)]
+struct Unwrapper {
+    last: Option<u64>,
+}
+
+impl Unwrapper {
+    fn unwrap(&mut self, value: u64, bits: u32) -> u64 {
+        let range = 1u64 << bits;
+        let Some(last) = self.last else {
+            // Start well above zero so reordered packets before the first stay positive.
+            let v = value + range;
+            self.last = Some(v);
+            return v;
+        };
+        let base = last & !(range - 1);
+        let candidates = [base.wrapping_sub(range), base, base + range].map(|b| b + value);
+        let v = candidates
+            .into_iter()
+            .filter(|&c| c >= range)
+            .min_by_key(|&c| c.abs_diff(last))
+            .unwrap_or(value + range);
+        if v > last {
+            self.last = Some(v);
+        }
+        v
+    }
+}
+
+struct Entry {
+    seq: u64,
+    payload: Bytes,
+}
+
+/// The jitter buffer of one remote stream.
+pub struct JitterBuffer {
+    epoch: Instant,
+    packets: BTreeMap<u64, Entry>,
+    ts: Unwrapper,
+    seq: Unwrapper,
+    /// Timestamp of the frame to play next; `None` until playout starts.
+    next_ts: Option<u64>,
+    last_seq: Option<u64>,
+    /// Recent (transit ms) samples: arrival time minus media time.
+    transits: VecDeque<f64>,
+    /// Recent (received, expected) pairs per packet for the loss fraction.
+    seq_window: VecDeque<u64>,
+    highest_seq: Option<u64>,
+    first_seq: Option<u64>,
+    target_ms: f64,
+    last_transit: Option<f64>,
+    frames_without_packet: u32,
+    /// Frames concealed since the last packet played: if the next packet continues the
+    /// sequence, they covered a DTX pause, not a loss, and are not counted as concealed.
+    pending_conceal: u64,
+    stats: JitterStats,
+}
+
+impl Default for JitterBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JitterBuffer {
+    /// An empty buffer.
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            packets: BTreeMap::new(),
+            ts: Unwrapper::default(),
+            seq: Unwrapper::default(),
+            next_ts: None,
+            last_seq: None,
+            transits: VecDeque::with_capacity(WINDOW + 1),
+            seq_window: VecDeque::with_capacity(WINDOW + 1),
+            highest_seq: None,
+            first_seq: None,
+            target_ms: MIN_TARGET_MS,
+            last_transit: None,
+            frames_without_packet: 0,
+            pending_conceal: 0,
+            stats: JitterStats {
+                target_ms: MIN_TARGET_MS,
+                ..JitterStats::default()
+            },
+        }
+    }
+
+    fn ms_since_epoch(&self, now: Instant) -> f64 {
+        now.saturating_duration_since(self.epoch).as_secs_f64() * 1000.0
+    }
+
+    /// Takes a packet that arrived at `now`.
+    pub fn insert(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Bytes) {
+        let ts = self.ts.unwrap(u64::from(timestamp), 32);
+        let seq = self.seq.unwrap(u64::from(seq), 16);
+        if self.packets.values().any(|e| e.seq == seq) {
+            return; // duplicate (e.g. a retransmission that raced the original)
+        }
+        let transit = self.ms_since_epoch(now) - ts as f64 / TICKS_PER_MS;
+        if let Some(prev) = self.last_transit {
+            let d = (transit - prev).abs();
+            self.stats.jitter_ms += (d - self.stats.jitter_ms) / 16.0;
+        }
+        self.last_transit = Some(transit);
+        self.transits.push_back(transit);
+        if self.transits.len() > WINDOW {
+            self.transits.pop_front();
+        }
+        self.track_loss(seq);
+        self.update_target();
+        if self.next_ts.is_some_and(|next| ts < next) {
+            // A spike rarer than the percentile: move towards covering it at once, by at most
+            // one frame per late packet so a single freak packet cannot add 200 ms; the slow
+            // shrink gives the delay back if spikes do not recur.
+            let extra = transit - self.min_transit() + MIN_TARGET_MS * 0.5;
+            self.target_ms = self
+                .target_ms
+                .max(extra.min(self.target_ms + crate::FRAME_MS))
+                .min(MAX_TARGET_MS);
+            self.stats.target_ms = self.target_ms;
+            self.stats.late += 1;
+            return;
+        }
+        self.stats.received += 1;
+        self.packets.insert(ts, Entry { seq, payload });
+        // A broken or hostile sender (timestamps far ahead) must not grow this without end.
+        while self.packets.len() > MAX_PACKETS {
+            self.packets.pop_last();
+        }
+    }
+
+    fn track_loss(&mut self, seq: u64) {
+        self.first_seq = Some(self.first_seq.map_or(seq, |f| f.min(seq)));
+        if self.highest_seq.is_none_or(|h| seq > h) {
+            self.highest_seq = Some(seq);
+        }
+        self.seq_window.push_back(seq);
+        if self.seq_window.len() > WINDOW {
+            self.seq_window.pop_front();
+        }
+        let (lo, hi) = self
+            .seq_window
+            .iter()
+            .fold((u64::MAX, 0), |(lo, hi), &s| (lo.min(s), hi.max(s)));
+        let expected = (hi - lo + 1) as f64;
+        self.stats.recent_loss = (1.0 - self.seq_window.len() as f64 / expected).max(0.0);
+    }
+
+    fn min_transit(&self) -> f64 {
+        self.transits.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+
+    /// The delay the recent transit spread asks for.
+    fn wanted_target(&self) -> f64 {
+        let min = self.min_transit();
+        let mut extra: Vec<f64> = self.transits.iter().map(|t| t - min).collect();
+        extra.sort_by(f64::total_cmp);
+        let p98 = extra
+            .get((extra.len() as f64 * PERCENTILE) as usize)
+            .or(extra.last())
+            .copied()
+            .unwrap_or(0.0);
+        let fec = if self.stats.recent_loss > 0.01 {
+            FEC_HEADROOM_MS
+        } else {
+            0.0
+        };
+        (p98 + fec + MIN_TARGET_MS * 0.5).clamp(MIN_TARGET_MS, MAX_TARGET_MS)
+    }
+
+    /// Grows the target at once when the network asks for more.
+    fn update_target(&mut self) {
+        self.target_ms = self.target_ms.max(self.wanted_target());
+        self.stats.target_ms = self.target_ms;
+    }
+
+    /// Gives delay back slowly once the network has calmed.
+    fn shrink_target(&mut self) {
+        self.target_ms = self
+            .wanted_target()
+            .max(self.target_ms - SHRINK_PER_FRAME_MS);
+        self.stats.target_ms = self.target_ms;
+    }
+
+    /// The RTP timestamp that should be playing at `now` under the current target.
+    fn ideal_ts(&self, now: Instant) -> f64 {
+        (self.ms_since_epoch(now) - self.min_transit() - self.target_ms) * TICKS_PER_MS
+    }
+
+    /// Decides what to play for the next 20 ms starting at `now`.
+    pub fn pop(&mut self, now: Instant) -> Playout {
+        let Some(mut next) = self.next_ts else {
+            let Some(&first) = self.packets.keys().next() else {
+                return Playout::Silence;
+            };
+            if self.ideal_ts(now) < first as f64 {
+                return Playout::Silence;
+            }
+            self.next_ts = Some(first);
+            return self.play(first);
+        };
+        let drift_ms = (self.ideal_ts(now) - next as f64) / TICKS_PER_MS;
+        if drift_ms.abs() > RESYNC_MS {
+            // Jump to the first packet at or after the ideal position.
+            let ideal = self.ideal_ts(now).max(0.0) as u64;
+            next = self
+                .packets
+                .range(ideal..)
+                .next()
+                .map(|(&ts, _)| ts)
+                .unwrap_or(next + ((ideal.saturating_sub(next)) / FRAME_TICKS) * FRAME_TICKS);
+            self.discard_before(next);
+        } else if drift_ms > SKIP_THRESHOLD_MS && (drift_ms > FORCE_SKIP_MS || self.quiet(next)) {
+            // Too much delay: skip one frame, a quiet one unless the excess has grown large.
+            self.packets.remove(&next);
+            self.stats.skipped += 1;
+            next += FRAME_TICKS;
+        } else if drift_ms < -HOLD_THRESHOLD_MS {
+            // Too little delay: hold the playhead for one frame.
+            self.stats.played += 1;
+            return if self.frames_without_packet == 0 {
+                self.stats.concealed += 1;
+                self.pending_conceal += 1;
+                Playout::Conceal
+            } else {
+                Playout::Silence
+            };
+        }
+        self.play(next)
+    }
+
+    /// Whether the frame at `ts` is missing (a DTX pause) or small enough to be near
+    /// silence, so skipping it to shed delay is inaudible.
+    fn quiet(&self, ts: u64) -> bool {
+        self.packets
+            .get(&ts)
+            .is_none_or(|e| e.payload.len() <= QUIET_PACKET_BYTES)
+    }
+
+    fn discard_before(&mut self, ts: u64) {
+        self.packets = self.packets.split_off(&ts);
+    }
+
+    fn play(&mut self, next: u64) -> Playout {
+        self.shrink_target();
+        self.stats.played += 1;
+        // A stream with other frame sizes: play the first packet inside this slot.
+        let slot = self
+            .packets
+            .range(next..next + FRAME_TICKS)
+            .next()
+            .map(|(&ts, _)| ts);
+        let result = if let Some(ts) = slot {
+            let entry = self.packets.remove(&ts);
+            self.next_ts = Some(ts + FRAME_TICKS);
+            self.frames_without_packet = 0;
+            match entry {
+                Some(e) => {
+                    if self.last_seq.is_some_and(|last| e.seq == last + 1) {
+                        self.stats.concealed -= self.pending_conceal.min(self.stats.concealed);
+                    }
+                    self.pending_conceal = 0;
+                    self.last_seq = Some(e.seq);
+                    Playout::Frame(e.payload)
+                }
+                None => Playout::Conceal,
+            }
+        } else {
+            self.next_ts = Some(next + FRAME_TICKS);
+            self.frames_without_packet += 1;
+            let following = self.packets.iter().next().map(|(&ts, e)| (ts, e));
+            let dtx = match (following, self.last_seq) {
+                (Some((_, e)), Some(last)) => e.seq == last + 1,
+                (None, _) => self.frames_without_packet > CONCEAL_LIMIT_FRAMES,
+                _ => false,
+            };
+            if dtx {
+                Playout::Silence
+            } else if let Some((_, e)) = following.filter(|(ts, _)| *ts == next + FRAME_TICKS) {
+                self.stats.fec += 1;
+                Playout::Fec(e.payload.clone())
+            } else {
+                self.stats.concealed += 1;
+                self.pending_conceal += 1;
+                Playout::Conceal
+            }
+        };
+        self.discard_before(self.next_ts.unwrap_or(next));
+        result
+    }
+
+    /// Current delay between a packet's arrival and its playout slot, in ms (the target).
+    pub fn target_delay_ms(&self) -> f64 {
+        self.target_ms
+    }
+
+    /// Counters and figures so far.
+    pub fn stats(&self) -> JitterStats {
+        let mut stats = self.stats;
+        if let (Some(first), Some(high)) = (self.first_seq, self.highest_seq) {
+            stats.lost = (high - first + 1).saturating_sub(stats.received + stats.late);
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A packet as the network delivered it: arrival (ms from start), seq, frame index.
+    struct Arrival {
+        at_ms: f64,
+        seq: u16,
+        frame: u32,
+    }
+
+    /// Frames sent every 20 ms from `first_frame` with `delay(frame)` ms of network delay;
+    /// `None` means lost.
+    fn stream(
+        frames: std::ops::Range<u32>,
+        mut delay: impl FnMut(u32) -> Option<f64>,
+    ) -> Vec<Arrival> {
+        let mut v: Vec<Arrival> = frames
+            .filter_map(|f| {
+                delay(f).map(|d| Arrival {
+                    at_ms: f64::from(f) * 20.0 + d,
+                    seq: (f as u16).wrapping_add(65_000),
+                    frame: f,
+                })
+            })
+            .collect();
+        v.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        v
+    }
+
+    fn payload(frame: u32) -> Bytes {
+        Bytes::copy_from_slice(&frame.to_be_bytes())
+    }
+
+    /// Runs the buffer, popping every 20 ms (phase 7 ms), returning what was played.
+    fn simulate(jb: &mut JitterBuffer, arrivals: &[Arrival], until_ms: f64) -> Vec<Playout> {
+        let start = Instant::now();
+        let at = |ms: f64| start + Duration::from_secs_f64(ms / 1000.0);
+        let mut out = Vec::new();
+        let mut i = 0;
+        let mut tick = 7.0;
+        while tick < until_ms {
+            while i < arrivals.len() && arrivals[i].at_ms <= tick {
+                let a = &arrivals[i];
+                // 4_000_000_000 start makes the 32-bit timestamp wrap during the test.
+                let ts = 4_294_000_000u32.wrapping_add(a.frame * 960);
+                jb.insert(at(a.at_ms), a.seq, ts, payload(a.frame));
+                i += 1;
+            }
+            out.push(jb.pop(at(tick)));
+            tick += 20.0;
+        }
+        out
+    }
+
+    fn frames_played(out: &[Playout]) -> Vec<u32> {
+        out.iter()
+            .filter_map(|p| match p {
+                Playout::Frame(b) => Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn in_order_stream_plays_every_frame_with_minimum_delay() {
+        let mut jb = JitterBuffer::new();
+        let out = simulate(&mut jb, &stream(0..200, |_| Some(1.0)), 4_010.0);
+        assert_eq!(frames_played(&out), (0..200).collect::<Vec<_>>());
+        let s = jb.stats();
+        assert_eq!((s.lost, s.late, s.concealed, s.skipped), (0, 0, 0, 0));
+        assert!(s.target_ms <= MIN_TARGET_MS + 5.0, "target {}", s.target_ms);
+    }
+
+    #[test]
+    fn reordered_packets_play_in_order() {
+        let mut jb = JitterBuffer::new();
+        // Odd frames overtake even ones by arriving 15 ms earlier than their predecessor.
+        let arrivals = stream(0..200, |f| Some(if f % 2 == 0 { 16.0 } else { 1.0 }));
+        let out = simulate(&mut jb, &arrivals, 4_200.0);
+        let played = frames_played(&out);
+        assert!(
+            played.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {played:?}"
+        );
+        assert!(played.len() >= 195, "played {}", played.len());
+    }
+
+    #[test]
+    fn lost_packets_are_counted_and_rebuilt_from_fec_once_loss_is_seen() {
+        let mut jb = JitterBuffer::new();
+        let arrivals = stream(0..300, |f| (f % 25 != 10).then_some(1.0));
+        let out = simulate(&mut jb, &arrivals, 6_100.0);
+        let s = jb.stats();
+        assert_eq!(s.lost, 12);
+        assert!(s.fec >= 8, "fec {} concealed {}", s.fec, s.concealed);
+        assert!(out.iter().any(|p| matches!(p, Playout::Fec(_))));
+    }
+
+    #[test]
+    fn delay_grows_with_jitter_and_shrinks_when_the_network_calms() {
+        let mut jb = JitterBuffer::new();
+        let mut rng = 12345u32;
+        let mut jitter = move || {
+            rng = rng.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            f64::from((rng >> 16) % 40)
+        };
+        let arrivals = stream(0..750, |f| Some(if f < 250 { 1.0 + jitter() } else { 1.0 }));
+        let start = Instant::now();
+        let _ = start;
+        let out = simulate(&mut jb, &arrivals[..], 5_000.0);
+        let grown = jb.stats().target_ms;
+        assert!(grown > 35.0, "target after jitter {grown}");
+        let late_during_jitter = jb.stats().late;
+        assert!(late_during_jitter < 15, "late {late_during_jitter}");
+        drop(out);
+        let mut jb2 = JitterBuffer::new();
+        simulate(&mut jb2, &arrivals, 15_000.0);
+        let calmed = jb2.stats().target_ms;
+        assert!(calmed < 20.0, "target after calm {calmed}");
+        assert!(jb2.stats().skipped > 0);
+    }
+
+    #[test]
+    fn packet_after_its_slot_is_dropped_as_late() {
+        let mut jb = JitterBuffer::new();
+        let arrivals = stream(0..100, |f| Some(if f == 50 { 200.0 } else { 1.0 }));
+        let out = simulate(&mut jb, &arrivals, 2_100.0);
+        assert!(!frames_played(&out).contains(&50));
+        assert_eq!(jb.stats().late, 1);
+    }
+
+    #[test]
+    fn dtx_gap_plays_silence_and_counts_no_loss() {
+        let mut jb = JitterBuffer::new();
+        // Frames 0..50 then 100..150 with consecutive sequence numbers (DTX between).
+        let mut arrivals = stream(0..50, |_| Some(1.0));
+        arrivals.extend(stream(100..150, |_| Some(1.0)).into_iter().map(|mut a| {
+            a.seq = a.seq.wrapping_sub(50);
+            a
+        }));
+        let out = simulate(&mut jb, &arrivals, 3_010.0);
+        assert_eq!(frames_played(&out).len(), 100);
+        assert_eq!(jb.stats().lost, 0);
+        assert_eq!(
+            jb.stats().concealed,
+            0,
+            "a DTX pause counted as concealment"
+        );
+        assert!(out.iter().filter(|p| **p == Playout::Silence).count() > 30);
+    }
+
+    #[test]
+    fn unwrapper_follows_wraps_and_reordering() {
+        let mut u = Unwrapper::default();
+        let a = u.unwrap(65_535, 16);
+        let b = u.unwrap(0, 16);
+        let c = u.unwrap(65_534, 16);
+        assert_eq!(b, a + 1);
+        assert_eq!(c, a - 1);
+    }
+}
