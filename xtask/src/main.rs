@@ -99,30 +99,44 @@ fn test(rest: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
-fn bench(rest: &[String]) -> Result<()> {
+fn bench(args: &[String]) -> Result<()> {
     let env = prepare(true)?;
-    step("building the server and benchmarks (release)");
-    // The gateway suite runs the server as its own process, found next to the bench binary.
-    let mut build = Command::new(cargo());
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "sohbet-server",
-        "-p",
-        "sohbet-tests",
-    ]);
-    build.args(["--bin", "sohbet-server", "--bin", "sohbet-bench"]);
-    run(&mut build)?;
-    step("running benchmarks");
-    let target = match std::env::var("CARGO_TARGET_DIR") {
-        Ok(dir) => std::path::PathBuf::from(dir),
-        Err(_) => system::repo_root()?.join("target"),
-    };
-    let mut cmd = Command::new(target.join("release").join("sohbet-bench"));
-    cmd.args(rest);
-    env.apply(&mut cmd);
-    run(&mut cmd)
+    // `voice` is the voice engine's own benchmark (an example binary; it needs no server);
+    // other names are suites of sohbet-bench. No name runs everything.
+    let suites: Vec<&String> = args.iter().filter(|a| *a != "voice").collect();
+    let run_voice = args.is_empty() || suites.len() < args.len();
+    if args.is_empty() || !suites.is_empty() {
+        step("building the server and benchmarks (release)");
+        // The gateway suites run the server as its own process, found next to the bench.
+        let mut build = Command::new(cargo());
+        build.args([
+            "build",
+            "--release",
+            "-p",
+            "sohbet-server",
+            "-p",
+            "sohbet-tests",
+        ]);
+        build.args(["--bin", "sohbet-server", "--bin", "sohbet-bench"]);
+        run(&mut build)?;
+        step("running the server benchmarks");
+        let target = match std::env::var("CARGO_TARGET_DIR") {
+            Ok(dir) => std::path::PathBuf::from(dir),
+            Err(_) => system::repo_root()?.join("target"),
+        };
+        let mut cmd = Command::new(target.join("release").join("sohbet-bench"));
+        cmd.args(suites);
+        env.apply(&mut cmd);
+        run(&mut cmd)?;
+    }
+    if run_voice {
+        step("running the voice benchmark (release)");
+        let mut cmd = Command::new(cargo());
+        cmd.args(["run", "--release", "-p", "voice", "--example", "bench"]);
+        env.apply(&mut cmd);
+        run(&mut cmd)?;
+    }
+    Ok(())
 }
 
 pub fn step(what: &str) {
