@@ -388,6 +388,13 @@ impl TestApp {
         Gateway { handle, events }
     }
 
+    /// Connects `token` to the gateway and waits for its ready payload.
+    pub async fn online(&self, token: &str) -> Gateway {
+        let mut gw = self.gateway(token);
+        gw.ready().await;
+        gw
+    }
+
     /// The Redis key the server uses for `suffix` (e.g. `session:{token}`).
     pub fn key(&self, suffix: &str) -> String {
         format!("{}{suffix}", self.prefix)

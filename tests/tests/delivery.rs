@@ -36,12 +36,9 @@ async fn a_sent_message_reaches_every_online_member_but_no_one_else() {
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let group = app.group_with(&alice, &[&bob]).await;
-    let mut a = app.gateway(&alice.token);
-    a.ready().await;
-    let mut b = app.gateway(&bob.token);
-    b.ready().await;
-    let mut c = app.gateway(&carol.token);
-    c.ready().await;
+    let mut a = app.online(&alice.token).await;
+    let mut b = app.online(&bob.token).await;
+    let mut c = app.online(&carol.token).await;
 
     let sent = app.send(&bob, group, "hello").await;
     assert_eq!(messages(&mut a, 1).await, vec![sent.clone()]);
@@ -64,8 +61,7 @@ async fn a_client_resumes_and_gets_what_it_missed_exactly_once_in_order() {
     let bob = app.user("bob").await;
     let group = app.group_with(&alice, &[&bob]).await;
     let first = app.send(&bob, group, "before").await;
-    let mut a = app.gateway(&alice.token);
-    a.ready().await;
+    let a = app.online(&alice.token).await;
     a.handle.close().await;
 
     // Alice is away while five messages arrive; then her client resumes from `first.seq`.
@@ -153,8 +149,7 @@ async fn messages_sent_through_one_instance_reach_clients_on_another() {
     let alice = first.user("alice").await;
     let bob = first.user("bob").await;
     let group = first.group_with(&alice, &[&bob]).await;
-    let mut a = first.gateway(&alice.token);
-    a.ready().await;
+    let mut a = first.online(&alice.token).await;
     let sent = second.send(&bob, group, "via the other instance").await;
     assert_eq!(messages(&mut a, 1).await, vec![sent]);
 }
@@ -179,8 +174,7 @@ async fn no_acknowledged_message_is_lost_while_receivers_drop_and_reconnect() {
     let mut receivers = Vec::new();
     for (i, m) in members.iter().enumerate() {
         let app = if i % 2 == 0 { &first } else { &second };
-        let mut gw = app.gateway(&m.token);
-        gw.ready().await;
+        let gw = app.online(&m.token).await;
         receivers.push(gw);
     }
 

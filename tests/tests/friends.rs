@@ -398,8 +398,7 @@ async fn friends_see_live_presence_and_strangers_see_none() {
     assert_eq!(listed.status, protocol::gateway::Presence::Offline);
     assert!(listed.last_seen.is_some());
 
-    let mut gateway = app.gateway(&alice.token);
-    gateway.ready().await;
+    let _gateway = app.online(&alice.token).await;
     let listed = &friends(&app, &bob).await[0].user;
     assert_eq!(listed.status, protocol::gateway::Presence::Online);
 

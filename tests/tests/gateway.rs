@@ -179,8 +179,7 @@ async fn a_heartbeating_connection_stays_open_and_renews_its_session() {
     })
     .await;
     let alice = app.user("alice").await;
-    let mut gw = app.gateway(&alice.token);
-    gw.ready().await;
+    let mut gw = app.online(&alice.token).await;
     // Three session lifetimes pass; the socket's heartbeats keep the session alive.
     let seen = gw.collect_for(Duration::from_millis(6500)).await;
     assert!(
@@ -201,8 +200,7 @@ async fn revoking_a_session_closes_its_socket_with_session_ended() {
     let app = app().await;
     let alice = app.user("alice").await;
     let other = app.login("alice").await.token;
-    let mut gw = app.gateway(&other);
-    gw.ready().await;
+    let mut gw = app.online(&other).await;
     let (status, _) = app
         .call(
             Method::DELETE,
@@ -225,8 +223,7 @@ async fn revoking_a_session_closes_its_socket_with_session_ended() {
 async fn an_expired_session_closes_its_socket_at_the_next_heartbeat() {
     let app = app().await;
     let alice = app.user("alice").await;
-    let mut gw = app.gateway(&alice.token);
-    gw.ready().await;
+    let mut gw = app.online(&alice.token).await;
     // Expire the session behind the server's back (as Redis TTL expiry would).
     let _: i64 = app
         .redis_cmd(redis::cmd("DEL").arg(app.key(&format!("session:{}", alice.token))))
@@ -246,8 +243,7 @@ async fn friends_see_each_other_come_online_and_go_offline() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     app.befriend(&alice, &bob).await;
-    let mut a = app.gateway(&alice.token);
-    a.ready().await;
+    let mut a = app.online(&alice.token).await;
 
     let b = app.gateway(&bob.token);
     a.expect(
@@ -288,18 +284,15 @@ async fn a_user_on_two_devices_stays_online_until_both_close() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     app.befriend(&alice, &bob).await;
-    let mut a = app.gateway(&alice.token);
-    a.ready().await;
+    let mut a = app.online(&alice.token).await;
     let second_token = app.login("bob").await.token;
-    let mut phone = app.gateway(&bob.token);
-    phone.ready().await;
+    let phone = app.online(&bob.token).await;
     a.expect(
         "bob online",
         presence_of(bob.user.user_id, Presence::Online),
     )
     .await;
-    let mut desktop = app.gateway(&second_token);
-    desktop.ready().await;
+    let desktop = app.online(&second_token).await;
     phone.handle.close().await;
     assert_stays_online(&mut a, bob.user.user_id, Duration::from_millis(800)).await;
     desktop.handle.close().await;
@@ -325,10 +318,8 @@ async fn an_invisible_user_appears_offline() {
         )
         .await;
     assert!(status.is_success());
-    let mut a = app.gateway(&alice.token);
-    a.ready().await;
-    let mut b = app.gateway(&bob.token);
-    b.ready().await;
+    let mut a = app.online(&alice.token).await;
+    let _b = app.online(&bob.token).await;
     let seen = a.collect_for(Duration::from_millis(800)).await;
     assert!(
         !seen
@@ -349,10 +340,8 @@ async fn a_status_change_is_announced_to_friends() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     app.befriend(&alice, &bob).await;
-    let mut a = app.gateway(&alice.token);
-    a.ready().await;
-    let mut b = app.gateway(&bob.token);
-    b.ready().await;
+    let mut a = app.online(&alice.token).await;
+    let _b = app.online(&bob.token).await;
     a.expect(
         "bob online",
         presence_of(bob.user.user_id, Presence::Online),
@@ -377,12 +366,9 @@ async fn typing_reaches_other_members_once_per_throttle_window() {
     let bob = app.user("bob").await;
     let outsider = app.user("carol").await;
     let group = app.group_with(&alice, &[&bob]).await;
-    let mut a = app.gateway(&alice.token);
-    a.ready().await;
-    let mut b = app.gateway(&bob.token);
-    b.ready().await;
-    let mut c = app.gateway(&outsider.token);
-    c.ready().await;
+    let mut a = app.online(&alice.token).await;
+    let mut b = app.online(&bob.token).await;
+    let c = app.online(&outsider.token).await;
     for _ in 0..3 {
         b.handle.typing(group);
     }
@@ -414,10 +400,8 @@ async fn events_cross_server_instances() {
     let alice = first.user("alice").await;
     let bob = first.user("bob").await;
     let group = first.group_with(&alice, &[&bob]).await;
-    let mut a = first.gateway(&alice.token);
-    a.ready().await;
-    let mut b = second.gateway(&bob.token);
-    b.ready().await;
+    let mut a = first.online(&alice.token).await;
+    let b = second.online(&bob.token).await;
     b.handle.typing(group);
     a.expect("typing from the other instance", |e| {
         matches!(e, GatewayEvent::Event(Event::TypingStarted { user_id, .. }) if *user_id == bob.user.user_id).then_some(())
@@ -432,19 +416,16 @@ async fn presence_spans_instances_and_expires_when_an_instance_dies() {
     let alice = first.user("alice").await;
     let bob = first.user("bob").await;
     first.befriend(&alice, &bob).await;
-    let mut a = first.gateway(&alice.token);
-    a.ready().await;
+    let mut a = first.online(&alice.token).await;
     // Bob on both instances: closing one device keeps him online.
     let phone_token = first.login("bob").await.token;
-    let mut on_second = second.gateway(&bob.token);
-    on_second.ready().await;
+    let _on_second = second.online(&bob.token).await;
     a.expect(
         "bob online",
         presence_of(bob.user.user_id, Presence::Online),
     )
     .await;
-    let mut on_first = first.gateway(&phone_token);
-    on_first.ready().await;
+    let on_first = first.online(&phone_token).await;
     on_first.handle.close().await;
     assert_stays_online(&mut a, bob.user.user_id, Duration::from_millis(600)).await;
 
@@ -467,8 +448,7 @@ async fn a_client_that_cannot_keep_up_is_closed_without_delaying_others() {
     .await;
     let alice = app.user("alice").await;
     let slow = app.user("slowpoke").await;
-    let mut a = app.gateway(&alice.token);
-    a.ready().await;
+    let mut a = app.online(&alice.token).await;
     let mut socket = raw_socket(&app).await;
     identify(&mut socket, &slow.token).await;
     // Let the slow connection register, then flood both users with events while the slow

@@ -67,8 +67,7 @@ async fn a_friend_request_reaches_its_recipient_but_a_blocked_senders_does_not()
         &alice.token,
     )
     .await;
-    let mut alice_gw = app.gateway(&alice.token);
-    alice_gw.ready().await;
+    let mut alice_gw = app.online(&alice.token).await;
 
     for from in [&mallory, &bob] {
         app.post(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use protocol::gateway::Event;
 use serde_json::json;
-use sohbet_tests::{Gateway, GatewayEvent, TestApp};
+use sohbet_tests::{GatewayEvent, TestApp};
 
 const HEARTBEAT_MS: u64 = 300;
 
@@ -33,20 +33,14 @@ fn signal(e: &GatewayEvent) -> Option<(i64, serde_json::Value)> {
     }
 }
 
-async fn connected(app: &TestApp, token: &str) -> Gateway {
-    let mut gw = app.gateway(token);
-    gw.ready().await;
-    gw
-}
-
 #[tokio::test]
 async fn joining_and_leaving_a_call_is_announced_to_the_group() {
     let app = app().await;
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let group = app.group_with(&alice, &[&bob]).await;
-    let a = connected(&app, &alice.token).await;
-    let mut b = connected(&app, &bob.token).await;
+    let a = app.online(&alice.token).await;
+    let mut b = app.online(&bob.token).await;
 
     a.handle.voice_join(group);
     assert_eq!(
@@ -75,9 +69,9 @@ async fn signaling_is_relayed_between_participants_only() {
     let bob = app.user("bob").await;
     let carol = app.user("carol").await;
     let group = app.group_with(&alice, &[&bob, &carol]).await;
-    let mut a = connected(&app, &alice.token).await;
-    let mut b = connected(&app, &bob.token).await;
-    let mut c = connected(&app, &carol.token).await;
+    let mut a = app.online(&alice.token).await;
+    let mut b = app.online(&bob.token).await;
+    let mut c = app.online(&carol.token).await;
 
     a.handle.voice_join(group);
     b.handle.voice_join(group);
@@ -115,8 +109,8 @@ async fn a_non_member_cannot_join_a_groups_call() {
     let bob = app.user("bob").await;
     let mallory = app.user("mallory").await;
     let group = app.group_with(&alice, &[&bob]).await;
-    let mut a = connected(&app, &alice.token).await;
-    let m = connected(&app, &mallory.token).await;
+    let mut a = app.online(&alice.token).await;
+    let m = app.online(&mallory.token).await;
     m.handle.voice_join(group);
     m.handle
         .voice_signal(group, alice.user.user_id, json!({"type": "offer"}));
@@ -135,8 +129,8 @@ async fn a_dropped_connection_leaves_its_call() {
     let alice = app.user("alice").await;
     let bob = app.user("bob").await;
     let group = app.group_with(&alice, &[&bob]).await;
-    let mut a = connected(&app, &alice.token).await;
-    let b = connected(&app, &bob.token).await;
+    let mut a = app.online(&alice.token).await;
+    let b = app.online(&bob.token).await;
     b.handle.voice_join(group);
     a.expect("bob joined", |e| voice_state(e).filter(|s| s.2))
         .await;
@@ -155,8 +149,8 @@ async fn callers_on_a_dead_instance_expire_out_of_the_call() {
     let alice = first.user("alice").await;
     let bob = first.user("bob").await;
     let group = first.group_with(&alice, &[&bob]).await;
-    let mut a = connected(&first, &alice.token).await;
-    let b = connected(&second, &bob.token).await;
+    let mut a = first.online(&alice.token).await;
+    let b = second.online(&bob.token).await;
     b.handle.voice_join(group);
     a.expect("bob joined", |e| voice_state(e).filter(|s| s.2))
         .await;

@@ -367,16 +367,45 @@ async fn run_step(
     }
 }
 
+/// A database of its own, the server running on it, and a pool for seeding.
+struct Bench {
+    /// Dropped (with the database) when the benchmark ends.
+    db: TestDatabase,
+    prefix: String,
+    server: Server,
+    pool: PgPool,
+    redis_url: String,
+}
+
+impl Bench {
+    async fn start() -> Self {
+        let db = TestDatabase::create().await;
+        let prefix = format!("bench:{}:", db.name);
+        let server = start_server(&db, &prefix).await;
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect(&db.url)
+            .await
+            .expect("pool");
+        let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
+        Self {
+            db,
+            prefix,
+            server,
+            pool,
+            redis_url,
+        }
+    }
+}
+
 pub async fn run() {
-    let db = TestDatabase::create().await;
-    let prefix = format!("bench:{}:", db.name);
-    let server = start_server(&db, &prefix).await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&db.url)
-        .await
-        .expect("pool");
-    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
+    let Bench {
+        db: _db,
+        prefix,
+        server,
+        pool,
+        redis_url,
+    } = Bench::start().await;
     let users = fabricate_users(&pool, &redis_url, &prefix, 0, 300).await;
     let clock = Arc::new(Clock(Instant::now()));
 
@@ -476,15 +505,13 @@ pub async fn run() {
 
 /// `sohbet-bench idle`: resident memory per idle gateway connection, with 10,000 of them.
 pub async fn idle() {
-    let db = TestDatabase::create().await;
-    let prefix = format!("bench:{}:", db.name);
-    let server = start_server(&db, &prefix).await;
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .connect(&db.url)
-        .await
-        .expect("pool");
-    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
+    let Bench {
+        db: _db,
+        prefix,
+        server,
+        pool,
+        redis_url,
+    } = Bench::start().await;
     let clock = Arc::new(Clock(Instant::now()));
     // Memory per idle connection.
     let (_, rss_before) = cpu_and_rss(server.pid);
