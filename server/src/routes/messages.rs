@@ -108,11 +108,10 @@ pub const ADVANCE_WATERMARK_SQL: &str = "with moved as (
      on conflict (message_id, user_id) do update set is_read = true
      returning read_at";
 /// Before a member's watermark moves (under the group's read lock): the group's lowest
-/// watermark, the lowest of the other members, and who the members are (for the events) —
-/// the new minimum follows without reading the table again.
+/// watermark and the lowest of the other members — the new minimum follows without reading
+/// the table again.
 pub const WATERMARKS_SQL: &str = "select coalesce(min(last_read_seq), 0),
-            min(last_read_seq) filter (where user_id <> $2),
-            array_agg(user_id)
+            min(last_read_seq) filter (where user_id <> $2)
        from group_members where group_id = $1";
 /// The group's lowest watermark: over its members (at most the maximum group size).
 pub const MIN_WATERMARK_SQL: &str =
@@ -124,6 +123,24 @@ pub const FLIP_READ_SQL: &str = "update messages set is_read = true
      where message_id = any(array(select message_id from messages
                                    where group_id = $1 and seq <= $2 and not is_read
                                    order by seq limit $3))";
+
+/// A send in one round trip: see `migrations/…0005_send_message_function.sql`.
+pub const SEND_SQL: &str = "select * from send_message($1, $2, $3, $4, $5)";
+
+/// SQLSTATE `send_message` raises when the sender is no longer a member.
+const NOT_A_MEMBER: &str = "P0002";
+
+#[derive(sqlx::FromRow)]
+struct SentRow {
+    message_id: MessageId,
+    seq: i64,
+    sent_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    old_min: i64,
+    new_min: i64,
+    unfinished: bool,
+    members: Vec<UserId>,
+}
 
 /// At most this many messages flip inside a request's transaction. The rest (after a first
 /// read of a long history) flip after commit in background batches of the same size, so no
@@ -214,8 +231,6 @@ async fn finish_flip(db: sqlx::PgPool, group_id: GroupId, up_to_seq: i64) {
 /// A watermark that moved.
 struct Advance {
     read_at: DateTime<Utc>,
-    /// The group's members when the watermark moved: the events' recipients.
-    members: Vec<UserId>,
     /// Every message up to this seq is now read by all (it rose with this move).
     all_read: Option<AllRead>,
 }
@@ -230,12 +245,11 @@ async fn advance_watermark(
     message_id: MessageId,
 ) -> ApiResult<Option<Advance>> {
     read_lock(tx, group_id).await?;
-    let (old_min, others_min, members): (i64, Option<i64>, Option<Vec<UserId>>) =
-        sqlx::query_as(WATERMARKS_SQL)
-            .bind(group_id)
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
+    let (old_min, others_min): (i64, Option<i64>) = sqlx::query_as(WATERMARKS_SQL)
+        .bind(group_id)
+        .bind(user_id)
+        .fetch_one(&mut *tx)
+        .await?;
     let read_at: Option<DateTime<Utc>> = sqlx::query_scalar(ADVANCE_WATERMARK_SQL)
         .bind(message_id)
         .bind(user_id)
@@ -258,11 +272,7 @@ async fn advance_watermark(
     } else {
         None
     };
-    Ok(Some(Advance {
-        read_at,
-        all_read,
-        members: members.unwrap_or_default(),
-    }))
+    Ok(Some(Advance { read_at, all_read }))
 }
 
 async fn unread_count(
@@ -359,48 +369,53 @@ async fn send_message(
             return replay(existing, group_id);
         }
     }
-    let mut tx = state.db.begin().await?;
-    // One statement takes the group's next seq (locking its row until commit) and inserts.
-    let inserted = sqlx::query_as::<_, MessageRow>(concat!(
-        "with g as (
-             update chat_groups set last_seq = last_seq + 1, last_message_at = now()
-              where group_id = $1 returning last_seq)
-         insert into messages as m (group_id, sender_id, content, seq, nonce)
-         select $1, $2, $3, g.last_seq, $4 from g returning ",
-        message_columns!()
-    ))
-    .bind(group_id)
-    .bind(me)
-    .bind(content.as_str())
-    .bind(&nonce)
-    .fetch_optional(&mut *tx)
-    .await;
-    let message = match inserted {
+    // One round trip (migrations/…0005): seq, message, my watermark and receipt, is_read.
+    let sent = sqlx::query_as::<_, SentRow>(SEND_SQL)
+        .bind(group_id)
+        .bind(me)
+        .bind(content.as_str())
+        .bind(&nonce)
+        .bind(FLIP_BATCH)
+        .fetch_optional(&state.db)
+        .await;
+    let sent = match sent {
+        Ok(Some(row)) => row,
         Ok(None) => return Err(ApiError::NotFound("group")),
-        Ok(Some(row)) => Message::from(row),
-        // A concurrent retry with the same nonce won; rolling back returns our seq too.
+        // A concurrent retry with the same nonce won; the failed send took no seq.
         Err(e) if violated_constraint(&e) == Some("messages_sender_nonce_key") => {
-            tx.rollback().await?;
             let nonce = nonce.as_deref().unwrap_or_default();
             let existing = by_nonce(&state.db, me, nonce)
                 .await?
                 .ok_or(ApiError::Unavailable)?;
             return replay(existing, group_id);
         }
+        // Removed from the group since the check above.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some(NOT_A_MEMBER) => {
+            return Err(ApiError::NotFound("group"))
+        }
         Err(e) => return Err(e.into()),
     };
-    // Removed from the group since the check above: the watermark has no row to move.
-    let Some(advance) =
-        advance_watermark(&mut tx, group_id, me, message.seq, message.message_id).await?
-    else {
-        return Err(ApiError::NotFound("group"));
+    let message = Message {
+        message_id: sent.message_id,
+        group_id,
+        sender_id: Some(me),
+        content: content.as_str().to_owned(),
+        seq: sent.seq,
+        is_read: false,
+        sent_at: sent.sent_at,
+        updated_at: sent.updated_at,
+        edited_at: None,
+        nonce,
     };
-    tx.commit().await?;
+    let all_read = (sent.new_min > sent.old_min).then_some(AllRead {
+        up_to_seq: sent.new_min,
+        unfinished: sent.unfinished,
+    });
     let event = Event::MessageCreated {
         message: message.clone(),
     };
-    state.events.publish(advance.members, event).await;
-    publish_all_read(&state, group_id, advance.all_read).await;
+    state.events.publish(sent.members, event).await;
+    publish_all_read(&state, group_id, all_read).await;
     Ok((StatusCode::CREATED, Json(message)))
 }
 

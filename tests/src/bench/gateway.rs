@@ -414,7 +414,7 @@ pub async fn run() {
     let mut offset = 0;
     for (size, rates) in [
         (2usize, vec![100.0, 500.0, 1000.0, 2000.0]),
-        (20, vec![100.0, 250.0, 500.0, 1000.0]),
+        (20, vec![100.0, 250.0, 500.0, 1000.0, 1500.0]),
         (100, vec![20.0, 50.0, 100.0, 200.0]),
     ] {
         let members = &users[offset..offset + size];
