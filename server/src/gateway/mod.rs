@@ -118,7 +118,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<()> {
     let control_channel = state.keys.control_channel();
     let gateway = state.gateway.clone();
     tokio::spawn(async move {
-        // Keep the sink alive: dropping it ends the subscription.
+        // Only the message stream is read; the sink would change subscriptions.
         let (_sink, mut messages) = pubsub.split();
         loop {
             tokio::select! {
