@@ -101,37 +101,63 @@ impl std::fmt::Debug for Password {
 }
 
 /// 1–64 characters after trimming, no control characters.
-pub fn parse_display_name(raw: &str) -> Result<String, ApiError> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        single_line(raw, "display_name", 64).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A name-like field: 1–`max` characters after trimming, no control characters.
+fn single_line(raw: &str, field: &'static str, max: usize) -> Result<String, ApiError> {
     let s = raw.trim();
     let len = s.chars().count();
-    if !(1..=64).contains(&len) {
+    if !(1..=max).contains(&len) {
         return Err(ApiError::validation(
-            "display_name",
-            "display_name must be 1 to 64 characters",
+            field,
+            format!("{field} must be 1 to {max} characters"),
         ));
     }
     if s.chars().any(char::is_control) {
         return Err(ApiError::validation(
-            "display_name",
-            "display_name may not contain control characters",
+            field,
+            format!("{field} may not contain control characters"),
         ));
     }
     Ok(s.to_owned())
 }
 
-/// An absolute `http`/`https` URL of at most 2048 characters with a host.
-pub fn parse_profile_pic(raw: &str) -> Result<String, ApiError> {
-    let s = raw.trim();
-    let invalid = || ApiError::validation("profile_pic", "profile_pic must be an http(s) URL");
-    let rest = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"))
-        .ok_or_else(invalid)?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if s.len() > 2048 || host.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(invalid());
+/// A profile picture: an absolute `http`/`https` URL of at most 2048 characters with a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfilePicUrl(String);
+
+impl ProfilePicUrl {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let s = raw.trim();
+        let invalid = || ApiError::validation("profile_pic", "profile_pic must be an http(s) URL");
+        let rest = s
+            .strip_prefix("https://")
+            .or_else(|| s.strip_prefix("http://"))
+            .ok_or_else(invalid)?;
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        if s.len() > 2048
+            || host.is_empty()
+            || s.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid());
+        }
+        Ok(Self(s.to_owned()))
     }
-    Ok(s.to_owned())
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Friend codes: 8 characters from 31 that cannot be confused when read aloud or typed
@@ -140,27 +166,49 @@ pub fn parse_profile_pic(raw: &str) -> Result<String, ApiError> {
 pub const FRIEND_CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
 pub const FRIEND_CODE_LEN: usize = 8;
 
-pub fn new_friend_code() -> String {
-    let mut rng = rand::rng();
-    (0..FRIEND_CODE_LEN)
-        .map(|_| char::from(FRIEND_CODE_ALPHABET[rng.random_range(0..FRIEND_CODE_ALPHABET.len())]))
-        .collect()
-}
+/// A friend code: [`FRIEND_CODE_LEN`] characters of [`FRIEND_CODE_ALPHABET`], upper case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FriendCode(String);
 
-/// Normalizes a typed friend code: case-insensitive, spaces and dashes ignored.
-pub fn parse_friend_code(raw: &str) -> Result<String, ApiError> {
-    let code: String = raw
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    if code.len() != FRIEND_CODE_LEN || !code.bytes().all(|b| FRIEND_CODE_ALPHABET.contains(&b)) {
-        return Err(ApiError::validation(
-            "friend_code",
-            "friend_code must be 8 characters like 7KQ4-M2XP",
-        ));
+impl FriendCode {
+    /// Draws a new random code.
+    pub fn random() -> Self {
+        let mut rng = rand::rng();
+        Self(
+            (0..FRIEND_CODE_LEN)
+                .map(|_| {
+                    char::from(
+                        FRIEND_CODE_ALPHABET[rng.random_range(0..FRIEND_CODE_ALPHABET.len())],
+                    )
+                })
+                .collect(),
+        )
     }
-    Ok(code)
+
+    /// Normalizes a typed friend code: case-insensitive, spaces and dashes ignored.
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let code: String = raw
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
+        if code.len() != FRIEND_CODE_LEN || !code.bytes().all(|b| FRIEND_CODE_ALPHABET.contains(&b))
+        {
+            return Err(ApiError::validation(
+                "friend_code",
+                "friend_code must be 8 characters like 7KQ4-M2XP",
+            ));
+        }
+        Ok(Self(code))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 /// Message text: 1–4000 characters after trimming surrounding whitespace; `\r\n` becomes
@@ -197,54 +245,72 @@ impl MessageContent {
 }
 
 /// A group name: 1–100 characters after trimming, no control characters.
-pub fn parse_group_name(raw: &str) -> Result<String, ApiError> {
-    let s = raw.trim();
-    let len = s.chars().count();
-    if !(1..=100).contains(&len) {
-        return Err(ApiError::validation(
-            "name",
-            "name must be 1 to 100 characters",
-        ));
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupName(String);
+
+impl GroupName {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        single_line(raw, "name", 100).map(Self)
     }
-    if s.chars().any(char::is_control) {
-        return Err(ApiError::validation(
-            "name",
-            "name may not contain control characters",
-        ));
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    Ok(s.to_owned())
 }
 
-/// A group description: at most 1000 characters after trimming, newlines and tabs allowed,
-/// other control characters not. Empty means none.
-pub fn parse_description(raw: &str) -> Result<Option<String>, ApiError> {
-    let s = raw.trim();
-    if s.chars().count() > 1000 {
-        return Err(ApiError::validation(
-            "description",
-            "description must be at most 1000 characters",
-        ));
+/// A group description: 1–1000 characters after trimming, newlines and tabs allowed, other
+/// control characters not. Empty (after trimming) means none: [`Description::parse`] then
+/// answers `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Description(String);
+
+impl Description {
+    pub fn parse(raw: &str) -> Result<Option<Self>, ApiError> {
+        let s = raw.trim();
+        if s.chars().count() > 1000 {
+            return Err(ApiError::validation(
+                "description",
+                "description must be at most 1000 characters",
+            ));
+        }
+        if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+            return Err(ApiError::validation(
+                "description",
+                "description may not contain control characters other than newline and tab",
+            ));
+        }
+        Ok((!s.is_empty()).then(|| Self(s.to_owned())))
     }
-    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-        return Err(ApiError::validation(
-            "description",
-            "description may not contain control characters other than newline and tab",
-        ));
+
+    pub fn as_str(&self) -> &str {
+        &self.0
     }
-    Ok((!s.is_empty()).then(|| s.to_owned()))
 }
 
 /// A client's retry key: 1–64 characters, no control characters. Not trimmed: it is an
 /// opaque token compared exactly.
-pub fn parse_nonce(raw: &str) -> Result<String, ApiError> {
-    let len = raw.chars().count();
-    if !(1..=64).contains(&len) || raw.chars().any(char::is_control) {
-        return Err(ApiError::validation(
-            "nonce",
-            "nonce must be 1 to 64 characters without control characters",
-        ));
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nonce(String);
+
+impl Nonce {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let len = raw.chars().count();
+        if !(1..=64).contains(&len) || raw.chars().any(char::is_control) {
+            return Err(ApiError::validation(
+                "nonce",
+                "nonce must be 1 to 64 characters without control characters",
+            ));
+        }
+        Ok(Self(raw.to_owned()))
     }
-    Ok(raw.to_owned())
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 #[cfg(test)]
@@ -276,19 +342,38 @@ mod tests {
     #[test]
     fn friend_codes_avoid_ambiguous_characters() {
         for _ in 0..200 {
-            let code = new_friend_code();
-            assert_eq!(code.len(), FRIEND_CODE_LEN);
-            assert!(!code.contains(['0', 'O', '1', 'I', 'L']), "{code}");
-            assert_eq!(parse_friend_code(&code.to_lowercase()).ok(), Some(code));
+            let code = FriendCode::random();
+            assert_eq!(code.as_str().len(), FRIEND_CODE_LEN);
+            assert!(
+                !code.as_str().contains(['0', 'O', '1', 'I', 'L']),
+                "{code:?}"
+            );
+            assert_eq!(
+                FriendCode::parse(&code.as_str().to_lowercase()).ok(),
+                Some(code)
+            );
         }
-        assert!(parse_friend_code("ABCD-EF0H").is_err());
+        assert!(FriendCode::parse("ABCD-EF0H").is_err());
+    }
+
+    #[test]
+    fn display_names_are_trimmed_single_lines() {
+        assert_eq!(
+            DisplayName::parse("  Ayşe  ").map(|n| n.0).ok(),
+            Some("Ayşe".into())
+        );
+        assert!(DisplayName::parse(&"d".repeat(64)).is_ok());
+        for bad in ["", "   ", "a\nb", "nul\0"] {
+            assert!(DisplayName::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(DisplayName::parse(&"d".repeat(65)).is_err());
     }
 
     #[test]
     fn profile_pic_must_be_http_url() {
-        assert!(parse_profile_pic("https://example.org/a.png").is_ok());
+        assert!(ProfilePicUrl::parse("https://example.org/a.png").is_ok());
         for bad in ["ftp://x/y", "javascript:alert(1)", "https://", "http:// x"] {
-            assert!(parse_profile_pic(bad).is_err(), "{bad} accepted");
+            assert!(ProfilePicUrl::parse(bad).is_err(), "{bad} accepted");
         }
     }
 
@@ -314,16 +399,19 @@ mod tests {
 
     #[test]
     fn group_names_and_descriptions_are_bounded() {
-        assert_eq!(parse_group_name(" Team ").ok(), Some("Team".into()));
-        assert!(parse_group_name(&"n".repeat(100)).is_ok());
+        assert_eq!(
+            GroupName::parse(" Team ").map(|n| n.0).ok(),
+            Some("Team".into())
+        );
+        assert!(GroupName::parse(&"n".repeat(100)).is_ok());
         for bad in ["", "  ", "a\nb"] {
-            assert!(parse_group_name(bad).is_err(), "{bad:?} accepted");
+            assert!(GroupName::parse(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(parse_group_name(&"n".repeat(101)).is_err());
-        assert_eq!(parse_description("  ").ok(), Some(None));
-        assert!(parse_description(&"d".repeat(1000)).is_ok());
-        assert!(parse_description(&"d".repeat(1001)).is_err());
-        assert!(parse_nonce("").is_err());
-        assert!(parse_nonce(&"n".repeat(65)).is_err());
+        assert!(GroupName::parse(&"n".repeat(101)).is_err());
+        assert_eq!(Description::parse("  ").ok(), Some(None));
+        assert!(Description::parse(&"d".repeat(1000)).is_ok());
+        assert!(Description::parse(&"d".repeat(1001)).is_err());
+        assert!(Nonce::parse("").is_err());
+        assert!(Nonce::parse(&"n".repeat(65)).is_err());
     }
 }
