@@ -5,7 +5,7 @@ use protocol::{auth::LoginResponse, users::User};
 use crate::{
     domain::{
         users::{UserRow, FRIEND_CODE_ATTEMPTS},
-        DisplayName, Email, FriendCode, Password, Username,
+        DisplayName, Email, FriendCode, LoginName, Password, Username,
     },
     error::{violated_constraint, ApiError, ApiResult},
     rate_limit,
@@ -77,7 +77,7 @@ struct LoginRow {
 /// A login attempt as it arrived.
 pub struct Credentials<'a> {
     /// A username or an email.
-    pub login: &'a str,
+    pub login: &'a LoginName,
     pub password: &'a str,
     pub device_info: Option<&'a str>,
     /// The client's address: attempts are limited per IP, and the session records it.
@@ -86,7 +86,8 @@ pub struct Credentials<'a> {
 
 /// Checks the credentials and opens a session. An unknown account and a wrong password
 /// give the same `invalid_credentials` answer after the same argon2 work. Attempts are
-/// limited per client IP and failures per login name (429 with `Retry-After`).
+/// limited per client IP, and failures per login name *from that IP* (429 with
+/// `Retry-After`): someone guessing elsewhere cannot lock the owner out.
 pub async fn login(state: &AppState, creds: Credentials<'_>) -> ApiResult<LoginResponse> {
     let settings = &state.settings;
     let ip = creds.ip;
@@ -97,15 +98,11 @@ pub async fn login(state: &AppState, creds: Credentials<'_>) -> ApiResult<LoginR
         settings.login_window_secs,
     )
     .await?;
-    let login = creds.login.trim().to_lowercase();
-    // Bound the key length: the login name is attacker-chosen.
-    let account_key = state
-        .keys
-        .login_account(&login.chars().take(254).collect::<String>());
+    let login = creds.login;
+    let account_key = state.keys.login_failures(login.as_str(), &ip);
     rate_limit::check(&state.redis, &account_key, settings.login_account_limit).await?;
 
-    // Usernames cannot contain '@', so the login's shape says which column to look in.
-    let query = if login.contains('@') {
+    let query = if login.is_email() {
         concat!(
             "select password_hash, ",
             user_columns!(),
@@ -119,7 +116,7 @@ pub async fn login(state: &AppState, creds: Credentials<'_>) -> ApiResult<LoginR
         )
     };
     let row: Option<LoginRow> = sqlx::query_as(query)
-        .bind(&login)
+        .bind(login.as_str())
         .fetch_optional(&state.db)
         .await?;
     let (hash, user) = match row {

@@ -1,7 +1,7 @@
 //! The domain layer: what Sohbet does, free of HTTP. Route handlers and the gateway both
 //! call in here; nothing in here knows a route, a status code or a socket.
 //!
-//! - [`values`]: validated inputs (username, email, password, display name, profile picture
+//! - [`values`]: validated inputs (username, login name, email, password, display name, profile picture
 //!   URL, friend code, group name, description, message content, nonce). A value of one of
 //!   these types has passed its rule; code past the edge never checks it again.
 //! - [`accounts`]: registration and login (credentials, login rate limits, sessions).
@@ -33,6 +33,6 @@ pub mod users;
 pub mod values;
 
 pub use values::{
-    Description, DisplayName, Email, FriendCode, GroupName, MessageContent, Nonce, Password,
-    ProfilePicUrl, Username,
+    Description, DisplayName, Email, FriendCode, GroupName, LoginName, MessageContent, Nonce,
+    Password, ProfilePicUrl, Username,
 };

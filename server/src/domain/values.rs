@@ -73,6 +73,35 @@ impl Email {
     }
 }
 
+/// What a user types to log in: a username or an email, trimmed and lower-cased. At most
+/// 254 characters (the longest email) and no control characters: nothing else can name an
+/// account (and PostgreSQL refuses a NUL in text). Empty is allowed: it names no account
+/// and is answered like any unknown one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginName(String);
+
+impl LoginName {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let s = raw.trim().to_lowercase();
+        if s.chars().count() > 254 || s.chars().any(char::is_control) {
+            return Err(ApiError::validation(
+                "login",
+                "login must be a username or an email of at most 254 characters",
+            ));
+        }
+        Ok(Self(s))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Usernames cannot contain '@', so the shape says which column to look in.
+    pub fn is_email(&self) -> bool {
+        self.0.contains('@')
+    }
+}
+
 /// 8–128 characters (counted as characters, not bytes). Never trimmed: spaces are part of a
 /// passphrase.
 pub struct Password(String);
@@ -367,6 +396,17 @@ mod tests {
             assert!(DisplayName::parse(bad).is_err(), "{bad:?} accepted");
         }
         assert!(DisplayName::parse(&"d".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn login_names_refuse_control_characters_and_overlong_input() {
+        assert_eq!(
+            LoginName::parse(" Ali@Example.ORG ").map(|l| l.0).ok(),
+            Some("ali@example.org".into())
+        );
+        for bad in ["a\0b".to_owned(), "tab\tname".to_owned(), "x".repeat(255)] {
+            assert!(LoginName::parse(&bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::{
     auth::Auth,
     domain::{
         accounts::{self, Credentials, Registration},
-        DisplayName, Email, Password, Username,
+        DisplayName, Email, LoginName, Password, Username,
     },
     error::ApiResult,
     extract::{Json, Path},
@@ -61,19 +61,22 @@ async fn register(
 ///
 /// `login` is a username or an email. An unknown account and a wrong password give the same
 /// `invalid_credentials` answer after the same argon2 work. Attempts are limited per client
-/// IP and failures per login name (429 with `Retry-After`).
+/// IP and failures per login name from that IP (429 with `Retry-After`), so nobody can lock
+/// another person out. A login with control characters or over 254 characters is 422.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, body = LoginResponse),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
+        (status = 422, body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
+    let login = LoginName::parse(&req.login)?;
     let credentials = Credentials {
-        login: &req.login,
+        login: &login,
         password: &req.password,
         device_info: req.device_info.as_deref(),
         ip: peer.ip().to_string(),
