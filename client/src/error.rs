@@ -10,6 +10,10 @@ pub enum ClientError {
         status: StatusCode,
         code: String,
         message: String,
+        /// For `validation_failed`: the request field that was rejected.
+        field: Option<String>,
+        /// For `rate_limited`: the server's `Retry-After`, in seconds.
+        retry_after_secs: Option<u64>,
     },
     /// The request did not complete (connection refused, timeout...).
     #[error("transport: {0}")]

@@ -99,6 +99,11 @@ impl Client {
         }
         let resp = req.send().await?;
         let status = resp.status();
+        let retry_after_secs = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
         let bytes = resp.bytes().await?;
         if status.is_success() {
             let bytes = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
@@ -116,6 +121,8 @@ impl Client {
                 status,
                 code: e.error.code,
                 message: e.error.message,
+                field: e.error.field,
+                retry_after_secs,
             }),
             Err(_) => Err(ClientError::Unexpected {
                 status,

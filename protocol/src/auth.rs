@@ -8,6 +8,7 @@ use crate::users::User;
 /// `POST /api/auth/register`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// 3–32 characters of `a-z 0-9 _ .`; stored lower-case, unique regardless of case.
@@ -23,6 +24,7 @@ pub struct RegisterRequest {
 /// `POST /api/auth/login`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Username or email.
@@ -35,6 +37,7 @@ pub struct LoginRequest {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct LoginResponse {
     /// Bearer token for `Authorization: Bearer <token>`; 256 bits from a CSPRNG.
     pub token: String,
@@ -47,6 +50,7 @@ pub struct LoginResponse {
 /// never listed; `session_id` names the session for revocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct SessionInfo {
     pub session_id: String,
     pub ip_address: String,
@@ -61,6 +65,7 @@ pub struct SessionInfo {
 /// `DELETE /api/auth/sessions` answers with how many other sessions were revoked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct RevokedSessions {
     pub revoked: u64,
 }

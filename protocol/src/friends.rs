@@ -8,6 +8,7 @@ use crate::users::PublicUser;
 /// `POST /api/friends/requests`: exactly one of `friend_code` or `username`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct FriendRequestBody {
     /// Eight characters, case-insensitive; spaces and dashes ignored.
@@ -20,6 +21,7 @@ pub struct FriendRequestBody {
 /// Where a relationship stands after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum FriendRequestState {
     /// The request waits for the other user.
@@ -31,6 +33,7 @@ pub enum FriendRequestState {
 /// The answer to `POST /api/friends/requests`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct FriendRequestOutcome {
     pub state: FriendRequestState,
     pub user: PublicUser,
@@ -39,6 +42,7 @@ pub struct FriendRequestOutcome {
 /// A friend, or the other side of a pending request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Friend {
     pub user: PublicUser,
     /// When the request was sent, or the friendship or block began.
@@ -48,6 +52,7 @@ pub struct Friend {
 /// `GET /api/friends/requests`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct FriendRequests {
     /// Requests others sent to me, newest first.
     pub incoming: Vec<Friend>,

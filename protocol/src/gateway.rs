@@ -36,6 +36,7 @@ pub const GATEWAY_VERSION: u32 = 1;
 /// (and while `invisible`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum Presence {
     Online,
@@ -80,6 +81,7 @@ pub mod close {
 /// Where a client was when it disconnected: the last message sequence it saw per group.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct ResumeFrom {
     /// Groups left out are not replayed (fetch their history over REST).
@@ -89,6 +91,7 @@ pub struct ResumeFrom {
 /// The last message sequence a client saw in one group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct GroupCursor {
     pub group_id: GroupId,
@@ -109,6 +112,7 @@ impl ResumeFrom {
 /// Client → server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientFrame {
     Identify {
@@ -142,6 +146,7 @@ pub enum ClientFrame {
 /// Who is in a group's voice call.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct VoiceCall {
     pub group_id: GroupId,
     pub participants: Vec<UserId>,
@@ -150,6 +155,7 @@ pub struct VoiceCall {
 /// A group as the client should know it on (re)connect.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct GroupPosition {
     pub group_id: GroupId,
     /// Sequence of the group's latest message (0 when empty).
@@ -161,6 +167,7 @@ pub struct GroupPosition {
 /// What a user sees of another user's presence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct PresenceState {
     pub user_id: UserId,
     pub presence: Presence,
@@ -171,6 +178,7 @@ pub struct PresenceState {
 #[allow(clippy::large_enum_variant)] // Ready is sent once per connection; boxing buys nothing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ServerFrame {
     Hello {
@@ -206,6 +214,7 @@ pub enum ServerFrame {
 /// the thing (so clients parse one shape), and say in its doc who receives it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
     /// A friend's or group co-member's presence changed. To: their friends and co-members.

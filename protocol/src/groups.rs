@@ -8,6 +8,7 @@ use crate::{messages::Message, users::PublicUser, GroupId, UserId};
 /// A member's role. Each role can do everything the ones below it can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Sends messages, edits and deletes their own.
@@ -40,6 +41,7 @@ impl Role {
 /// A group chat or a direct message (`is_direct_msg`, no name: show the other member).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Group {
     pub group_id: GroupId,
     pub name: Option<String>,
@@ -54,6 +56,7 @@ pub struct Group {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Member {
     pub user: PublicUser,
     pub role: Role,
@@ -65,6 +68,7 @@ pub struct Member {
 /// `GET /api/groups/{group_id}` and the answer to creating one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct GroupDetail {
     pub group: Group,
     pub my_role: Role,
@@ -74,6 +78,7 @@ pub struct GroupDetail {
 /// One entry of `GET /api/groups`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct GroupListItem {
     pub group: Group,
     pub my_role: Role,
@@ -88,6 +93,7 @@ pub struct GroupListItem {
 /// `POST /api/groups`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroupRequest {
     /// 1–100 characters.
@@ -101,6 +107,7 @@ pub struct CreateGroupRequest {
 /// description.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateGroupRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,12 +118,14 @@ pub struct UpdateGroupRequest {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "specta", specta(type = Option<String>))]
     pub description: Option<Option<String>>,
 }
 
 /// `POST /api/dms`, `POST /api/groups/{group_id}/members`, `POST /api/groups/{group_id}/owner`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct UserRef {
     pub user_id: UserId,
@@ -126,6 +135,7 @@ pub struct UserRef {
 /// only by transfer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct ChangeRoleRequest {
     pub role: Role,

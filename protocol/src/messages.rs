@@ -7,6 +7,7 @@ use crate::{GroupId, MessageId, UserId};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Message {
     pub message_id: MessageId,
     pub group_id: GroupId,
@@ -28,6 +29,7 @@ pub struct Message {
 /// `POST /api/groups/{group_id}/messages`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct SendMessageRequest {
     /// 1–4000 characters after trimming; no NUL or control characters except newline and tab.
@@ -41,6 +43,7 @@ pub struct SendMessageRequest {
 /// `PATCH /api/groups/{group_id}/messages/{message_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct EditMessageRequest {
     pub content: String,
@@ -49,6 +52,7 @@ pub struct EditMessageRequest {
 /// A page of history, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct MessagePage {
     pub messages: Vec<Message>,
     /// More messages exist past the page in the direction asked (`before`: older;
@@ -59,6 +63,7 @@ pub struct MessagePage {
 /// `POST /api/groups/{group_id}/read`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct MarkReadRequest {
     /// Everything up to and including this message counts as read.
@@ -68,6 +73,7 @@ pub struct MarkReadRequest {
 /// My read position in a group.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ReadState {
     pub group_id: GroupId,
     pub last_read_seq: i64,
@@ -77,6 +83,7 @@ pub struct ReadState {
 /// Who read a message, and when.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Receipt {
     pub user_id: UserId,
     /// When the member first marked this message or a later one read; `None` if that
@@ -88,6 +95,7 @@ pub struct Receipt {
 /// ids of this group); none gives the latest page.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {

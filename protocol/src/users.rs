@@ -9,6 +9,7 @@ use crate::UserId;
 /// derived from it: `invisible` appears as offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "lowercase")]
 pub enum UserStatus {
     Online,
@@ -41,6 +42,7 @@ impl UserStatus {
 /// The signed-in user's own account, as returned by register, login and `/api/users/me`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct User {
     pub user_id: UserId,
     pub username: String,
@@ -59,6 +61,7 @@ pub struct User {
 /// `display_name`/`profile_pic`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMeRequest {
     #[serde(
@@ -67,6 +70,7 @@ pub struct UpdateMeRequest {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "specta", specta(type = Option<String>))]
     pub display_name: Option<Option<String>>,
     /// An `http://` or `https://` URL.
     #[serde(
@@ -75,6 +79,7 @@ pub struct UpdateMeRequest {
         skip_serializing_if = "Option::is_none"
     )]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    #[cfg_attr(feature = "specta", specta(type = Option<String>))]
     pub profile_pic: Option<Option<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<UserStatus>,
@@ -83,6 +88,7 @@ pub struct UpdateMeRequest {
 /// `POST /api/users/me/friend-code` answers with the new code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct FriendCodeResponse {
     pub friend_code: String,
 }
@@ -91,6 +97,7 @@ pub struct FriendCodeResponse {
 /// `invisible` shown as `offline`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct PublicUser {
     pub user_id: UserId,
     pub username: String,
