@@ -1,0 +1,99 @@
+//! Gateway events on their way to the web view.
+//!
+//! The gateway stream of `sohbet-client` is read by one task per session and handed to the
+//! UI's [`Channel`] as [`AppEvent`]s. Until the UI subscribes (at start-up, or again after
+//! a reload of the web view) the task waits and the client's bounded queue holds the
+//! events; when that fills the client stops reading and the server drops the socket as too
+//! slow, after which the client resumes: nothing is lost, only delayed.
+
+use protocol::{
+    gateway::{Event, GroupPosition, PresenceState, VoiceCall},
+    users::User,
+    GroupId,
+};
+use serde::Serialize;
+use sohbet_client::gateway::GatewayEvent;
+use tauri::ipc::Channel;
+use tokio::sync::{mpsc, watch};
+
+/// What the UI receives on its event channel.
+#[derive(Debug, Clone, Serialize, specta::Type)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AppEvent {
+    /// Connected (again): the UI refreshes what it shows from this snapshot.
+    Ready {
+        user: User,
+        session_id: String,
+        groups: Vec<GroupPosition>,
+        presences: Vec<PresenceState>,
+        voice_calls: Vec<VoiceCall>,
+    },
+    /// Missed messages were replayed; `resync_groups` must be refetched over REST.
+    Resumed {
+        replayed: u64,
+        resync_groups: Vec<GroupId>,
+    },
+    Event {
+        event: Event,
+    },
+    /// The connection dropped; the client is reconnecting by itself.
+    Disconnected {
+        code: Option<u16>,
+    },
+    /// The session ended (logged out elsewhere, revoked, expired): log in again.
+    SessionEnded {
+        code: u16,
+    },
+}
+
+impl From<GatewayEvent> for AppEvent {
+    fn from(e: GatewayEvent) -> Self {
+        match e {
+            GatewayEvent::Ready {
+                user,
+                session_id,
+                groups,
+                presences,
+                voice_calls,
+            } => Self::Ready {
+                user: *user,
+                session_id,
+                groups,
+                presences,
+                voice_calls,
+            },
+            GatewayEvent::Resumed {
+                replayed,
+                resync_groups,
+            } => Self::Resumed {
+                replayed,
+                resync_groups,
+            },
+            GatewayEvent::Event(event) => Self::Event { event },
+            GatewayEvent::Disconnected { code } => Self::Disconnected { code },
+            GatewayEvent::Closed { code } => Self::SessionEnded { code },
+        }
+    }
+}
+
+/// The UI's current event channel; replaced when the web view subscribes again.
+pub type Subscriber = watch::Receiver<Option<Channel<AppEvent>>>;
+
+/// Forwards one session's gateway events to whichever channel the UI last subscribed.
+pub async fn forward(mut events: mpsc::Receiver<GatewayEvent>, mut subscriber: Subscriber) {
+    while let Some(event) = events.recv().await {
+        let event = AppEvent::from(event);
+        loop {
+            let channel = subscriber.borrow_and_update().clone();
+            if let Some(channel) = channel {
+                if channel.send(event.clone()).is_ok() {
+                    break;
+                }
+            }
+            // No live channel: wait for the UI to subscribe (again).
+            if subscriber.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What the app keeps on disk between runs: the server address (a small JSON file in the
+//! profile folder) and the session token (the OS keyring when a Secret Service answers,
+//! else a file only the user can read). The web view never sees the token.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CommandError;
+
+/// Keyring service name; the account is the profile folder, so two profiles on one
+/// machine (as the end-to-end tests run) keep separate sessions.
+const KEYRING_SERVICE: &str = "org.sohbet.desktop";
+
+/// Non-secret settings of a profile.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Config {
+    pub server: Option<String>,
+}
+
+/// One profile's folder and its token store.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    dir: PathBuf,
+}
+
+impl Profile {
+    pub fn new(dir: PathBuf) -> Self {
+        Self { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    fn token_path(&self) -> PathBuf {
+        self.dir.join("session-token")
+    }
+
+    pub fn load_config(&self) -> Config {
+        fs::read(self.config_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_config(&self, config: &Config) -> Result<(), CommandError> {
+        let bytes = serde_json::to_vec_pretty(config).map_err(storage)?;
+        fs::create_dir_all(&self.dir).map_err(storage)?;
+        fs::write(self.config_path(), bytes).map_err(storage)
+    }
+
+    fn keyring_entry(&self) -> Option<keyring::Entry> {
+        keyring::Entry::new(KEYRING_SERVICE, &self.dir.to_string_lossy()).ok()
+    }
+
+    /// The saved token: the keyring's if it has one, else the file's.
+    pub fn load_token(&self) -> Option<String> {
+        if let Some(token) = self.keyring_entry().and_then(|e| e.get_password().ok()) {
+            return Some(token);
+        }
+        fs::read_to_string(self.token_path())
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    }
+
+    /// Keeps the token in the keyring, or, where no keyring answers, in a 0600 file.
+    pub fn save_token(&self, token: &str) -> Result<TokenPlace, CommandError> {
+        if let Some(entry) = self.keyring_entry() {
+            match entry.set_password(token) {
+                Ok(()) => {
+                    let _ = fs::remove_file(self.token_path());
+                    return Ok(TokenPlace::Keyring);
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "no keyring: keeping the session in a private file")
+                }
+            }
+        }
+        fs::create_dir_all(&self.dir).map_err(storage)?;
+        write_private(&self.token_path(), token.as_bytes()).map_err(storage)?;
+        Ok(TokenPlace::File)
+    }
+
+    pub fn clear_token(&self) {
+        if let Some(entry) = self.keyring_entry() {
+            let _ = entry.delete_credential();
+        }
+        let _ = fs::remove_file(self.token_path());
+    }
+}
+
+/// Where a token ended up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPlace {
+    Keyring,
+    File,
+}
+
+/// Creates (or replaces) a file readable and writable by its owner only, with the mode set
+/// at creation so the secret is never briefly world-readable.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+fn storage(e: impl std::fmt::Display) -> CommandError {
+    tracing::warn!(error = %e, "profile storage failed");
+    CommandError::new("storage", "Could not save to the app's data folder.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_file_is_private_to_its_owner() {
+        let dir = std::env::temp_dir().join(format!("sohbet-store-{}", std::process::id()));
+        let path = dir.join("t");
+        fs::create_dir_all(&dir).unwrap();
+        write_private(&path, b"secret").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), "secret");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
