@@ -1,0 +1,543 @@
+// The app's state, fed by the session's event stream and by command answers. Screens read
+// it and call its actions; nothing here re-fetches on render.
+import { tick } from "svelte";
+import { SvelteMap } from "svelte/reactivity";
+import {
+  commands,
+  describeError,
+  errorOf,
+  subscribe,
+  type AppEvent,
+  type Event,
+  type Friend,
+  type FriendRequests,
+  type GroupDetail,
+  type GroupListItem,
+  type Message,
+  type Presence,
+  type PublicUser,
+  type User,
+} from "./backend";
+import { notify, openExternal } from "./desktop";
+import { mergeMessages } from "./timeline";
+
+/** History page size: one screenful or two; the server allows up to 100. */
+const PAGE = 50;
+/** Typing is announced at most this often while keys are pressed. */
+const TYPING_EVERY_MS = 3000;
+
+export type View = "chat" | "friends" | "settings";
+
+export class Timeline {
+  messages = $state<Message[]>([]);
+  hasOlder = $state(true);
+  loading = $state(false);
+  loaded = $state(false);
+  error = $state<string | null>(null);
+  /** Messages of others after this seq sit under the "new messages" marker. */
+  newAfterSeq = $state<number | null>(null);
+  /** Sent but not yet confirmed, or failed (kept with their nonce for a safe retry). */
+  pending = $state<{ nonce: string; content: string; failed: string | null }[]>([]);
+}
+
+export class App {
+  phase = $state<"loading" | "no_server" | "logged_out" | "app">("loading");
+  server = $state<string | null>(null);
+  me = $state<User | null>(null);
+  /** The gateway connection: `offline` shows the banner; catch-up happens on `ready`. */
+  connection = $state<"connecting" | "online" | "offline">("connecting");
+  notice = $state<string | null>(null);
+
+  conversations = new SvelteMap<number, GroupListItem>();
+  details = new SvelteMap<number, GroupDetail>();
+  timelines = new SvelteMap<number, Timeline>();
+  users = new SvelteMap<number, PublicUser>();
+  presence = new SvelteMap<number, { presence: Presence; last_seen: string | null }>();
+  /** group → user → when their typing indicator lapses (ms since epoch). */
+  typing = new SvelteMap<number, SvelteMap<number, number>>();
+  voice = new SvelteMap<number, number[]>();
+  drafts = new SvelteMap<number, string>();
+
+  friends = $state<Friend[]>([]);
+  requests = $state<FriendRequests>({ incoming: [], outgoing: [] });
+  blocked = $state<Friend[]>([]);
+  /** False until the friends lists first arrive (an empty list is not "no friends" yet). */
+  friendsLoaded = $state(false);
+
+  view = $state<View>("friends");
+  selected = $state<number | null>(null);
+  focused = $state(true);
+
+  sorted = $derived(
+    [...this.conversations.values()].sort((a, b) => activity(b) - activity(a) || b.group.group_id - a.group.group_id),
+  );
+  totalUnread = $derived([...this.conversations.values()].reduce((n, c) => n + Math.max(0, c.unread_count), 0));
+
+  private lastTyping = new Map<number, number>();
+
+  // --- start, server, login ------------------------------------------------------------
+
+  async start() {
+    await subscribe((e) => this.onEvent(e));
+    try {
+      const s = await commands.startup();
+      switch (s.state) {
+        case "no_server":
+          this.phase = "no_server";
+          break;
+        case "logged_out":
+          this.server = s.server;
+          this.phase = "logged_out";
+          break;
+        case "logged_in":
+          this.server = s.server;
+          await this.enter(s.user);
+          break;
+        case "offline":
+          this.server = s.server;
+          this.connection = "offline";
+          this.phase = "app";
+          break;
+      }
+    } catch (e) {
+      this.notice = describeError(e);
+      this.phase = "logged_out";
+    }
+  }
+
+  async setServer(address: string) {
+    this.server = await commands.setServer(address);
+    this.phase = "logged_out";
+  }
+
+  async forgetServer() {
+    await commands.forgetServer();
+    this.server = null;
+    this.phase = "no_server";
+  }
+
+  async logIn(login: string, password: string) {
+    const user = await commands.logIn(login, password);
+    await this.enter(user);
+  }
+
+  async register(username: string, email: string, password: string, displayName: string) {
+    const user = await commands.register({
+      username,
+      email,
+      password,
+      display_name: displayName.trim() ? displayName.trim() : undefined,
+    });
+    await this.enter(user);
+  }
+
+  async logOut() {
+    await commands.logOut();
+    this.reset();
+    this.phase = "logged_out";
+  }
+
+  private reset() {
+    this.me = null;
+    this.conversations.clear();
+    this.details.clear();
+    this.timelines.clear();
+    this.users.clear();
+    this.presence.clear();
+    this.typing.clear();
+    this.voice.clear();
+    this.friends = [];
+    this.requests = { incoming: [], outgoing: [] };
+    this.blocked = [];
+    this.friendsLoaded = false;
+    this.selected = null;
+    this.view = "friends";
+  }
+
+  private async enter(user: User) {
+    this.me = user;
+    this.phase = "app";
+    await Promise.all([this.refreshConversations(), this.refreshFriends()]);
+    if (this.selected == null && this.sorted.length > 0) this.view = "chat";
+    await tick();
+    // The conversation list is on screen and usable: what the launch benchmark measures.
+    performance.mark("sohbet:interactive");
+  }
+
+  // --- events ----------------------------------------------------------------------------
+
+  onEvent(e: AppEvent) {
+    switch (e.kind) {
+      case "ready":
+        this.me = e.user;
+        this.connection = "online";
+        for (const p of e.presences) this.presence.set(p.user_id, { presence: p.presence, last_seen: p.last_seen });
+        this.voice.clear();
+        for (const c of e.voice_calls) this.voice.set(c.group_id, c.participants);
+        // Catch up on what changed while away: the list, the friends, and any open
+        // conversation whose gap the replay does not cover.
+        if (this.phase === "app") {
+          void this.refreshConversations();
+          void this.refreshFriends();
+        }
+        break;
+      case "resumed":
+        for (const id of e.resync_groups) if (this.timelines.has(id)) void this.reloadTimeline(id);
+        break;
+      case "disconnected":
+        this.connection = "offline";
+        break;
+      case "session_ended":
+        this.reset();
+        this.notice = "Your session ended. Log in again.";
+        this.phase = "logged_out";
+        break;
+      case "event":
+        this.onServerEvent(e.event);
+        break;
+    }
+  }
+
+  private onServerEvent(ev: Event) {
+    switch (ev.type) {
+      case "presence_updated":
+        this.presence.set(ev.user_id, { presence: ev.presence, last_seen: ev.last_seen });
+        break;
+      case "typing_started": {
+        let m = this.typing.get(ev.group_id);
+        if (!m) {
+          m = new SvelteMap();
+          this.typing.set(ev.group_id, m);
+        }
+        m.set(ev.user_id, Date.now() + Number(ev.expires_in_ms));
+        break;
+      }
+      case "voice_state_updated": {
+        const now = (this.voice.get(ev.group_id) ?? []).filter((u) => u !== ev.user_id);
+        if (ev.in_call) now.push(ev.user_id);
+        if (now.length) this.voice.set(ev.group_id, now);
+        else this.voice.delete(ev.group_id);
+        break;
+      }
+      case "message_created":
+        this.onMessage(ev.message);
+        break;
+      case "message_updated": {
+        const t = this.timelines.get(ev.message.group_id);
+        if (t) t.messages = t.messages.map((m) => (m.message_id === ev.message.message_id ? ev.message : m));
+        const c = this.conversations.get(ev.message.group_id);
+        if (c?.last_message?.message_id === ev.message.message_id) this.conversations.set(c.group.group_id, { ...c, last_message: ev.message });
+        break;
+      }
+      case "message_deleted": {
+        const t = this.timelines.get(ev.group_id);
+        if (t) t.messages = t.messages.filter((m) => m.message_id !== ev.message_id);
+        const c = this.conversations.get(ev.group_id);
+        if (c?.last_message?.message_id === ev.message_id) void this.refreshConversations();
+        break;
+      }
+      case "messages_read": {
+        const t = this.timelines.get(ev.group_id);
+        if (t) t.messages = t.messages.map((m) => (m.seq <= ev.up_to_seq && !m.is_read ? { ...m, is_read: true } : m));
+        break;
+      }
+      case "read_updated": {
+        const d = this.details.get(ev.group_id);
+        if (d) {
+          this.details.set(ev.group_id, {
+            ...d,
+            members: d.members.map((m) => (m.user.user_id === ev.user_id ? { ...m, last_read_seq: Math.max(m.last_read_seq, ev.last_read_seq) } : m)),
+          });
+        }
+        if (ev.user_id === this.me?.user_id) {
+          const c = this.conversations.get(ev.group_id);
+          if (c) this.conversations.set(ev.group_id, { ...c, last_read_seq: Math.max(c.last_read_seq, ev.last_read_seq) });
+        }
+        break;
+      }
+      case "unread_updated": {
+        const c = this.conversations.get(ev.group_id);
+        if (c) this.conversations.set(ev.group_id, { ...c, unread_count: ev.unread_count, last_read_seq: ev.last_read_seq });
+        break;
+      }
+      case "friend_request_received":
+      case "friend_request_accepted":
+      case "friend_request_declined":
+      case "friend_request_cancelled":
+      case "friend_removed":
+        void this.refreshFriends();
+        if (ev.type === "friend_request_received") {
+          this.remember(ev.request.user);
+          this.alert("Friend request", `${displayName(ev.request.user)} wants to be your friend.`);
+        }
+        break;
+      case "group_created":
+      case "group_updated":
+      case "group_deleted":
+      case "member_added":
+      case "member_removed":
+      case "member_role_changed": {
+        const id = "group_id" in ev ? ev.group_id : ev.type === "group_created" ? ev.group.group.group_id : ev.group.group_id;
+        if (ev.type === "group_deleted" || (ev.type === "member_removed" && ev.user_id === this.me?.user_id)) {
+          this.conversations.delete(id);
+          this.details.delete(id);
+          this.timelines.delete(id);
+          if (this.selected === id) {
+            this.selected = null;
+            this.view = "friends";
+          }
+        } else if (this.details.has(id)) {
+          void this.loadDetails(id);
+        }
+        void this.refreshConversations();
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  private onMessage(m: Message) {
+    const t = this.timelines.get(m.group_id);
+    if (t?.loaded) t.messages = mergeMessages(t.messages, [m]);
+    const mine = m.sender_id === this.me?.user_id;
+    // Someone who sent something has stopped typing.
+    if (m.sender_id != null) this.typing.get(m.group_id)?.delete(m.sender_id);
+    const c = this.conversations.get(m.group_id);
+    if (!c) {
+      void this.refreshConversations();
+    } else if (m.seq > c.group.last_seq || c.last_message?.message_id !== m.message_id) {
+      const unread = mine ? 0 : m.seq > c.last_read_seq && m.seq > c.group.last_seq ? c.unread_count + 1 : c.unread_count;
+      this.conversations.set(m.group_id, {
+        ...c,
+        group: { ...c.group, last_seq: Math.max(c.group.last_seq, m.seq), last_message_at: m.sent_at },
+        last_message: m,
+        unread_count: unread,
+        last_read_seq: mine ? Math.max(c.last_read_seq, m.seq) : c.last_read_seq,
+      });
+    }
+    if (!mine && !(this.focused && this.view === "chat" && this.selected === m.group_id)) {
+      const from = m.sender_id != null ? this.userName(m.sender_id) : "Someone";
+      const where = c && !c.group.is_direct_msg ? ` in ${this.title(c)}` : "";
+      this.alert(`${from}${where}`, m.content.slice(0, 200));
+    }
+  }
+
+  private alert(title: string, body: string) {
+    if (this.focused || this.me?.status === "dnd") return;
+    void notify(title, body);
+  }
+
+  // --- conversations -----------------------------------------------------------------------
+
+  async refreshConversations() {
+    try {
+      const list = await commands.groups();
+      const seen = new Set<number>();
+      for (const item of list) {
+        seen.add(item.group.group_id);
+        this.conversations.set(item.group.group_id, item);
+        if (item.dm_user) this.remember(item.dm_user);
+      }
+      for (const id of [...this.conversations.keys()]) if (!seen.has(id)) this.conversations.delete(id);
+    } catch (e) {
+      if (errorOf(e).code !== "unreachable") this.notice = describeError(e);
+    }
+  }
+
+  title(c: GroupListItem): string {
+    if (c.group.is_direct_msg) return c.dm_user ? displayName(c.dm_user) : "Direct message";
+    return c.group.name ?? "Group";
+  }
+
+  remember(u: PublicUser) {
+    this.users.set(u.user_id, u);
+    if (!this.presence.has(u.user_id)) this.presence.set(u.user_id, { presence: u.status, last_seen: u.last_seen });
+  }
+
+  userName(id: number): string {
+    if (id === this.me?.user_id) return "You";
+    const u = this.users.get(id);
+    return u ? displayName(u) : `User ${id}`;
+  }
+
+  presenceOf(id: number): Presence {
+    return this.presence.get(id)?.presence ?? this.users.get(id)?.status ?? "offline";
+  }
+
+  async open(groupId: number) {
+    this.view = "chat";
+    this.selected = groupId;
+    let t = this.timelines.get(groupId);
+    if (!t) {
+      t = new Timeline();
+      this.timelines.set(groupId, t);
+    }
+    const c = this.conversations.get(groupId);
+    t.newAfterSeq = c && c.unread_count > 0 ? c.last_read_seq : null;
+    if (!t.loaded) await this.reloadTimeline(groupId);
+    if (!this.details.has(groupId)) void this.loadDetails(groupId);
+  }
+
+  async loadDetails(groupId: number) {
+    try {
+      const d = await commands.group(groupId);
+      for (const m of d.members) this.remember(m.user);
+      this.details.set(groupId, d);
+    } catch (e) {
+      this.notice = describeError(e);
+    }
+  }
+
+  /** Loads the latest page (again), keeping nothing stale. */
+  async reloadTimeline(groupId: number) {
+    const t = this.timelines.get(groupId);
+    if (!t) return;
+    t.loading = true;
+    try {
+      const page = await commands.history(groupId, { limit: PAGE });
+      t.messages = page.messages;
+      t.hasOlder = page.has_more;
+      t.loaded = true;
+      t.error = null;
+    } catch (e) {
+      t.error = describeError(e);
+    } finally {
+      t.loading = false;
+    }
+  }
+
+  async loadOlder(groupId: number): Promise<boolean> {
+    const t = this.timelines.get(groupId);
+    if (!t || t.loading || !t.hasOlder || t.messages.length === 0) return false;
+    t.loading = true;
+    try {
+      const page = await commands.history(groupId, { before: t.messages[0].message_id, limit: PAGE });
+      t.messages = mergeMessages(t.messages, page.messages);
+      t.hasOlder = page.has_more;
+      return page.messages.length > 0;
+    } catch (e) {
+      t.error = describeError(e);
+      return false;
+    } finally {
+      t.loading = false;
+    }
+  }
+
+  /** Loads older pages until the first unread message is in memory. */
+  async loadToFirstUnread(groupId: number) {
+    const t = this.timelines.get(groupId);
+    if (!t || t.newAfterSeq == null) return;
+    for (let i = 0; i < 40 && t.hasOlder && (t.messages[0]?.seq ?? 0) > t.newAfterSeq + 1; i++) {
+      if (!(await this.loadOlder(groupId))) break;
+    }
+  }
+
+  /** Marks the conversation read up to its latest message. */
+  async markRead(groupId: number) {
+    const c = this.conversations.get(groupId);
+    const t = this.timelines.get(groupId);
+    const last = t?.messages[t.messages.length - 1] ?? c?.last_message;
+    if (!c || !last || (c.unread_count === 0 && c.last_read_seq >= last.seq)) return;
+    try {
+      const s = await commands.markRead(groupId, last.message_id);
+      const now = this.conversations.get(groupId);
+      if (now) this.conversations.set(groupId, { ...now, unread_count: s.unread_count, last_read_seq: s.last_read_seq });
+    } catch (e) {
+      if (errorOf(e).code !== "unreachable") this.notice = describeError(e);
+    }
+  }
+
+  async markAllRead() {
+    await Promise.all(this.sorted.filter((c) => c.unread_count > 0).map((c) => this.markRead(c.group.group_id)));
+  }
+
+  // --- sending -----------------------------------------------------------------------------
+
+  async send(groupId: number, content: string, nonce = crypto.randomUUID()) {
+    const t = this.timelines.get(groupId);
+    if (!t) return;
+    const existing = t.pending.find((p) => p.nonce === nonce);
+    if (existing) existing.failed = null;
+    else t.pending.push({ nonce, content, failed: null });
+    try {
+      const m = await commands.sendMessage(groupId, { content, nonce });
+      t.pending = t.pending.filter((p) => p.nonce !== nonce);
+      this.onMessage(m);
+      if (!t.messages.some((x) => x.message_id === m.message_id)) t.messages = mergeMessages(t.messages, [m]);
+    } catch (e) {
+      const p = t.pending.find((x) => x.nonce === nonce);
+      if (p) p.failed = describeError(e);
+    }
+  }
+
+  discardPending(groupId: number, nonce: string) {
+    const t = this.timelines.get(groupId);
+    if (t) t.pending = t.pending.filter((p) => p.nonce !== nonce);
+  }
+
+  async edit(groupId: number, messageId: number, content: string) {
+    const m = await commands.editMessage(groupId, messageId, content);
+    const t = this.timelines.get(groupId);
+    if (t) t.messages = t.messages.map((x) => (x.message_id === m.message_id ? m : x));
+  }
+
+  async remove(groupId: number, messageId: number) {
+    await commands.deleteMessage(groupId, messageId);
+    const t = this.timelines.get(groupId);
+    if (t) t.messages = t.messages.filter((x) => x.message_id !== messageId);
+  }
+
+  typingIn(groupId: number) {
+    const now = Date.now();
+    if (now - (this.lastTyping.get(groupId) ?? 0) < TYPING_EVERY_MS) return;
+    this.lastTyping.set(groupId, now);
+    void commands.typing(groupId).catch(() => {});
+  }
+
+  /** Who is typing in a group now (their expiry not passed). */
+  typers(groupId: number, now: number): number[] {
+    const m = this.typing.get(groupId);
+    if (!m) return [];
+    return [...m.entries()].filter(([, until]) => until > now).map(([u]) => u);
+  }
+
+  // --- friends -----------------------------------------------------------------------------
+
+  async refreshFriends() {
+    try {
+      const [friends, requests, blocked] = await Promise.all([commands.friends(), commands.friendRequests(), commands.blocked()]);
+      for (const f of [...friends, ...requests.incoming, ...requests.outgoing, ...blocked]) this.remember(f.user);
+      // A friend's presence as the server sees it now (it may have become visible to me
+      // only with this friendship).
+      for (const f of friends) this.presence.set(f.user.user_id, { presence: f.user.status, last_seen: f.user.last_seen });
+      this.friends = friends;
+      this.friendsLoaded = true;
+      this.requests = requests;
+      this.blocked = blocked;
+    } catch (e) {
+      if (errorOf(e).code !== "unreachable") this.notice = describeError(e);
+    }
+  }
+
+  async messageFriend(userId: number) {
+    const d = await commands.openDm(userId);
+    this.details.set(d.group.group_id, d);
+    await this.refreshConversations();
+    await this.open(d.group.group_id);
+  }
+
+  openLink(href: string) {
+    void openExternal(href);
+  }
+}
+
+function activity(c: GroupListItem): number {
+  return new Date(c.group.last_message_at ?? c.group.created_at).getTime();
+}
+
+export function displayName(u: { display_name: string | null; username: string }): string {
+  return u.display_name?.trim() ? u.display_name : u.username;
+}
+
+export const app = new App();
