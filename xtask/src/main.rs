@@ -2,13 +2,16 @@
 //!
 //! - `cargo xtask up`    installs missing system packages, starts a private PostgreSQL
 //!   cluster and Redis under `.data/`, and runs the server.
-//! - `cargo xtask test`  the same set-up, then every test of the workspace.
-//! - `cargo xtask bench` the same set-up, then the benchmarks (release build).
+//! - `cargo xtask test`  the same set-up plus the desktop app's (UI packages and build,
+//!   Xvfb, tauri-driver), then the UI's unit tests and every test of the workspace.
+//! - `cargo xtask bench` the same set-up, then the benchmarks (release build; the desktop
+//!   app's in the test build, like its end-to-end tests).
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
 //!
 //! `DATABASE_URL` and `REDIS_URL`, when set, are used as they are instead of the private
 //! services.
 
+mod desktop;
 mod services;
 mod system;
 
@@ -35,7 +38,11 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
-        "stop" => services::stop(&system::repo_root()?),
+        "stop" => {
+            let root = system::repo_root()?;
+            desktop::stop_display(&root);
+            services::stop(&root)
+        }
         _ => {
             eprintln!(
                 "usage: cargo xtask <up|test|bench|services|stop>\n\
@@ -75,6 +82,20 @@ fn prepare(for_tests: bool) -> Result<Prepared> {
 
 fn up(rest: &[String]) -> Result<()> {
     let env = prepare(false)?;
+    let root = system::repo_root()?;
+    let _app = if std::env::var_os("DISPLAY").is_some() {
+        step("building the desktop UI; the app starts once the server is built");
+        desktop::install_ui(&root)?;
+        desktop::build_ui(&root)?;
+        Some(desktop::launch_app(&listen_url(rest))?)
+    } else {
+        step(
+            "no display: to use the desktop app, run on a machine with one \
+             `npm --prefix ui ci && npm --prefix ui run build && cargo run -p sohbet-desktop` \
+             and enter this server's address",
+        );
+        None
+    };
     step("building and starting sohbet-server (Ctrl-C stops it)");
     let mut cmd = Command::new(cargo());
     cmd.args(["run", "--release", "-p", "sohbet-server", "--"])
@@ -83,8 +104,31 @@ fn up(rest: &[String]) -> Result<()> {
     run(&mut cmd)
 }
 
+/// The server's address as `up` will start it (`--listen` among the arguments, if given).
+fn listen_url(args: &[String]) -> String {
+    let listen = args
+        .iter()
+        .position(|a| a == "--listen")
+        .and_then(|i| args.get(i + 1).cloned())
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--listen=").map(str::to_owned))
+        })
+        .or_else(|| std::env::var("SOHBET_LISTEN").ok())
+        .unwrap_or_else(|| "127.0.0.1:8080".into());
+    format!("http://{listen}")
+}
+
 fn test(rest: &[String]) -> Result<()> {
-    let env = prepare(true)?;
+    let mut env = prepare(true)?;
+    let root = system::repo_root()?;
+    // The desktop binary embeds ui/dist when compiled, so the UI is built before cargo
+    // builds the workspace; its end-to-end tests drive that binary in Xvfb.
+    desktop::install_ui(&root)?;
+    desktop::test_ui(&root)?;
+    desktop::build_ui(&root)?;
+    desktop::ensure_tauri_driver()?;
+    env.vars.extend(desktop::display(&root)?);
     let mut cmd = Command::new(cargo());
     if system::has_nextest() {
         step("running every test with cargo nextest");
@@ -102,9 +146,14 @@ fn test(rest: &[String]) -> Result<()> {
 fn bench(args: &[String]) -> Result<()> {
     let env = prepare(true)?;
     // `voice` is the voice engine's own benchmark (an example binary; it needs no server);
-    // other names are suites of sohbet-bench. No name runs everything.
-    let suites: Vec<&String> = args.iter().filter(|a| *a != "voice").collect();
-    let run_voice = args.is_empty() || suites.len() < args.len();
+    // `desktop` the desktop app's (the real app in Xvfb); other names are suites of
+    // sohbet-bench. No name runs everything.
+    let suites: Vec<&String> = args
+        .iter()
+        .filter(|a| *a != "voice" && *a != "desktop")
+        .collect();
+    let run_voice = args.is_empty() || args.iter().any(|a| a == "voice");
+    let run_desktop = args.is_empty() || args.iter().any(|a| a == "desktop");
     if args.is_empty() || !suites.is_empty() {
         step("building the server and benchmarks (release)");
         // The gateway suites run the server as its own process, found next to the bench.
@@ -129,6 +178,9 @@ fn bench(args: &[String]) -> Result<()> {
         env.apply(&mut cmd);
         run(&mut cmd)?;
     }
+    if run_desktop {
+        bench_desktop(&env)?;
+    }
     if run_voice {
         step("running the voice benchmark (release)");
         let mut cmd = Command::new(cargo());
@@ -139,11 +191,48 @@ fn bench(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// The desktop app's benchmark: the real app in Xvfb, built like the end-to-end tests.
+fn bench_desktop(env: &Prepared) -> Result<()> {
+    let root = system::repo_root()?;
+    desktop::install_ui(&root)?;
+    desktop::build_ui(&root)?;
+    desktop::ensure_tauri_driver()?;
+    let display = desktop::display(&root)?;
+    step("running the desktop benchmark");
+    let mut cmd = Command::new(cargo());
+    if system::has_nextest() {
+        cmd.args([
+            "nextest",
+            "run",
+            "--workspace",
+            "--run-ignored",
+            "only",
+            "--no-capture",
+        ])
+        .args(["-E", "package(sohbet-desktop) & binary(bench)"]);
+    } else {
+        cmd.args([
+            "test",
+            "--workspace",
+            "--test",
+            "bench",
+            "--",
+            "--ignored",
+            "--nocapture",
+        ]);
+    }
+    env.apply(&mut cmd);
+    for (k, v) in display {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
 pub fn step(what: &str) {
     eprintln!("==> {what}");
 }
 
-fn cargo() -> String {
+pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 

@@ -18,10 +18,20 @@ const BUILD_PACKAGES: &[&str] = &[
     "libasound2-dev",
     "curl",
     "file",
+    // The desktop app (Tauri 2 on WebKitGTK), part of the workspace build.
+    "libwebkit2gtk-4.1-dev",
+    "libjavascriptcoregtk-4.1-dev",
+    "libsoup-3.0-dev",
+    "libgtk-3-dev",
+    "libayatana-appindicator3-dev",
+    "librsvg2-dev",
+    "libxdo-dev",
+    "libdbus-1-dev",
 ];
 /// Services run by `up` and `test`.
 const SERVICE_PACKAGES: &[&str] = &["redis-server"];
-/// Only the tests and benchmarks: virtual sound card, test speech, a browser peer.
+/// Only the tests and benchmarks: virtual sound card, test speech, a browser peer, and the
+/// desktop app's virtual display and WebDriver.
 const TEST_PACKAGES: &[&str] = &[
     "pipewire",
     "pipewire-pulse",
@@ -33,6 +43,11 @@ const TEST_PACKAGES: &[&str] = &[
     "sox",
     "python3-pip",
     "chromium",
+    // The desktop app's end-to-end tests: a virtual display, WebDriver, screenshots.
+    "xvfb",
+    "xauth",
+    "webkit2gtk-driver",
+    "imagemagick",
 ];
 
 pub fn repo_root() -> Result<PathBuf> {
@@ -95,11 +110,11 @@ pub fn ensure_packages(for_tests: bool) -> Result<()> {
     }
     if for_tests {
         wanted.extend(TEST_PACKAGES);
-        // The browser peer of the voice interop test runs under Node; machines that ship a
-        // newer Node than Debian's keep theirs.
-        if !has_command("node") || !has_command("npm") {
-            wanted.extend(["nodejs", "npm"]);
-        }
+    }
+    // The browser peer of the voice interop test and the desktop UI's build run under
+    // Node; machines that ship a newer Node than Debian's keep theirs.
+    if !has_command("node") || !has_command("npm") {
+        wanted.extend(["nodejs", "npm"]);
     }
     let missing: Vec<&str> = wanted.into_iter().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
