@@ -64,7 +64,7 @@ pub struct Settings {
     #[arg(long, env = "SOHBET_LOGIN_IP_LIMIT", default_value_t = 30)]
     pub login_ip_limit: u64,
 
-    /// Failed logins allowed per account per window before it is locked for the window.
+    /// Failed logins allowed per account from one client IP per window; that pair then waits.
     #[arg(long, env = "SOHBET_LOGIN_ACCOUNT_LIMIT", default_value_t = 10)]
     pub login_account_limit: u64,
 

@@ -32,6 +32,13 @@ pub enum ApiError {
         field: &'static str,
         message: String,
     },
+    /// 400 `websocket_required`: a plain request to the gateway, which only upgrades.
+    #[error("this endpoint accepts only a WebSocket upgrade request")]
+    WebSocketRequired,
+    /// 405 `method_not_allowed`: the path exists, the method does not (`Allow` lists those
+    /// that do).
+    #[error("this method is not allowed here")]
+    MethodNotAllowed,
     /// 401 `unauthorized`: missing, malformed, expired or revoked session token.
     #[error("a valid session token is required")]
     Unauthorized,
@@ -71,7 +78,10 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson | Self::InvalidParameter(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson | Self::InvalidParameter(_) | Self::WebSocketRequired => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::InvalidBody(_) | Self::Validation { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,6 +103,8 @@ impl ApiError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::InvalidParameter(_) => "invalid_parameter",
             Self::Validation { .. } => "validation_failed",
+            Self::WebSocketRequired => "websocket_required",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Forbidden(_) => "forbidden",

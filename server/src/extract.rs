@@ -4,16 +4,16 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Request},
-    http::{header, StatusCode},
+    http::{header, request::Parts, StatusCode},
     response::{IntoResponse, Response},
 };
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 use crate::error::ApiError;
 
-/// A JSON body. Not JSON at all → 400 `malformed_json`; JSON of the wrong shape (types,
-/// missing or unknown fields) → 422 `invalid_body`; not declared JSON → 415; over the body
-/// limit → 413.
+/// A JSON body, always an object. Not JSON at all → 400 `malformed_json`; JSON of the wrong
+/// shape (not an object, types, missing or unknown fields) → 422 `invalid_body`; not
+/// declared JSON → 415; over the body limit → 413.
 pub struct Json<T>(pub T);
 
 fn is_json_content_type(req: &Request) -> bool {
@@ -52,8 +52,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         let Ok(text) = std::str::from_utf8(&bytes) else {
             return Err(ApiError::MalformedJson);
         };
+        // serde reads a struct from an array too, field by field in order, so `["name",
+        // "password"]` would pass for `{"login": …, "password": …}`. Every body is an object.
+        let is_object = text.trim_start().starts_with('{');
         match serde_json::from_str::<T>(text) {
-            Ok(value) => Ok(Self(value)),
+            Ok(value) if is_object => Ok(Self(value)),
+            Ok(_) => Err(ApiError::InvalidBody(
+                "invalid body: expected a JSON object".into(),
+            )),
             // Valid JSON of the wrong shape, or not JSON at all?
             Err(e) if serde_json::from_str::<IgnoredAny>(text).is_ok() => {
                 Err(ApiError::InvalidBody(format!("invalid body: {e}")))
@@ -66,6 +72,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
 impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
         axum::Json(self.0).into_response()
+    }
+}
+
+/// A WebSocket upgrade; a plain request answers 400 `websocket_required`.
+pub struct WebSocketUpgrade(pub axum::extract::WebSocketUpgrade);
+
+impl<S: Send + Sync> FromRequestParts<S> for WebSocketUpgrade {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::WebSocketUpgrade::from_request_parts(parts, state)
+            .await
+            .map(Self)
+            .map_err(|_| ApiError::WebSocketRequired)
     }
 }
 

@@ -31,10 +31,11 @@ impl Keys {
         format!("{}ratelimit:login:ip:{ip}", self.prefix)
     }
 
-    /// Failed logins for one login name (username or email, lower-cased) in the window.
-    /// Keyed by what was typed, so unknown accounts are limited exactly like real ones.
-    pub fn login_account(&self, login: &str) -> String {
-        format!("{}ratelimit:login:account:{login}", self.prefix)
+    /// Failed logins for one login name (username or email, lower-cased) from one client IP
+    /// in the window. Keyed by what was typed, so unknown accounts are limited exactly like
+    /// real ones; and by IP, so failures elsewhere never lock the owner out.
+    pub fn login_failures(&self, login: &str, ip: &str) -> String {
+        format!("{}ratelimit:login:account:{ip}:{login}", self.prefix)
     }
 
     /// Pub/sub channel carrying every event between server instances.

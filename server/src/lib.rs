@@ -2,15 +2,21 @@
 //!
 //! - [`config`]: typed settings from flags and environment.
 //! - [`routes`]: one module per resource (auth, users, friends, groups, messages, health),
-//!   merged with the OpenAPI document generated from the same route list.
+//!   merged with the OpenAPI document generated from the same route list. Handlers only
+//!   parse (into [`domain::values`]), call the domain layer and answer; no route module
+//!   uses another.
+//! - [`domain`]: what the server does, shared by the routes and the gateway: validated
+//!   values; accounts and users; friends and blocks; groups, members and the caller's
+//!   membership; messages (the one send path) and read status (watermarks, unread counts,
+//!   receipts, the group's read lock). See its module map.
 //! - [`error`]: `ApiError`, the one error shape.
-//! - [`domain`]: validated values (username, email, password, friend code, message content,
-//!   group name...).
+//! - [`extract`]: JSON, path and query extractors that reject in that shape.
 //! - [`session`], [`auth`]: Redis sessions and the extractor that checks them.
 //! - [`password`]: argon2id on a bounded blocking pool.
 //! - [`rate_limit`], [`keys`]: Redis counters and key names.
 //! - [`events`]: the event bus between REST handlers and the gateway, across instances.
-//! - [`gateway`]: the WebSocket gateway, presence and typing.
+//! - [`gateway`]: the WebSocket gateway, presence, typing and voice state; it uses the
+//!   domain layer, never a route.
 //!
 //! [`run`] is the whole server: tests start it on port 0 exactly as `main` does.
 

@@ -3,10 +3,11 @@
 use protocol::messages::{Message, ReadState, Receipt};
 use reqwest::StatusCode;
 use serde_json::json;
-use sohbet_server::routes::groups::LIST_GROUPS_SQL;
-use sohbet_server::routes::messages::{
-    ADVANCE_WATERMARK_SQL, BEFORE_SQL, FLIP_READ_SQL, FROM_SQL, LATEST_SQL, MIN_WATERMARK_SQL,
-    RECEIPTS_SQL, UNREAD_COUNT_SQL, WATERMARKS_SQL,
+use sohbet_server::domain::groups::LIST_GROUPS_SQL;
+use sohbet_server::domain::messages::{BEFORE_SQL, FROM_SQL, LATEST_SQL};
+use sohbet_server::domain::read_status::{
+    ADVANCE_WATERMARK_SQL, FLIP_READ_SQL, MIN_WATERMARK_SQL, RECEIPTS_SQL, UNREAD_COUNT_SQL,
+    WATERMARKS_SQL,
 };
 use sohbet_tests::{parse, seed_messages, TestApp, TestUser};
 

@@ -202,3 +202,64 @@ async fn openapi_document_lists_every_route() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_json_array_is_not_taken_for_an_object() {
+    let app = TestApp::spawn().await;
+    let user = app.user("ayla").await;
+    let group_id = app.create_group(&user, "arrays").await;
+    // serde fills struct fields from an array in order: these once logged in and sent.
+    let (status, answer) = app
+        .post(
+            "/api/auth/login",
+            None,
+            &serde_json::json!(["ayla", sohbet_tests::PASSWORD]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(code(&answer), "invalid_body");
+    let (status, answer) = app
+        .post(
+            &format!("/api/groups/{group_id}/messages"),
+            Some(&user.token),
+            &serde_json::json!(["text", "nonce-1"]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
+    assert_eq!(code(&answer), "invalid_body");
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_in_the_error_shape_with_allow() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .http
+        .put(app.url("/api/groups"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let allow = resp
+        .headers()
+        .get("allow")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(code(&body), "method_not_allowed");
+}
+
+#[tokio::test]
+async fn a_plain_request_to_the_gateway_is_400_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let resp = app
+        .http
+        .get(app.url("/api/gateway"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.expect("json");
+    assert_eq!(code(&body), "websocket_required");
+}

@@ -213,6 +213,56 @@ async fn failed_logins_are_limited_per_account() {
 }
 
 #[tokio::test]
+async fn failures_from_one_address_do_not_lock_the_owner_out_from_another() {
+    let app = TestApp::spawn_with(|s| {
+        s.login_account_limit = 3;
+        s.login_ip_limit = 1000;
+    })
+    .await;
+    app.register("defne").await;
+    for _ in 0..3 {
+        assert_eq!(
+            app.login_raw("defne", "wrong password").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The guesser's address waits out the window...
+    assert_eq!(
+        app.login_raw("defne", PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // ...but the owner, elsewhere, still logs in.
+    let elsewhere = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .expect("client");
+    let resp = elsewhere
+        .post(app.url("/api/auth/login"))
+        .json(&json!({"login": "defne", "password": PASSWORD}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_control_character_in_the_login_is_422_not_500() {
+    let app = TestApp::spawn().await;
+    app.register("ece").await;
+    for login in ["ece\u{0}", "e\u{0}ce@example.org", "ece\u{1b}"] {
+        let (status, body) = app.login_raw(login, PASSWORD).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{login:?}: {body}"
+        );
+        assert_eq!(code(&body), "validation_failed");
+    }
+    let (status, _) = app.login_raw(&"e".repeat(255), PASSWORD).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
 async fn unknown_accounts_are_limited_like_real_ones() {
     let app = TestApp::spawn_with(|s| s.login_account_limit = 2).await;
     for _ in 0..2 {

@@ -14,7 +14,7 @@ use super::{
     voice::{self, Joined, Ring},
     Gateway,
 };
-use crate::{error::ApiError, routes::groups, state::AppState};
+use crate::{domain::groups, error::ApiError, state::AppState};
 
 /// Why a frame was refused: becomes `{"op":"error","code":…,"message":…,"ref":…}`.
 #[derive(Debug, Clone, PartialEq, Eq)]

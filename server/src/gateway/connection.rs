@@ -16,7 +16,7 @@ use super::{
     hub::Outbound,
     presence, replay, Gateway,
 };
-use crate::{error::ApiError, routes::groups, session::Session, state::AppState};
+use crate::{domain::groups, error::ApiError, session::Session, state::AppState};
 
 /// A peer that does not accept a frame within this time is as good as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);

@@ -24,17 +24,14 @@ use std::sync::{
     Arc,
 };
 
-use axum::{
-    extract::{State, WebSocketUpgrade},
-    response::Response,
-};
+use axum::{extract::State, response::Response};
 use futures::StreamExt;
 use protocol::{gateway::close, UserId};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{events::Envelope, state::AppState};
+use crate::{events::Envelope, extract::WebSocketUpgrade, state::AppState};
 
 /// Per-connection socket buffers: enough for a burst of typical frames; a larger frame still
 /// works, it just takes more than one read or write.
@@ -97,8 +94,12 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// `hello`, the client answers `identify` with its session token in its first frame.
 #[utoipa::path(get, path = "/api/gateway", tag = "gateway",
     responses((status = 101, description = "WebSocket upgrade"),
-              (status = 400, description = "not a WebSocket request")))]
-async fn gateway(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+              (status = 400, description = "not a WebSocket request",
+               body = protocol::error::ErrorBody)))]
+async fn gateway(
+    State(state): State<AppState>,
+    WebSocketUpgrade(ws): WebSocketUpgrade,
+) -> Response {
     let gateway = state.gateway.clone();
     // Frames are small JSON: a 64 KiB cap stops a client from making the server buffer more.
     // Small buffers: tungstenite's defaults (128 KiB each way) cost ~256 KiB per idle

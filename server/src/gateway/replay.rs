@@ -11,8 +11,8 @@ use sqlx::PgPool;
 
 use super::{presence, Gateway};
 use crate::{
+    domain::{messages, users::fetch_user},
     error::ApiError,
-    routes::{messages, users::fetch_user},
     state::AppState,
 };
 
@@ -76,8 +76,7 @@ pub async fn messages_after(
     after: i64,
     limit: i64,
 ) -> Result<Vec<(i64, String)>, ApiError> {
-    let messages =
-        messages::fetch_page(db, messages::FROM_SQL, group_id, Some(after + 1), limit).await?;
+    let messages = messages::from_seq(db, group_id, after + 1, limit).await?;
     frames(messages)
 }
 
@@ -88,14 +87,7 @@ pub async fn messages_between(
     after: i64,
     before: i64,
 ) -> Result<Vec<(i64, String)>, ApiError> {
-    let mut messages = messages::fetch_page(
-        db,
-        messages::FROM_SQL,
-        group_id,
-        Some(after + 1),
-        before - after - 1,
-    )
-    .await?;
+    let mut messages = messages::from_seq(db, group_id, after + 1, before - after - 1).await?;
     messages.retain(|m| m.seq < before);
     frames(messages)
 }

@@ -15,13 +15,13 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::Auth,
-    domain::{new_friend_code, parse_display_name, Email, Password, Username},
-    error::{violated_constraint, ApiError, ApiResult},
+    domain::{
+        accounts::{self, Credentials, Registration},
+        DisplayName, Email, LoginName, Password, Username,
+    },
+    error::ApiResult,
     extract::{Json, Path},
-    rate_limit,
-    routes::users::{UserRow, FRIEND_CODE_ATTEMPTS},
     state::AppState,
-    user_columns,
 };
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -43,142 +43,45 @@ async fn register(
     State(state): State<AppState>,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    let username = Username::parse(&req.username)?;
-    let email = Email::parse(&req.email)?;
-    let password = Password::parse(req.password)?;
-    let display_name = req
-        .display_name
-        .as_deref()
-        .map(parse_display_name)
-        .transpose()?;
-    let hash = state.passwords.hash(password.expose()).await?;
-
-    for _ in 0..FRIEND_CODE_ATTEMPTS {
-        let inserted = sqlx::query_as::<_, UserRow>(concat!(
-            "insert into users (username, email, password_hash, friend_code, display_name)
-             values ($1, $2, $3, $4, $5)
-             returning ",
-            user_columns!()
-        ))
-        .bind(username.as_str())
-        .bind(email.as_str())
-        .bind(&hash)
-        .bind(new_friend_code())
-        .bind(&display_name)
-        .fetch_one(&state.db)
-        .await;
-        match inserted {
-            Ok(row) => {
-                tracing::info!(user_id = row.user_id, "registered");
-                return Ok((StatusCode::CREATED, Json(row.into())));
-            }
-            Err(e) => match violated_constraint(&e) {
-                Some("users_username_key") => {
-                    return Err(ApiError::Conflict {
-                        code: "username_taken",
-                        message: "that username is taken",
-                    })
-                }
-                Some("users_email_key") => {
-                    return Err(ApiError::Conflict {
-                        code: "email_taken",
-                        message: "an account with that email exists",
-                    })
-                }
-                Some("users_friend_code_key") => continue,
-                _ => return Err(e.into()),
-            },
-        }
-    }
-    Err(ApiError::Internal(anyhow::anyhow!(
-        "no free friend code after {FRIEND_CODE_ATTEMPTS} draws"
-    )))
-}
-
-#[derive(sqlx::FromRow)]
-struct LoginRow {
-    password_hash: String,
-    #[sqlx(flatten)]
-    user: UserRow,
+    let registration = Registration {
+        username: Username::parse(&req.username)?,
+        email: Email::parse(&req.email)?,
+        password: Password::parse(req.password)?,
+        display_name: req
+            .display_name
+            .as_deref()
+            .map(DisplayName::parse)
+            .transpose()?,
+    };
+    let user = accounts::register(&state, registration).await?;
+    Ok((StatusCode::CREATED, Json(user)))
 }
 
 /// POST /api/auth/login
 ///
 /// `login` is a username or an email. An unknown account and a wrong password give the same
 /// `invalid_credentials` answer after the same argon2 work. Attempts are limited per client
-/// IP and failures per login name (429 with `Retry-After`).
+/// IP and failures per login name from that IP (429 with `Retry-After`), so nobody can lock
+/// another person out. A login with control characters or over 254 characters is 422.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, body = LoginResponse),
         (status = 401, description = "`invalid_credentials`", body = ErrorBody),
+        (status = 422, body = ErrorBody),
         (status = 429, description = "`rate_limited`", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
-    let settings = &state.settings;
-    let ip = peer.ip().to_string();
-    rate_limit::hit(
-        &state.redis,
-        &state.keys.login_ip(&ip),
-        settings.login_ip_limit,
-        settings.login_window_secs,
-    )
-    .await?;
-    let login = req.login.trim().to_lowercase();
-    // Bound the key length: the login name is attacker-chosen.
-    let account_key = state
-        .keys
-        .login_account(&login.chars().take(254).collect::<String>());
-    rate_limit::check(&state.redis, &account_key, settings.login_account_limit).await?;
-
-    // Usernames cannot contain '@', so the login's shape says which column to look in.
-    let query = if login.contains('@') {
-        concat!(
-            "select password_hash, ",
-            user_columns!(),
-            " from users where lower(email) = $1"
-        )
-    } else {
-        concat!(
-            "select password_hash, ",
-            user_columns!(),
-            " from users where username = $1"
-        )
+    let login = LoginName::parse(&req.login)?;
+    let credentials = Credentials {
+        login: &login,
+        password: &req.password,
+        device_info: req.device_info.as_deref(),
+        ip: peer.ip().to_string(),
     };
-    let row: Option<LoginRow> = sqlx::query_as(query)
-        .bind(&login)
-        .fetch_optional(&state.db)
-        .await?;
-    let (hash, user) = match row {
-        Some(r) => (Some(r.password_hash), Some(r.user)),
-        None => (None, None),
-    };
-    let verified = state.passwords.verify(&req.password, hash).await?;
-    let user = match user {
-        Some(user) if verified => user,
-        _ => {
-            rate_limit::record(&state.redis, &account_key, settings.login_window_secs).await?;
-            return Err(ApiError::InvalidCredentials);
-        }
-    };
-    rate_limit::reset(&state.redis, &account_key).await?;
-    let token = state
-        .sessions
-        .create(
-            user.user_id,
-            &user.username,
-            &ip,
-            req.device_info.as_deref(),
-        )
-        .await?;
-    tracing::info!(user_id = user.user_id, "logged in");
-    Ok(Json(LoginResponse {
-        token,
-        user: user.into(),
-        expires_at: state.sessions.expires_at(),
-    }))
+    Ok(Json(accounts::login(&state, credentials).await?))
 }
 
 /// POST /api/auth/logout

@@ -60,5 +60,7 @@ pub fn router() -> Router<AppState> {
         "/api/openapi.json",
         get(move || async move { Json(doc.as_ref().clone()) }),
     )
+    // After every route: it becomes the answer of each route to a method it lacks.
+    .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
     .fallback(|| async { ApiError::NotFound("route") })
 }

@@ -1,0 +1,450 @@
+//! Group chats and direct messages: create, list, read, rename, delete; the caller's
+//! membership, which every group-scoped operation checks first.
+//!
+//! A non-member gets 404 for a group and everything in it, exactly as if it did not exist.
+//! Roles are ordered owner > admin > member; each acts only on lower roles (see
+//! [`super::members`]).
+//!
+//! A direct message (DM) is a group with `is_direct_msg`, no name and exactly its two
+//! members, both `member`: nobody can be added, nobody leaves, nobody deletes it. It
+//! survives unfriending and blocking but turns read-only: only friends send in a DM (see
+//! [`ensure_dm_open`]), so a blocked user sees exactly what an unfriended one sees.
+
+use chrono::{DateTime, Utc};
+use protocol::{
+    gateway::Event,
+    groups::{Group, GroupDetail, GroupListItem, Member, Role},
+    messages::Message,
+    users::PublicUser,
+    GroupId, UserId,
+};
+use sqlx::{PgConnection, PgExecutor};
+
+use crate::{
+    domain::{
+        friends::are_friends,
+        members::insert_member,
+        users::{apply_presence, fetch_public_user, PublicUserRow},
+        Description, GroupName,
+    },
+    error::{ApiError, ApiResult},
+    public_user_columns,
+    state::AppState,
+};
+
+/// The columns of `chat_groups g` a [`Group`] is made of.
+macro_rules! group_columns {
+    () => {
+        "g.group_id, g.name, g.description, g.is_direct_msg, g.created_at, g.updated_at, \
+         g.last_seq, g.last_message_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct GroupRow {
+    group_id: i64,
+    name: Option<String>,
+    description: Option<String>,
+    is_direct_msg: bool,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_seq: i64,
+    last_message_at: Option<DateTime<Utc>>,
+}
+
+impl From<GroupRow> for Group {
+    fn from(r: GroupRow) -> Self {
+        Self {
+            group_id: r.group_id,
+            name: r.name,
+            description: r.description,
+            is_direct_msg: r.is_direct_msg,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            last_seq: r.last_seq,
+            last_message_at: r.last_message_at,
+        }
+    }
+}
+
+pub(super) fn role_of(s: &str) -> Role {
+    // The column's CHECK allows only the three roles.
+    Role::parse(s).unwrap_or(Role::Member)
+}
+
+/// The caller's place in a group.
+pub struct Membership {
+    pub role: Role,
+    pub is_dm: bool,
+    pub last_read_seq: i64,
+}
+
+impl Membership {
+    /// 403 unless the member has at least `role` (never in a DM, where nobody administers).
+    pub fn require(&self, role: Role, what: &'static str) -> ApiResult<()> {
+        if self.is_dm || self.role < role {
+            return Err(ApiError::Forbidden(what));
+        }
+        Ok(())
+    }
+}
+
+/// The caller's membership, or 404 `not_found` for a group they are not in (whether or not
+/// it exists).
+pub async fn membership(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    user_id: UserId,
+) -> ApiResult<Membership> {
+    let row: Option<(String, bool, i64)> = sqlx::query_as(
+        "select m.role, g.is_direct_msg, m.last_read_seq
+           from group_members m join chat_groups g on g.group_id = m.group_id
+          where m.group_id = $1 and m.user_id = $2",
+    )
+    .bind(group_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    let (role, is_dm, last_read_seq) = row.ok_or(ApiError::NotFound("group"))?;
+    Ok(Membership {
+        role: role_of(&role),
+        is_dm,
+        last_read_seq,
+    })
+}
+
+/// 403 unless the two members of a DM are friends: after an unfriending or a block the DM
+/// stays readable but nobody can send in it (the same answer in both cases, so a blocked
+/// user cannot tell).
+pub async fn ensure_dm_open(db: &sqlx::PgPool, group_id: GroupId, me: UserId) -> ApiResult<()> {
+    let other: Option<i64> = sqlx::query_scalar(
+        "select user_id from group_members where group_id = $1 and user_id <> $2 limit 1",
+    )
+    .bind(group_id)
+    .bind(me)
+    .fetch_optional(db)
+    .await?;
+    match other {
+        Some(other) if are_friends(db, me, other).await? => Ok(()),
+        _ => Err(ApiError::Forbidden(
+            "only friends can send in a direct message; this conversation is read-only",
+        )),
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(super) struct MemberRow {
+    #[sqlx(flatten)]
+    user: PublicUserRow,
+    role: String,
+    joined_at: DateTime<Utc>,
+    last_read_seq: i64,
+}
+
+impl From<MemberRow> for Member {
+    fn from(r: MemberRow) -> Self {
+        Self {
+            user: r.user.into(),
+            role: role_of(&r.role),
+            joined_at: r.joined_at,
+            last_read_seq: r.last_read_seq,
+        }
+    }
+}
+
+async fn fetch_members(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<Vec<Member>> {
+    let rows: Vec<MemberRow> = sqlx::query_as(concat!(
+        "select ",
+        public_user_columns!(),
+        ", m.role, m.joined_at, m.last_read_seq
+           from group_members m join users u on u.user_id = m.user_id
+          where m.group_id = $1
+          order by m.joined_at, m.user_id"
+    ))
+    .bind(group_id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(Member::from).collect())
+}
+
+async fn fetch_group(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<Group> {
+    let row: Option<GroupRow> = sqlx::query_as(concat!(
+        "select ",
+        group_columns!(),
+        " from chat_groups g where g.group_id = $1"
+    ))
+    .bind(group_id)
+    .fetch_optional(db)
+    .await?;
+    row.map(Group::from).ok_or(ApiError::NotFound("group"))
+}
+
+/// The group with its members (their presence applied), as `my_role` sees it.
+pub(super) async fn detail(
+    state: &AppState,
+    group_id: GroupId,
+    my_role: Role,
+) -> ApiResult<GroupDetail> {
+    let mut members = fetch_members(&state.db, group_id).await?;
+    apply_presence(state, members.iter_mut().map(|m| &mut m.user)).await?;
+    Ok(GroupDetail {
+        group: fetch_group(&state.db, group_id).await?,
+        my_role,
+        members,
+    })
+}
+
+#[derive(sqlx::FromRow)]
+struct ListRow {
+    #[sqlx(flatten)]
+    group: GroupRow,
+    my_role: String,
+    last_read_seq: i64,
+    unread_count: i64,
+    /// The latest message as JSON text (one nullable column instead of ten).
+    last_message: Option<String>,
+    dm_user: Option<String>,
+}
+
+/// My groups with my unread count (see `read_status::UNREAD_COUNT_SQL`), the latest message
+/// (one backward index step) and, for a DM, the other member.
+pub const LIST_GROUPS_SQL: &str = concat!(
+    "select ",
+    group_columns!(),
+    ", gm.role as my_role, gm.last_read_seq,
+           g.last_seq - gm.last_read_seq
+             - (select count(*) from message_deletions d
+                 where d.group_id = g.group_id and d.seq > gm.last_read_seq) as unread_count,
+           (select to_jsonb(x)::text from (
+               select m.message_id, m.group_id, m.sender_id, m.content, m.seq, m.is_read,
+                      m.sent_at, m.updated_at, m.edited_at, m.nonce
+                 from messages m where m.group_id = g.group_id
+                order by m.seq desc limit 1) x) as last_message,
+           case when g.is_direct_msg then (select to_jsonb(x)::text from (
+               select ",
+    public_user_columns!(),
+    " from group_members o join users u on u.user_id = o.user_id
+                where o.group_id = g.group_id and o.user_id <> $1 limit 1) x) end as dm_user
+          from group_members gm join chat_groups g on g.group_id = gm.group_id
+         where gm.user_id = $1
+         order by coalesce(g.last_message_at, g.created_at) desc, g.group_id desc"
+);
+
+/// My groups and DMs, most recently active first, each with its latest message and my
+/// unread count.
+pub async fn list_groups(state: &AppState, me: UserId) -> ApiResult<Vec<GroupListItem>> {
+    let rows: Vec<ListRow> = sqlx::query_as(LIST_GROUPS_SQL)
+        .bind(me)
+        .fetch_all(&state.db)
+        .await?;
+    let mut items = rows
+        .into_iter()
+        .map(|r| -> ApiResult<GroupListItem> {
+            let last_message = r
+                .last_message
+                .as_deref()
+                .map(serde_json::from_str::<Message>)
+                .transpose()
+                .map_err(|e| ApiError::Internal(e.into()))?;
+            let dm_user = r
+                .dm_user
+                .as_deref()
+                .map(serde_json::from_str::<PublicUserRow>)
+                .transpose()
+                .map_err(|e| ApiError::Internal(e.into()))?
+                .map(PublicUser::from);
+            Ok(GroupListItem {
+                group: r.group.into(),
+                my_role: role_of(&r.my_role),
+                last_message,
+                unread_count: r.unread_count,
+                last_read_seq: r.last_read_seq,
+                dm_user,
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    apply_presence(state, items.iter_mut().filter_map(|i| i.dm_user.as_mut())).await?;
+    Ok(items)
+}
+
+/// Creates a group with `me` as its owner.
+pub async fn create_group(
+    state: &AppState,
+    me: UserId,
+    name: &GroupName,
+    description: Option<&Description>,
+) -> ApiResult<GroupDetail> {
+    let mut tx = state.db.begin().await?;
+    let group_id: i64 = sqlx::query_scalar(
+        "insert into chat_groups (name, description) values ($1, $2) returning group_id",
+    )
+    .bind(name.as_str())
+    .bind(description.map(Description::as_str))
+    .fetch_one(&mut *tx)
+    .await?;
+    insert_member(&mut tx, group_id, me, Role::Owner, 0).await?;
+    tx.commit().await?;
+    let detail = detail(state, group_id, Role::Owner).await?;
+    state
+        .events
+        .publish(
+            [me],
+            Event::GroupCreated {
+                group: detail.clone(),
+            },
+        )
+        .await;
+    Ok(detail)
+}
+
+/// The group with its members. 404 unless I am a member.
+pub async fn get_group(state: &AppState, group_id: GroupId, me: UserId) -> ApiResult<GroupDetail> {
+    let member = membership(&state.db, group_id, me).await?;
+    detail(state, group_id, member.role).await
+}
+
+/// A change to a group: `None` leaves a field alone; a description of `Some(None)` clears it.
+#[derive(Debug, Default)]
+pub struct GroupChange {
+    pub name: Option<GroupName>,
+    pub description: Option<Option<Description>>,
+}
+
+/// Renames a group or changes its description: admin or owner. A DM has neither (403).
+pub async fn update_group(
+    state: &AppState,
+    group_id: GroupId,
+    me: UserId,
+    change: GroupChange,
+) -> ApiResult<Group> {
+    let member = membership(&state.db, group_id, me).await?;
+    member.require(
+        Role::Admin,
+        "only admins and the owner can change the group",
+    )?;
+    let row: Option<GroupRow> = sqlx::query_as(concat!(
+        "update chat_groups g set
+             name = coalesce($2, name),
+             description = case when $3 then $4 else description end
+         where group_id = $1
+         returning ",
+        group_columns!()
+    ))
+    .bind(group_id)
+    .bind(change.name.as_ref().map(GroupName::as_str))
+    .bind(change.description.is_some())
+    .bind(
+        change
+            .description
+            .flatten()
+            .as_ref()
+            .map(Description::as_str),
+    )
+    .fetch_optional(&state.db)
+    .await?;
+    let group = Group::from(row.ok_or(ApiError::NotFound("group"))?);
+    state
+        .events
+        .publish_to_group(
+            &state.db,
+            group_id,
+            Event::GroupUpdated {
+                group: group.clone(),
+            },
+        )
+        .await;
+    Ok(group)
+}
+
+/// Deletes the group with its history; returns who was in it.
+pub(super) async fn delete_group_tx(
+    tx: &mut PgConnection,
+    group_id: GroupId,
+) -> ApiResult<Vec<UserId>> {
+    let members: Vec<i64> =
+        sqlx::query_scalar("select user_id from group_members where group_id = $1")
+            .bind(group_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    sqlx::query("delete from chat_groups where group_id = $1")
+        .bind(group_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(members)
+}
+
+/// Deletes a group and all its messages: owner only. A DM cannot be deleted (403).
+pub async fn delete_group(state: &AppState, group_id: GroupId, me: UserId) -> ApiResult<()> {
+    let member = membership(&state.db, group_id, me).await?;
+    member.require(Role::Owner, "only the owner can delete the group")?;
+    let mut tx = state.db.begin().await?;
+    let members = delete_group_tx(&mut tx, group_id).await?;
+    tx.commit().await?;
+    state
+        .events
+        .publish(members, Event::GroupDeleted { group_id })
+        .await;
+    Ok(())
+}
+
+/// The DM's key: the same for both users, so the unique constraint makes get-or-create
+/// idempotent under concurrency.
+fn dm_key(a: UserId, b: UserId) -> String {
+    format!("{}:{}", a.min(b), a.max(b))
+}
+
+/// Gets or creates my direct message with a friend; `true` when created. Concurrent calls
+/// from either side yield one DM. An existing DM is returned even after an unfriending
+/// (read-only); creating one needs a friendship (403 otherwise). 404 for no such user.
+pub async fn open_dm(
+    state: &AppState,
+    me: UserId,
+    other: UserId,
+) -> ApiResult<(bool, GroupDetail)> {
+    if other == me || fetch_public_user(&state.db, other).await?.is_none() {
+        return Err(ApiError::NotFound("user"));
+    }
+    let key = dm_key(me, other);
+    let existing = || async {
+        sqlx::query_scalar::<_, i64>("select group_id from chat_groups where dm_key = $1")
+            .bind(&key)
+            .fetch_optional(&state.db)
+            .await
+    };
+    if let Some(group_id) = existing().await? {
+        return Ok((false, detail(state, group_id, Role::Member).await?));
+    }
+    if !are_friends(&state.db, me, other).await? {
+        return Err(ApiError::Forbidden(
+            "you can start a direct message only with a friend",
+        ));
+    }
+    let mut tx = state.db.begin().await?;
+    let created: Option<i64> = sqlx::query_scalar(
+        "insert into chat_groups (is_direct_msg, dm_key) values (true, $1)
+         on conflict (dm_key) do nothing returning group_id",
+    )
+    .bind(&key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(group_id) = created else {
+        // A concurrent call created it; the conflict waited for its commit, so it is visible.
+        tx.rollback().await?;
+        let group_id = existing().await?.ok_or(ApiError::NotFound("group"))?;
+        return Ok((false, detail(state, group_id, Role::Member).await?));
+    };
+    insert_member(&mut tx, group_id, me, Role::Member, 0).await?;
+    insert_member(&mut tx, group_id, other, Role::Member, 0).await?;
+    tx.commit().await?;
+    let detail = detail(state, group_id, Role::Member).await?;
+    state
+        .events
+        .publish(
+            [me, other],
+            Event::GroupCreated {
+                group: detail.clone(),
+            },
+        )
+        .await;
+    Ok((true, detail))
+}
