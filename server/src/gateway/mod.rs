@@ -110,43 +110,89 @@ async fn gateway(
         .on_upgrade(move |socket| connection::run(socket, state, gateway))
 }
 
-/// Starts this instance's gateway tasks: the event subscriber and presence upkeep. They
-/// stop when the gateway shuts down.
-pub async fn start(state: &AppState) -> anyhow::Result<()> {
+/// The two halves of this instance's Redis subscription. The sink is kept, unused: dropping
+/// it would end the subscription.
+type Subscription = (redis::aio::PubSubSink, redis::aio::PubSubStream);
+
+/// Subscribes to the event and control channels.
+async fn subscribe(state: &AppState) -> redis::RedisResult<Subscription> {
     let client = redis::Client::open(state.settings.redis_url.expose())?;
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(state.keys.events_channel()).await?;
     pubsub.subscribe(state.keys.control_channel()).await?;
+    Ok(pubsub.split())
+}
+
+/// First wait before subscribing again after the subscription was lost (e.g. Redis
+/// restarted), doubled per failed attempt up to the maximum: quick after a restart, gentle
+/// on a Redis that stays down.
+const RESUBSCRIBE_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+const RESUBSCRIBE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Subscribes again until it works; `None` if the gateway shuts down first.
+async fn resubscribe(state: &AppState) -> Option<Subscription> {
+    let mut delay = RESUBSCRIBE_MIN;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = state.gateway.shutdown.cancelled() => return None,
+        }
+        match subscribe(state).await {
+            Ok(subscription) => return Some(subscription),
+            Err(e) => tracing::warn!(error = %e, "event subscription: still failing"),
+        }
+        delay = (delay * 2).min(RESUBSCRIBE_MAX);
+    }
+}
+
+/// Starts this instance's gateway tasks: the event subscriber and presence upkeep. They
+/// stop when the gateway shuts down.
+pub async fn start(state: &AppState) -> anyhow::Result<()> {
+    let first = subscribe(state).await?;
     let control_channel = state.keys.control_channel();
     let gateway = state.gateway.clone();
+    let subscriber_state = state.clone();
     tokio::spawn(async move {
-        // Only the message stream is read; the sink would change subscriptions.
-        let (_sink, mut messages) = pubsub.split();
+        let mut subscription = Some(first);
         loop {
-            tokio::select! {
-                msg = messages.next() => {
-                    let Some(msg) = msg else {
-                        tracing::error!("event subscription lost");
-                        // Clients resume on another instance or after a restart.
-                        gateway.hub_close_all(close::GOING_AWAY);
+            let (_sink, mut messages) = match subscription.take() {
+                Some(subscription) => subscription,
+                None => {
+                    let Some(subscription) = resubscribe(&subscriber_state).await else {
                         break;
                     };
-                    let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
-                    if msg.get_channel_name() == control_channel {
-                        match serde_json::from_slice::<Control>(&payload) {
-                            Ok(Control::SessionsEnded { user_id, session_ids }) => {
-                                gateway.hub.end_sessions(user_id, Some(&session_ids), close::SESSION_ENDED);
+                    tracing::info!("event subscription restored");
+                    // What was published meanwhile never reached this instance's sockets:
+                    // their clients resume, and get every message they missed from
+                    // PostgreSQL exactly once.
+                    gateway.hub_close_all(close::GOING_AWAY);
+                    subscription
+                }
+            };
+            loop {
+                tokio::select! {
+                    msg = messages.next() => {
+                        let Some(msg) = msg else {
+                            tracing::error!("event subscription lost; subscribing again");
+                            break;
+                        };
+                        let payload: Vec<u8> = msg.get_payload_bytes().to_vec();
+                        if msg.get_channel_name() == control_channel {
+                            match serde_json::from_slice::<Control>(&payload) {
+                                Ok(Control::SessionsEnded { user_id, session_ids }) => {
+                                    gateway.hub.end_sessions(user_id, Some(&session_ids), close::SESSION_ENDED);
+                                }
+                                Err(e) => tracing::warn!(error = %e, "bad control message"),
                             }
-                            Err(e) => tracing::warn!(error = %e, "bad control message"),
-                        }
-                    } else {
-                        match serde_json::from_slice::<Envelope>(&payload) {
-                            Ok(envelope) => gateway.hub.dispatch(envelope),
-                            Err(e) => tracing::warn!(error = %e, "bad event envelope"),
+                        } else {
+                            match serde_json::from_slice::<Envelope>(&payload) {
+                                Ok(envelope) => gateway.hub.dispatch(envelope),
+                                Err(e) => tracing::warn!(error = %e, "bad event envelope"),
+                            }
                         }
                     }
+                    () = gateway.shutdown.cancelled() => return,
                 }
-                () = gateway.shutdown.cancelled() => break,
             }
         }
     });
