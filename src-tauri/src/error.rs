@@ -65,6 +65,14 @@ impl From<ClientError> for CommandError {
                 ),
             ),
             ClientError::NotLoggedIn => Self::not_logged_in(),
+            ClientError::NotConnected => Self::new("offline", "Not connected to the server yet."),
+            ClientError::Refused { code, message } => Self::new(&code, message),
+            ClientError::Timeout => Self::new("timeout", "The server did not answer in time."),
+            ClientError::CallEnded => Self::new("call_ended", "The call has ended."),
+            ClientError::Voice(e) => {
+                tracing::warn!(error = %e, "voice engine");
+                Self::new("voice", "The audio device or connection failed.")
+            }
         }
     }
 }

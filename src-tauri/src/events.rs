@@ -7,8 +7,9 @@
 //! slow, after which the client resumes: nothing is lost, only delayed.
 
 use protocol::{
-    gateway::{Event, GroupPosition, PresenceState, VoiceCall},
+    gateway::{Event, GroupPosition, PresenceState},
     users::User,
+    voice::{CallRing, VoiceCall},
     GroupId,
 };
 use serde::Serialize;
@@ -27,6 +28,8 @@ pub enum AppEvent {
         groups: Vec<GroupPosition>,
         presences: Vec<PresenceState>,
         voice_calls: Vec<VoiceCall>,
+        /// DM calls ringing for me now.
+        rings: Vec<CallRing>,
     },
     /// Missed messages were replayed; `resync_groups` must be refetched over REST.
     Resumed {
@@ -46,21 +49,25 @@ pub enum AppEvent {
     },
 }
 
-impl From<GatewayEvent> for AppEvent {
-    fn from(e: GatewayEvent) -> Self {
-        match e {
+impl AppEvent {
+    /// The UI's view of a gateway event; `None` for the answers to voice frames, which
+    /// only the calls API consumes.
+    fn from_gateway(e: GatewayEvent) -> Option<Self> {
+        Some(match e {
             GatewayEvent::Ready {
                 user,
                 session_id,
                 groups,
                 presences,
                 voice_calls,
+                rings,
             } => Self::Ready {
                 user: *user,
                 session_id,
                 groups,
                 presences,
                 voice_calls,
+                rings,
             },
             GatewayEvent::Resumed {
                 replayed,
@@ -72,7 +79,8 @@ impl From<GatewayEvent> for AppEvent {
             GatewayEvent::Event(event) => Self::Event { event },
             GatewayEvent::Disconnected { code } => Self::Disconnected { code },
             GatewayEvent::Closed { code } => Self::SessionEnded { code },
-        }
+            GatewayEvent::VoiceJoined { .. } | GatewayEvent::Refused { .. } => return None,
+        })
     }
 }
 
@@ -82,7 +90,9 @@ pub type Subscriber = watch::Receiver<Option<Channel<AppEvent>>>;
 /// Forwards one session's gateway events to whichever channel the UI last subscribed.
 pub async fn forward(mut events: mpsc::Receiver<GatewayEvent>, mut subscriber: Subscriber) {
     while let Some(event) = events.recv().await {
-        let event = AppEvent::from(event);
+        let Some(event) = AppEvent::from_gateway(event) else {
+            continue;
+        };
         loop {
             let channel = subscriber.borrow_and_update().clone();
             if let Some(channel) = channel {

@@ -30,8 +30,8 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 /// Services run by `up` and `test`.
 const SERVICE_PACKAGES: &[&str] = &["redis-server"];
-/// Only the tests and benchmarks: virtual sound card, test speech, a browser peer, and the
-/// desktop app's virtual display and WebDriver.
+/// Only the tests and benchmarks: virtual sound card, test speech, a browser peer, TURN,
+/// and the desktop app's virtual display and WebDriver.
 const TEST_PACKAGES: &[&str] = &[
     "pipewire",
     "pipewire-pulse",
@@ -43,6 +43,8 @@ const TEST_PACKAGES: &[&str] = &[
     "sox",
     "python3-pip",
     "chromium",
+    // TURN relay for the calls tests (started per test on loopback).
+    "coturn",
     // The desktop app's end-to-end tests: a virtual display, WebDriver, screenshots.
     "xvfb",
     "xauth",

@@ -173,7 +173,7 @@ export class App {
         this.connection = "online";
         for (const p of e.presences) this.presence.set(p.user_id, { presence: p.presence, last_seen: p.last_seen });
         this.voice.clear();
-        for (const c of e.voice_calls) this.voice.set(c.group_id, c.participants);
+        for (const c of e.voice_calls) this.voice.set(c.group_id, c.participants.map((p) => p.user_id));
         // Catch up on what changed while away: the list, the friends, and any open
         // conversation whose gap the replay does not cover.
         if (this.phase === "app") {

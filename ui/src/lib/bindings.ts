@@ -69,13 +69,23 @@ export const commands = {
 /**  What the UI receives on its event channel. */
 export type AppEvent = 
 /**  Connected (again): the UI refreshes what it shows from this snapshot. */
-{ kind: "ready"; user: User; session_id: string; groups: GroupPosition[]; presences: PresenceState[]; voice_calls: VoiceCall[] } | 
+{ kind: "ready"; user: User; session_id: string; groups: GroupPosition[]; presences: PresenceState[]; voice_calls: VoiceCall[]; 
+/**  DM calls ringing for me now. */
+rings: CallRing[] } | 
 /**  Missed messages were replayed; `resync_groups` must be refetched over REST. */
 { kind: "resumed"; replayed: number; resync_groups: number[] } | { kind: "event"; event: Event } | 
 /**  The connection dropped; the client is reconnecting by itself. */
 { kind: "disconnected"; code: number | null } | 
 /**  The session ended (logged out elsewhere, revoked, expired): log in again. */
 { kind: "session_ended"; code: number };
+
+/**  A DM call ringing for me right now. */
+export type CallRing = {
+	group_id: number,
+	caller_id: number,
+	/**  How much longer it rings before it counts as missed. */
+	expires_in_ms: number,
+};
 
 /**
  *  A failed command, as the UI sees it: a stable `code` to branch on, a `message` for
@@ -113,10 +123,21 @@ export type Event =
 /**
  *  Someone joined or left a group's voice call (leaving includes a connection that
  *  dropped or an instance that died). To: the group's members.
+ *  Also sent when a participant mutes or deafens.
  */
-{ type: "voice_state_updated"; group_id: number; user_id: number; in_call: boolean } | 
+{ type: "voice_state_updated"; group_id: number; user_id: number; in_call: boolean; muted?: boolean; deafened?: boolean } | 
 /**  Signaling from another participant of my call. To: the addressed participant. */
-{ type: "voice_signal"; group_id: number; from: number; signal: Value } | 
+{ type: "voice_signal"; group_id: number; from: number; signal: VoiceSignal } | 
+/**
+ *  I joined this call from another device: it is now `session_id`'s. To: me (every
+ *  device); a device in the call with another session leaves it without a word to the
+ *  peers, who are about to get offers from the new device.
+ */
+{ type: "voice_moved"; group_id: number; session_id: string } | 
+/**  Someone calls me in a DM. To: the callee (every device). */
+{ type: "call_ringing"; group_id: number; caller_id: number; expires_in_ms: number } | 
+/**  A DM call stopped ringing. To: the caller and the callee (every device). */
+{ type: "call_ring_ended"; group_id: number; caller_id: number; reason: RingEnd } | 
 /**
  *  Someone is typing; show it for `expires_in_ms` unless repeated. To: the group's other
  *  members.
@@ -346,6 +367,17 @@ export type RegisterRequest = {
 	display_name?: string | null,
 };
 
+/**  Why a DM call stopped ringing. */
+export type RingEnd = 
+/**  The callee joined (on one of their devices). */
+"answered" | 
+/**  The callee declined. */
+"declined" | 
+/**  Nobody answered in time; the callee finds it in their missed calls. */
+"missed" | 
+/**  The caller hung up before anyone answered. */
+"cancelled";
+
 /**  A member's role. Each role can do everything the ones below it can. */
 export type Role = 
 /**  Sends messages, edits and deletes their own. */
@@ -433,11 +465,29 @@ export type User = {
  */
 export type UserStatus = "online" | "idle" | "dnd" | "invisible";
 
-export type Value = null | boolean | number | string | Value[] | { [key in string]: Value };
-
 /**  Who is in a group's voice call. */
 export type VoiceCall = {
 	group_id: number,
-	participants: number[],
+	participants: VoiceParticipant[],
 };
+
+/**  One participant of a call as everyone sees them. */
+export type VoiceParticipant = {
+	user_id: number,
+	/**  Not sending audio (by their own choice). */
+	muted?: boolean,
+	/**  Not hearing anyone (and so not sending either). */
+	deafened?: boolean,
+};
+
+/**  One signaling step between two participants of a call. */
+export type VoiceSignal = 
+/**  An SDP offer: the joiner sends one to each participant present. */
+{ type: "offer"; sdp: string } | 
+/**  The SDP answer to an offer. */
+{ type: "answer"; sdp: string } | 
+/**  A trickled ICE candidate (`candidate:...`). */
+{ type: "candidate"; candidate: string; sdp_mid?: string | null; sdp_mline_index?: number | null } | 
+/**  The sender hung up on this peer. */
+{ type: "bye" };
 
