@@ -2,14 +2,20 @@
 //! connection drops reconnects with backoff and resumes from the last message sequence seen
 //! per group. Message events reach the stream exactly once and in order per group.
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::Duration,
+};
 
 use futures::{SinkExt, StreamExt};
 use protocol::gateway::{
-    close, ClientFrame, Event, GroupId, GroupPosition, PresenceState, ResumeFrom, ServerFrame,
-    VoiceCall, GATEWAY_VERSION,
+    close, ClientFrame, Event, FrameRef, GroupId, GroupPosition, PresenceState, ResumeFrom,
+    ServerFrame, VoiceCall, GATEWAY_VERSION,
 };
 use protocol::users::User;
+use protocol::voice::{CallRing, VoiceParticipant, VoiceSignal};
+use protocol::UserId;
 use rand::Rng;
 use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
 use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
@@ -24,6 +30,7 @@ pub enum GatewayEvent {
         groups: Vec<GroupPosition>,
         presences: Vec<PresenceState>,
         voice_calls: Vec<VoiceCall>,
+        rings: Vec<CallRing>,
     },
     /// Replay done; `resync_groups` had too large a gap: refetch their history over REST.
     Resumed {
@@ -31,6 +38,19 @@ pub enum GatewayEvent {
         resync_groups: Vec<GroupId>,
     },
     Event(Event),
+    /// The answer to a `voice_join` (see [`protocol::gateway::ServerFrame::VoiceJoined`]).
+    VoiceJoined {
+        group_id: GroupId,
+        participants: Vec<VoiceParticipant>,
+        resumed: bool,
+        reference: Option<FrameRef>,
+    },
+    /// The server refused a frame (see [`protocol::voice::refusal`] for the codes).
+    Refused {
+        code: String,
+        message: String,
+        reference: Option<FrameRef>,
+    },
     /// The connection dropped (with the server's close code, if it sent one); reconnecting.
     Disconnected {
         code: Option<u16>,
@@ -71,37 +91,93 @@ enum Command {
     Close,
 }
 
-/// Controls a running gateway connection.
-pub struct GatewayHandle {
-    commands: mpsc::UnboundedSender<Command>,
-    task: Option<JoinHandle<()>>,
+/// Who this connection is, once the server said `ready`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: UserId,
+    pub session_id: String,
 }
 
-impl GatewayHandle {
-    pub fn typing(&self, group_id: GroupId) {
-        let _ = self
-            .commands
-            .send(Command::Frame(ClientFrame::Typing { group_id }));
+/// State shared between the handle, its senders and the connection task.
+#[derive(Default)]
+struct Shared {
+    identity: Mutex<Option<Identity>>,
+    /// Extra consumers of the stream (a call), fed alongside the main one; a full or closed
+    /// one is skipped, never waited for.
+    taps: Mutex<Vec<mpsc::Sender<GatewayEvent>>>,
+    next_ref: std::sync::atomic::AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sends frames on a gateway connection and taps its events; cheap to clone, so a call can
+/// keep one while the application keeps the [`GatewayHandle`].
+#[derive(Clone)]
+pub struct GatewaySender {
+    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl GatewaySender {
+    /// Sends a frame; dropped if the connection is down at that moment (every frame a client
+    /// sends besides identify is ephemeral: a call re-joins after a reconnect).
+    pub fn send(&self, frame: ClientFrame) {
+        let _ = self.commands.send(Command::Frame(frame));
     }
 
-    /// Joins the voice call of a group (leaving any other call of this connection).
+    /// A fresh `ref` for a frame whose answer the caller wants to match.
+    pub fn next_ref(&self) -> FrameRef {
+        self.shared
+            .next_ref
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
+    }
+
+    /// The connection's user and session, once `ready` arrived.
+    pub fn identity(&self) -> Option<Identity> {
+        lock(&self.shared.identity).clone()
+    }
+
+    /// A second stream of this connection's events (what the main stream gets, from now on).
+    /// Events it cannot take at once are dropped for it, not for the main stream.
+    pub fn tap(&self, buffer: usize) -> mpsc::Receiver<GatewayEvent> {
+        let (tx, rx) = mpsc::channel(buffer.max(1));
+        lock(&self.shared.taps).push(tx);
+        rx
+    }
+
+    pub fn typing(&self, group_id: GroupId) {
+        self.send(ClientFrame::Typing {
+            group_id,
+            reference: None,
+        });
+    }
+
+    /// Joins the voice call of a group (leaving any other call of this connection). The
+    /// calls API ([`crate::calls`]) does this and everything after it.
     pub fn voice_join(&self, group_id: GroupId) {
-        let _ = self
-            .commands
-            .send(Command::Frame(ClientFrame::VoiceJoin { group_id }));
+        self.send(ClientFrame::VoiceJoin {
+            group_id,
+            muted: false,
+            deafened: false,
+            reference: None,
+        });
     }
 
     pub fn voice_leave(&self) {
-        let _ = self.commands.send(Command::Frame(ClientFrame::VoiceLeave));
+        self.send(ClientFrame::VoiceLeave);
     }
 
     /// Sends WebRTC signaling to another participant of the call.
-    pub fn voice_signal(&self, group_id: GroupId, to: protocol::UserId, signal: serde_json::Value) {
-        let _ = self.commands.send(Command::Frame(ClientFrame::VoiceSignal {
+    pub fn voice_signal(&self, group_id: GroupId, to: UserId, signal: VoiceSignal) {
+        self.send(ClientFrame::VoiceSignal {
             group_id,
             to,
             signal,
-        }));
+            reference: None,
+        });
     }
 
     /// Simulates a network failure: the socket is dropped without a close frame and the
@@ -109,10 +185,31 @@ impl GatewayHandle {
     pub fn drop_connection(&self) {
         let _ = self.commands.send(Command::DropConnection);
     }
+}
+
+/// Controls a running gateway connection; closes it when dropped.
+pub struct GatewayHandle {
+    sender: GatewaySender,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::ops::Deref for GatewayHandle {
+    type Target = GatewaySender;
+
+    fn deref(&self) -> &GatewaySender {
+        &self.sender
+    }
+}
+
+impl GatewayHandle {
+    /// A sender for this connection that outlives borrows of the handle.
+    pub fn sender(&self) -> GatewaySender {
+        self.sender.clone()
+    }
 
     /// Closes the connection for good and waits for the task to end.
     pub async fn close(mut self) {
-        let _ = self.commands.send(Command::Close);
+        let _ = self.sender.commands.send(Command::Close);
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -121,7 +218,7 @@ impl GatewayHandle {
 
 impl Drop for GatewayHandle {
     fn drop(&mut self) {
-        let _ = self.commands.send(Command::Close);
+        let _ = self.sender.commands.send(Command::Close);
     }
 }
 
@@ -153,10 +250,18 @@ fn start(
 ) -> (GatewayHandle, mpsc::Receiver<GatewayEvent>) {
     let (events_tx, events_rx) = mpsc::channel(options.buffer.max(1));
     let (commands, commands_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(url, token, options, positions, events_tx, commands_rx));
+    let shared = Arc::new(Shared::default());
+    let state = State {
+        url,
+        token,
+        positions,
+        events: events_tx,
+        shared: Arc::clone(&shared),
+    };
+    let task = tokio::spawn(run(state, options, commands_rx));
     (
         GatewayHandle {
-            commands,
+            sender: GatewaySender { commands, shared },
             task: Some(task),
         },
         events_rx,
@@ -177,33 +282,20 @@ struct State {
     /// Last message sequence delivered per group; `None` until the first ready.
     positions: Option<HashMap<GroupId, i64>>,
     events: mpsc::Sender<GatewayEvent>,
+    shared: Arc<Shared>,
 }
 
 async fn run(
-    url: String,
-    token: String,
+    mut state: State,
     options: GatewayOptions,
-    positions: Option<HashMap<GroupId, i64>>,
-    events: mpsc::Sender<GatewayEvent>,
     mut commands: mpsc::UnboundedReceiver<Command>,
 ) {
-    let mut state = State {
-        url,
-        token,
-        positions,
-        events,
-    };
     let mut delay = options.reconnect_min;
     loop {
         match state.connection(&mut commands).await {
             Outcome::Stop => return,
             Outcome::Retry { code, fast } => {
-                if state
-                    .events
-                    .send(GatewayEvent::Disconnected { code })
-                    .await
-                    .is_err()
-                {
+                if !state.emit(GatewayEvent::Disconnected { code }).await {
                     return;
                 }
                 if fast {
@@ -238,7 +330,19 @@ fn terminal(code: u16) -> bool {
 }
 
 impl State {
+    /// Hands an event to the main stream and the taps; false when the consumer has gone.
     async fn emit(&self, event: GatewayEvent) -> bool {
+        {
+            let mut taps = lock(&self.shared.taps);
+            taps.retain(|tap| match tap.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!("a gateway tap is full; event dropped for it");
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        }
         self.events.send(event).await.is_ok()
     }
 
@@ -341,7 +445,12 @@ impl State {
                 groups,
                 presences,
                 voice_calls,
+                rings,
             } => {
+                *lock(&self.shared.identity) = Some(Identity {
+                    user_id: user.user_id,
+                    session_id: session_id.clone(),
+                });
                 let positions = self.positions.get_or_insert_with(HashMap::new);
                 // Groups new to this client start at their current end: their history is
                 // fetched over REST, not replayed.
@@ -354,6 +463,7 @@ impl State {
                     groups,
                     presences,
                     voice_calls,
+                    rings,
                 })
                 .await
             }
@@ -377,6 +487,32 @@ impl State {
                     *last = seq;
                 }
                 self.emit(GatewayEvent::Event(event)).await
+            }
+            ServerFrame::VoiceJoined {
+                group_id,
+                participants,
+                resumed,
+                reference,
+            } => {
+                self.emit(GatewayEvent::VoiceJoined {
+                    group_id,
+                    participants,
+                    resumed,
+                    reference,
+                })
+                .await
+            }
+            ServerFrame::Error {
+                code,
+                message,
+                reference,
+            } => {
+                self.emit(GatewayEvent::Refused {
+                    code,
+                    message,
+                    reference,
+                })
+                .await
             }
             ServerFrame::HeartbeatAck | ServerFrame::Hello { .. } => true,
         }

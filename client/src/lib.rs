@@ -5,8 +5,11 @@
 //! - [`gateway`]: [`gateway::connect`], an event stream over the WebSocket gateway that
 //!   reconnects and resumes by itself, so a message the server acknowledged reaches the
 //!   stream exactly once and in order per group.
+//! - [`calls`]: voice calls through the server ([`Client::join_call`], ring, accept,
+//!   decline), driving the voice engine with the gateway as signaling.
 //! - [`error`]: the SDK error type, `ClientError`.
 
+pub mod calls;
 pub mod error;
 pub mod gateway;
 pub mod rest;

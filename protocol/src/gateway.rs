@@ -24,9 +24,11 @@ use crate::{
     groups::{Group, GroupDetail, Member, Role},
     messages::Message,
     users::{PublicUser, User, UserStatus},
+    voice::{CallRing, RingEnd, VoiceParticipant, VoiceSignal},
     MessageId, UserId,
 };
 
+pub use crate::voice::VoiceCall;
 pub use crate::GroupId;
 
 /// Version of the gateway protocol; bumped on incompatible changes.
@@ -106,7 +108,15 @@ impl ResumeFrom {
     }
 }
 
+/// A number the client may put on a frame (`"ref"`) so that the server's answer to it
+/// (`voice_joined`, or an `error` frame when it is refused) can be matched to it.
+pub type FrameRef = u64;
+
 /// Client → server.
+///
+/// Frames that can be refused (`typing`, `voice_join`, `voice_signal`, `voice_state`,
+/// `call_decline`) are answered with a [`ServerFrame::Error`] when they are, carrying the
+/// frame's `ref`; they are never dropped in silence.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -122,29 +132,61 @@ pub enum ClientFrame {
     /// "I am typing in this group"; repeat every few seconds while typing. Throttled.
     Typing {
         group_id: GroupId,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<FrameRef>,
     },
-    /// Join the voice call of a group (leaving any other call of this connection).
+    /// Join the voice call of a group (leaving any other call of this connection). In a DM
+    /// whose call is empty this rings the other person; joining a DM call that rings for me
+    /// answers it. Joining the same call again from the same session (after a reconnect)
+    /// resumes it without the others noticing; joining from another session moves me there.
+    /// Answered with [`ServerFrame::VoiceJoined`] or an error (`not_found`, `forbidden`,
+    /// `call_full`).
     VoiceJoin {
         group_id: GroupId,
+        #[serde(default)]
+        muted: bool,
+        #[serde(default)]
+        deafened: bool,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<FrameRef>,
     },
     VoiceLeave,
-    /// WebRTC signaling (offer, answer, ICE candidate, bye) for another participant of the
-    /// same call; relayed only between participants. The payload is the voice engine's own
-    /// signal, opaque to the server.
+    /// My muted / deafened state in my current call, for the others to show.
+    VoiceState {
+        muted: bool,
+        deafened: bool,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<FrameRef>,
+    },
+    /// WebRTC signaling for another participant of the same call; relayed only between
+    /// participants.
     VoiceSignal {
         group_id: GroupId,
         to: UserId,
-        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-        signal: serde_json::Value,
+        signal: VoiceSignal,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<FrameRef>,
+    },
+    /// Decline a DM call ringing for me (on every one of my devices).
+    CallDecline {
+        group_id: GroupId,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<FrameRef>,
     },
 }
 
-/// Who is in a group's voice call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct VoiceCall {
-    pub group_id: GroupId,
-    pub participants: Vec<UserId>,
+impl ClientFrame {
+    /// The frame's `ref`, if it carries one.
+    pub fn reference(&self) -> Option<FrameRef> {
+        match self {
+            Self::Typing { reference, .. }
+            | Self::VoiceJoin { reference, .. }
+            | Self::VoiceState { reference, .. }
+            | Self::VoiceSignal { reference, .. }
+            | Self::CallDecline { reference, .. } => *reference,
+            Self::Identify { .. } | Self::Heartbeat | Self::VoiceLeave => None,
+        }
+    }
 }
 
 /// A group as the client should know it on (re)connect.
@@ -187,6 +229,9 @@ pub enum ServerFrame {
         /// Voice calls going on in my groups.
         #[serde(default)]
         voice_calls: Vec<VoiceCall>,
+        /// DM calls ringing for me.
+        #[serde(default)]
+        rings: Vec<CallRing>,
     },
     /// Replay after `identify` is done: live events follow.
     Resumed {
@@ -197,6 +242,24 @@ pub enum ServerFrame {
     HeartbeatAck,
     Event {
         event: Event,
+    },
+    /// The answer to `voice_join`: I am in the call, with these others already there (I
+    /// offer to each). `resumed`: this session was still in the call (a reconnect within
+    /// the grace period), so peer connections that survived need no new offer.
+    VoiceJoined {
+        group_id: GroupId,
+        participants: Vec<VoiceParticipant>,
+        resumed: bool,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<FrameRef>,
+    },
+    /// A frame was refused. `code` is stable (see [`crate::voice::refusal`]); `ref` is the
+    /// refused frame's.
+    Error {
+        code: String,
+        message: String,
+        #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+        reference: Option<FrameRef>,
     },
 }
 
@@ -216,18 +279,42 @@ pub enum Event {
     },
     /// Someone joined or left a group's voice call (leaving includes a connection that
     /// dropped or an instance that died). To: the group's members.
+    /// Also sent when a participant mutes or deafens.
     VoiceStateUpdated {
         group_id: GroupId,
         user_id: UserId,
         in_call: bool,
+        #[serde(default)]
+        muted: bool,
+        #[serde(default)]
+        deafened: bool,
     },
     /// Signaling from another participant of my call. To: the addressed participant.
     VoiceSignal {
         group_id: GroupId,
         from: UserId,
-        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
-        signal: serde_json::Value,
+        signal: VoiceSignal,
     },
+    /// I joined this call from another device: it is now `session_id`'s. To: me (every
+    /// device); a device in the call with another session leaves it without a word to the
+    /// peers, who are about to get offers from the new device.
+    VoiceMoved {
+        group_id: GroupId,
+        session_id: String,
+    },
+    /// Someone calls me in a DM. To: the callee (every device).
+    CallRinging {
+        group_id: GroupId,
+        caller_id: UserId,
+        expires_in_ms: u64,
+    },
+    /// A DM call stopped ringing. To: the caller and the callee (every device).
+    CallRingEnded {
+        group_id: GroupId,
+        caller_id: UserId,
+        reason: RingEnd,
+    },
+
     /// Someone is typing; show it for `expires_in_ms` unless repeated. To: the group's other
     /// members.
     TypingStarted {

@@ -8,6 +8,7 @@
 //! - [`users`]: user profiles and their updates.
 //! - [`error`]: the single error body every failing request returns.
 //! - [`gateway`]: real-time events pushed over the WebSocket gateway.
+//! - [`voice`]: voice calls: signaling, voice state, ringing, ICE servers.
 //!
 //! Request bodies reject unknown fields so that a typo in a client is a clear 4xx rather
 //! than a silently ignored field.
@@ -19,6 +20,7 @@ pub mod gateway;
 pub mod groups;
 pub mod messages;
 pub mod users;
+pub mod voice;
 
 mod serde_util;
 

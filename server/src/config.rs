@@ -99,6 +99,41 @@ pub struct Settings {
     /// read status is kept per member, so this bounds the work one send or read causes.
     #[arg(long, env = "SOHBET_MAX_GROUP_SIZE", default_value_t = 250)]
     pub max_group_size: i64,
+
+    /// Most participants in one voice call. Calls are a full mesh: each participant sends
+    /// its audio to every other one, so upload grows with the call (8 → 7 streams of
+    /// ~40 kbit/s each, ~0.3 Mbit/s up and down).
+    #[arg(long, env = "SOHBET_MAX_CALL_PARTICIPANTS", default_value_t = 8)]
+    pub max_call_participants: u32,
+
+    /// How long a DM call rings before it counts as missed, in seconds.
+    #[arg(long, env = "SOHBET_RING_TIMEOUT", default_value_t = 30)]
+    pub ring_timeout_secs: u64,
+
+    /// How long a call participant whose gateway connection dropped stays in the call, in
+    /// milliseconds: a client that reconnects within it resumes without the others noticing
+    /// (its peer connections do not depend on the gateway). A crashed client leaves the call
+    /// this long after its socket closed.
+    #[arg(long, env = "SOHBET_VOICE_GRACE_MS", default_value_t = 5_000)]
+    pub voice_grace_ms: u64,
+
+    /// A STUN server URL handed to clients (`stun:host:port`); repeatable.
+    #[arg(long = "stun-url", env = "SOHBET_STUN_URLS", value_delimiter = ',')]
+    pub stun_urls: Vec<String>,
+
+    /// A TURN server URL handed to clients (`turn:host:port?transport=udp`); repeatable.
+    /// Needs `--turn-secret`.
+    #[arg(long = "turn-url", env = "SOHBET_TURN_URLS", value_delimiter = ',')]
+    pub turn_urls: Vec<String>,
+
+    /// The TURN server's shared secret (coturn's `static-auth-secret` with
+    /// `use-auth-secret`): clients get time-limited credentials derived from it.
+    #[arg(long, env = "SOHBET_TURN_SECRET")]
+    pub turn_secret: Option<Secret>,
+
+    /// How long the TURN credentials handed out stay valid, in seconds.
+    #[arg(long, env = "SOHBET_TURN_TTL", default_value_t = 86_400)]
+    pub turn_ttl_secs: u64,
 }
 
 impl Settings {
@@ -120,11 +155,22 @@ impl Settings {
             gateway_queue: 1024,
             replay_limit: 1000,
             max_group_size: 250,
+            max_call_participants: 8,
+            ring_timeout_secs: 30,
+            voice_grace_ms: 5_000,
+            stun_urls: Vec::new(),
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_secs: 86_400,
         }
     }
 
     pub fn session_ttl(&self) -> Duration {
         Duration::from_secs(self.session_ttl_secs)
+    }
+
+    pub fn ring_timeout(&self) -> Duration {
+        Duration::from_secs(self.ring_timeout_secs)
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

@@ -54,28 +54,40 @@ impl Keys {
         format!("{}presence:conns", self.prefix)
     }
 
-    /// One user's live connections: member `instance|conn`, score = expiry in Unix ms.
-    pub fn presence_user(&self, user_id: UserId) -> String {
-        format!("{}{user_id}", self.presence_user_prefix())
-    }
-
+    /// One user's live connections (`{prefix}{user_id}`): member `instance|conn`, score =
+    /// expiry in Unix ms.
     pub fn presence_user_prefix(&self) -> String {
         format!("{}presence:user:", self.prefix)
-    }
-
-    /// Participants of a group's voice call: member = user id, score = expiry in Unix ms.
-    pub fn voice_call(&self, group_id: i64) -> String {
-        format!("{}{group_id}", self.voice_call_prefix())
     }
 
     pub fn voice_call_prefix(&self) -> String {
         format!("{}voice:call:", self.prefix)
     }
 
-    /// Every voice participant on every instance: member `group|user`, score = expiry, swept
-    /// by all instances so a dead instance's callers leave their calls.
+    /// Every voice participant on every instance: member `group|user|session`, score =
+    /// expiry, swept by all instances so a dead instance's callers leave their calls. The
+    /// call's own set is `voice_call_prefix() + group_id`, members `user|session`.
     pub fn voice_participants(&self) -> String {
         format!("{}voice:participants", self.prefix)
+    }
+
+    /// A call's participants' flags: field = user id, value = `{muted}{deafened}` (0/1).
+    pub fn voice_state(&self, group_id: i64) -> String {
+        format!("{}voice:state:{group_id}", self.prefix)
+    }
+
+    /// The ring of a DM call: `group|caller|callee|called_at|deadline`.
+    pub fn voice_ring(&self, group_id: i64) -> String {
+        format!("{}{group_id}", self.voice_ring_prefix())
+    }
+
+    pub fn voice_ring_prefix(&self) -> String {
+        format!("{}voice:ring:", self.prefix)
+    }
+
+    /// Every ringing DM call, scored by the time it counts as missed.
+    pub fn voice_rings(&self) -> String {
+        format!("{}voice:rings", self.prefix)
     }
 
     /// Typing throttle of one user in one group.

@@ -89,12 +89,23 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let presence_ttl_ms =
         i64::try_from(settings.heartbeat_interval().as_millis() * 3).unwrap_or(i64::MAX);
     let presence = gateway::presence::PresenceStore::new(
-        redis.clone(),
-        keys.clone(),
+        gateway::membership::ExpiringSets::new(
+            redis.clone(),
+            keys.presence_user_prefix(),
+            keys.presence_conns(),
+            presence_ttl_ms,
+        ),
         instance,
-        presence_ttl_ms,
     );
-    let voice = gateway::voice::VoiceStore::new(redis.clone(), keys.clone(), presence_ttl_ms);
+    let voice = gateway::voice::VoiceStore::new(
+        gateway::membership::ExpiringSets::new(
+            redis.clone(),
+            keys.voice_call_prefix(),
+            keys.voice_participants(),
+            presence_ttl_ms,
+        ),
+        keys.clone(),
+    );
     let gateway = gateway::Gateway::new(presence, voice);
     Ok(AppState {
         db,

@@ -3,9 +3,11 @@
 //! each app with its own database and its own Redis key prefix, so tests run in parallel
 //! and clean up after themselves.
 //!
-//! [`bench`] holds the benchmark suites run by the `sohbet-bench` binary.
+//! [`bench`] holds the benchmark suites run by the `sohbet-bench` binary; [`calls`] makes
+//! call participants whose audio tests can recognise.
 
 pub mod bench;
+pub mod calls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -388,6 +390,27 @@ impl TestApp {
         Gateway { handle, events }
     }
 
+    /// Joins `group_id`'s call over `gw` with a microphone playing a `freq` Hz tone.
+    pub async fn join_call(
+        &self,
+        token: &str,
+        gw: &Gateway,
+        group_id: i64,
+        freq: f32,
+    ) -> Result<calls::InCall, sohbet_client::ClientError> {
+        let (options, recording) = calls::tone_options(freq);
+        let (handle, events) = self
+            .client(token)
+            .join_call(&gw.handle, group_id, options)
+            .await?;
+        Ok(calls::InCall {
+            handle,
+            events,
+            recording,
+            history: Vec::new(),
+        })
+    }
+
     /// Connects `token` to the gateway and waits for its ready payload.
     pub async fn online(&self, token: &str) -> Gateway {
         let mut gw = self.gateway(token);
@@ -473,6 +496,40 @@ impl Gateway {
                 Err(_) => panic!("timed out waiting for {what}"),
             }
         }
+    }
+
+    /// Waits for the answer to the frame sent with `reference`: what `pred` takes from it,
+    /// or the code of the server's refusal.
+    pub async fn answer<T>(
+        &mut self,
+        reference: u64,
+        mut pred: impl FnMut(&GatewayEvent) -> Option<T>,
+    ) -> Result<T, String> {
+        self.expect("an answer", |e| match e {
+            GatewayEvent::Refused {
+                code,
+                reference: Some(r),
+                ..
+            } if *r == reference => Some(Err(code.clone())),
+            other => pred(other).map(Ok),
+        })
+        .await
+    }
+
+    /// Waits for the refusal of the frame sent with `reference`; returns its code.
+    pub async fn refusal(&mut self, reference: u64) -> String {
+        self.answer(reference, |_| None::<()>)
+            .await
+            .expect_err("only a refusal answers this")
+    }
+
+    /// Everything already received, without waiting.
+    pub fn drain(&mut self) -> Vec<GatewayEvent> {
+        let mut out = Vec::new();
+        while let Ok(ev) = self.events.try_recv() {
+            out.push(ev);
+        }
+        out
     }
 
     /// Waits for the ready payload.

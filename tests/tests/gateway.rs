@@ -143,6 +143,22 @@ async fn an_invalid_frame_closes_with_invalid_frame() {
 }
 
 #[tokio::test]
+async fn a_voice_signal_that_is_not_a_typed_signal_is_an_invalid_frame() {
+    let app = app().await;
+    let alice = app.user("alice").await;
+    let group = app.create_group(&alice, "g").await;
+    let mut socket = raw_socket(&app).await;
+    identify(&mut socket, &alice.token).await;
+    let frame = json!({"op": "voice_signal", "group_id": group, "to": 1,
+                       "signal": {"type": "launch_missiles"}});
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut socket).await, Some(close::INVALID_FRAME));
+}
+
+#[tokio::test]
 async fn a_wrong_protocol_version_is_refused() {
     let app = app().await;
     let alice = app.user("alice").await;

@@ -140,6 +140,9 @@ pub struct PeerStats {
     pub mouth_to_ear_ms: f64,
     /// Time from creating the connection to the first decoded audio (ms).
     pub first_audio_ms: Option<f64>,
+    /// Type of our side of the ICE candidate pair carrying the media: `host`, `srflx`,
+    /// `prflx` or `relay` (through TURN), once one is selected.
+    pub route: Option<String>,
 }
 
 /// Live switches, read by the engine every tick.
@@ -175,10 +178,11 @@ struct Io {
 }
 
 /// Network figures from the statistics poll.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct NetStats {
     rtt_ms: Option<f64>,
     remote_loss: f64,
+    route: Option<String>,
 }
 
 /// Incoming candidates kept for a peer whose offer has not arrived yet (bounded, since a
@@ -488,7 +492,7 @@ impl Call {
             .map(|link| {
                 let rx = lock(&link.receiver);
                 let js = rx.stats();
-                let n = net.get(&link.id).copied().unwrap_or_default();
+                let n = net.get(&link.id).cloned().unwrap_or_default();
                 let played = js.played.max(1) as f64;
                 let expected = (js.received + js.lost).max(1) as f64;
                 let mouth_to_ear = crate::FRAME_MS
@@ -513,6 +517,7 @@ impl Call {
                     first_audio_ms: rx
                         .first_audio_at()
                         .map(|t| t.duration_since(link.created).as_secs_f64() * 1000.0),
+                    route: n.route.clone(),
                 }
             })
             .collect()
@@ -665,6 +670,40 @@ async fn run_stats(shared: Arc<Shared>) {
                 remote_loss: f64::from(link.reported_loss.take()),
                 ..NetStats::default()
             };
+            // The pair carrying media: the transport's selected pair when it names one, else
+            // the busiest (webrtc-rs keeps figures only for the pair in use).
+            let selected_pair = report.iter().find_map(|e| match e {
+                RTCStatsReportEntry::Transport(t) if !t.selected_candidate_pair_id.is_empty() => {
+                    Some(t.selected_candidate_pair_id.clone())
+                }
+                _ => None,
+            });
+            let pairs = || {
+                report.iter().filter_map(|e| match e {
+                    RTCStatsReportEntry::IceCandidatePair(p) => Some(p),
+                    _ => None,
+                })
+            };
+            let busiest = || {
+                pairs()
+                    .filter(|p| p.bytes_sent + p.bytes_received + p.responses_received > 0)
+                    .max_by_key(|p| (p.bytes_sent + p.bytes_received, p.responses_received))
+            };
+            let selected = selected_pair
+                .and_then(|id| pairs().find(|p| p.stats.id == id))
+                .or_else(busiest)
+                .map(|p| p.local_candidate_id.clone());
+            // Local candidates' stats ids carry a prefix the pair's reference lacks.
+            net.route = selected.and_then(|id| {
+                report.iter().find_map(|e| match e {
+                    RTCStatsReportEntry::LocalCandidate(c)
+                        if c.stats.id == id || c.stats.id.ends_with(&format!("_{id}")) =>
+                    {
+                        Some(c.candidate_type.to_string())
+                    }
+                    _ => None,
+                })
+            });
             for entry in report.iter() {
                 match entry {
                     RTCStatsReportEntry::RemoteInboundRtp(r)

@@ -21,7 +21,7 @@ const BUILD_PACKAGES: &[&str] = &[
 ];
 /// Services run by `up` and `test`.
 const SERVICE_PACKAGES: &[&str] = &["redis-server"];
-/// Only the tests and benchmarks: virtual sound card, test speech, a browser peer.
+/// Only the tests and benchmarks: virtual sound card, test speech, a browser peer, TURN.
 const TEST_PACKAGES: &[&str] = &[
     "pipewire",
     "pipewire-pulse",
@@ -33,6 +33,8 @@ const TEST_PACKAGES: &[&str] = &[
     "sox",
     "python3-pip",
     "chromium",
+    // TURN relay for the calls tests (started per test on loopback).
+    "coturn",
 ];
 
 pub fn repo_root() -> Result<PathBuf> {

@@ -11,7 +11,11 @@ use protocol::{
 };
 use tokio::time::{timeout, Instant};
 
-use super::{hub::Outbound, presence, replay, Gateway};
+use super::{
+    calls::{self, Caller, Refusal},
+    hub::Outbound,
+    presence, replay, Gateway,
+};
 use crate::{domain::groups, error::ApiError, session::Session, state::AppState};
 
 /// A peer that does not accept a frame within this time is as good as gone.
@@ -36,6 +40,8 @@ struct Conn<'a, S> {
     positions: HashMap<GroupId, i64>,
     /// The voice call this connection is in.
     voice: Option<GroupId>,
+    /// The public id of the connection's session: a device, for voice.
+    session_id: String,
 }
 
 impl<S, E> Conn<'_, S>
@@ -116,26 +122,42 @@ where
         .await
     }
 
+    fn caller(&self, user_id: UserId) -> Caller<'_> {
+        Caller {
+            state: self.state,
+            gateway: self.gateway,
+            user_id,
+            session_id: &self.session_id,
+        }
+    }
+
     /// Leaves this connection's call, if any, and tells the group.
     async fn voice_leave(&mut self, user_id: UserId) {
-        let Some(group_id) = self.voice.take() else {
-            return;
-        };
-        match self.gateway.voice.leave(group_id, user_id).await {
-            Ok(true) => {
-                let event = Event::VoiceStateUpdated {
-                    group_id,
-                    user_id,
-                    in_call: false,
-                };
-                self.state
-                    .events
-                    .publish_to_group(&self.state.db, group_id, event)
-                    .await;
-            }
-            Ok(false) => {}
-            Err(e) => tracing::warn!(error = %e, "voice leave failed"),
+        if let Some(group_id) = self.voice.take() {
+            calls::leave(&self.caller(user_id), group_id).await;
         }
+    }
+
+    /// Answers a frame that has no answer of its own when it succeeds: only a refusal.
+    async fn answer(
+        &mut self,
+        done: Result<(), Refusal>,
+        reference: Option<u64>,
+    ) -> Result<(), End> {
+        match done {
+            Ok(()) => Ok(()),
+            Err(refusal) => self.refuse(refusal, reference).await,
+        }
+    }
+
+    /// Answers a refused frame.
+    async fn refuse(&mut self, refusal: Refusal, reference: Option<u64>) -> Result<(), End> {
+        self.send(&ServerFrame::Error {
+            code: refusal.code.to_owned(),
+            message: refusal.message,
+            reference,
+        })
+        .await
     }
 
     async fn on_frame(&mut self, session: &Session, frame: ClientFrame) -> Result<(), End> {
@@ -147,7 +169,7 @@ where
                     if let Err(e) = self
                         .gateway
                         .voice
-                        .renew(group_id, session.data.user_id)
+                        .renew(group_id, session.data.user_id, &self.session_id)
                         .await
                     {
                         tracing::warn!(error = %e, "voice renewal failed");
@@ -162,58 +184,67 @@ where
                 }
                 self.send(&ServerFrame::HeartbeatAck).await
             }
-            ClientFrame::VoiceJoin { group_id } => {
-                self.voice_leave(session.data.user_id).await;
+            ClientFrame::VoiceJoin {
+                group_id,
+                muted,
+                deafened,
+                reference,
+            } => {
                 let user_id = session.data.user_id;
-                // Not a member: nothing happens, and nothing says whether the group exists.
-                if groups::membership(&self.state.db, group_id, user_id)
-                    .await
-                    .is_ok()
-                {
-                    match self.gateway.voice.join(group_id, user_id).await {
-                        Ok(()) => {
-                            self.voice = Some(group_id);
-                            let event = Event::VoiceStateUpdated {
-                                group_id,
-                                user_id,
-                                in_call: true,
-                            };
-                            self.state
-                                .events
-                                .publish_to_group(&self.state.db, group_id, event)
-                                .await;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "voice join failed"),
-                    }
+                if self.voice.is_some_and(|g| g != group_id) {
+                    self.voice_leave(user_id).await;
                 }
-                Ok(())
+                let joined = calls::join(&self.caller(user_id), group_id, muted, deafened).await;
+                match joined {
+                    Ok((participants, resumed)) => {
+                        self.voice = Some(group_id);
+                        self.send(&ServerFrame::VoiceJoined {
+                            group_id,
+                            participants,
+                            resumed,
+                            reference,
+                        })
+                        .await
+                    }
+                    Err(refusal) => self.refuse(refusal, reference).await,
+                }
             }
             ClientFrame::VoiceLeave => {
                 self.voice_leave(session.data.user_id).await;
                 Ok(())
             }
+            ClientFrame::VoiceState {
+                muted,
+                deafened,
+                reference,
+            } => {
+                let caller = self.caller(session.data.user_id);
+                let done = calls::set_state(&caller, self.voice, muted, deafened).await;
+                self.answer(done, reference).await
+            }
             ClientFrame::VoiceSignal {
                 group_id,
                 to,
                 signal,
+                reference,
             } => {
-                let from = session.data.user_id;
-                // Relayed only from a participant to a participant of the same call.
-                if self.voice == Some(group_id) && to != from {
-                    if let Ok(true) = self.gateway.voice.in_call(group_id, to).await {
-                        let event = Event::VoiceSignal {
-                            group_id,
-                            from,
-                            signal,
-                        };
-                        self.state.events.publish([to], event).await;
-                    }
-                }
-                Ok(())
+                let caller = self.caller(session.data.user_id);
+                let done = calls::signal(&caller, self.voice, group_id, to, signal).await;
+                self.answer(done, reference).await
             }
-            ClientFrame::Typing { group_id } => {
-                typing(self.state, session.data.user_id, group_id).await;
-                Ok(())
+            ClientFrame::CallDecline {
+                group_id,
+                reference,
+            } => {
+                let done = calls::decline(&self.caller(session.data.user_id), group_id).await;
+                self.answer(done, reference).await
+            }
+            ClientFrame::Typing {
+                group_id,
+                reference,
+            } => {
+                let done = typing(self.state, session.data.user_id, group_id).await;
+                self.answer(done, reference).await
             }
             ClientFrame::Identify { .. } => {
                 Err(End::Close(close::INVALID_FRAME, "already identified"))
@@ -222,36 +253,40 @@ where
     }
 }
 
-async fn typing(state: &AppState, user_id: UserId, group_id: GroupId) {
-    let throttle: Result<Option<String>, _> = redis::cmd("SET")
+async fn typing(state: &AppState, user_id: UserId, group_id: GroupId) -> Result<(), Refusal> {
+    // Not a member: the same answer whether or not the group exists.
+    let membership = groups::membership(&state.db, group_id, user_id).await?;
+    if membership.is_dm {
+        groups::ensure_dm_open(&state.db, group_id, user_id).await?;
+    }
+    let throttle: Option<String> = redis::cmd("SET")
         .arg(state.keys.typing(group_id, user_id))
         .arg(1)
         .arg("PX")
         .arg(TYPING_THROTTLE_MS)
         .arg("NX")
         .query_async(&mut state.redis.clone())
-        .await;
-    if !matches!(throttle, Ok(Some(_))) {
-        return;
+        .await
+        .map_err(ApiError::from)?;
+    // Repeated within the throttle window: still shown, nothing to send.
+    if throttle.is_none() {
+        return Ok(());
     }
-    let members: Result<Vec<UserId>, _> = sqlx::query_scalar(
-        "select other.user_id from group_members mine
-           join group_members other on other.group_id = mine.group_id
-          where mine.group_id = $1 and mine.user_id = $2 and other.user_id <> $2",
+    let others: Vec<UserId> = sqlx::query_scalar(
+        "select user_id from group_members where group_id = $1 and user_id <> $2",
     )
     .bind(group_id)
     .bind(user_id)
     .fetch_all(&state.db)
-    .await;
-    // Not a member: nothing happens, and nothing tells the client whether the group exists.
-    if let Ok(members) = members {
-        let event = Event::TypingStarted {
-            group_id,
-            user_id,
-            expires_in_ms: TYPING_SHOWN_MS,
-        };
-        state.events.publish(members, event).await;
-    }
+    .await
+    .map_err(ApiError::from)?;
+    let event = Event::TypingStarted {
+        group_id,
+        user_id,
+        expires_in_ms: TYPING_SHOWN_MS,
+    };
+    state.events.publish(others, event).await;
+    Ok(())
 }
 
 fn parse_frame<E>(msg: Option<Result<Message, E>>) -> Result<Option<ClientFrame>, End> {
@@ -282,6 +317,7 @@ where
         gateway: &gateway,
         positions: HashMap::new(),
         voice: None,
+        session_id: String::new(),
     };
     let end = session(&mut conn, interval).await;
     if let End::Close(code, reason) = end {
@@ -348,10 +384,14 @@ where
         session_id.clone(),
         conn.state.settings.gateway_queue,
     );
+    conn.session_id.clone_from(&session_id);
     let end = identified(conn, &session, session_id, resume, &mut reg, interval).await;
     hub.unregister(user_id, reg.id);
     if !conn.gateway.crashed() {
-        conn.voice_leave(user_id).await;
+        // Not a leave: a client that reconnects within the grace period resumes its call.
+        if let Some(group_id) = conn.voice.take() {
+            calls::dropped(&conn.caller(user_id), group_id).await;
+        }
         track_presence(
             conn.state,
             conn.gateway,

@@ -2,15 +2,19 @@
 //!
 //! - [`connection`]: one connection's protocol, hello to close.
 //! - [`hub`]: this instance's connections and the dispatcher with per-connection queues.
+//! - [`membership`]: expiring memberships in Redis, the store under presence and voice.
 //! - [`presence`]: presence in Redis, across instances.
 //! - [`replay`]: the ready payload and missed messages from PostgreSQL.
-//! - [`voice`]: who is in which voice call, and the signaling relay between them.
+//! - [`voice`]: who is in which voice call from which device, and DM rings, in Redis.
+//! - [`calls`]: a connection's call frames: join, leave, state, signaling relay, ringing.
 //!
 //! Every instance subscribes to the Redis event channel and dispatches to its own
 //! connections, so several instances behind a load balancer behave as one server.
 
+pub mod calls;
 pub mod connection;
 pub mod hub;
+pub mod membership;
 pub mod presence;
 pub mod replay;
 pub mod voice;
@@ -22,10 +26,7 @@ use std::sync::{
 
 use axum::{extract::State, response::Response};
 use futures::StreamExt;
-use protocol::{
-    gateway::{close, Event},
-    UserId,
-};
+use protocol::{gateway::close, UserId};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -196,12 +197,20 @@ pub async fn start(state: &AppState) -> anyhow::Result<()> {
         }
     });
 
-    let (gateway, db, events) = (
+    let (gateway, db, events, state) = (
         state.gateway.clone(),
         state.db.clone(),
         state.events.clone(),
+        state.clone(),
     );
-    let period = state.settings.heartbeat_interval();
+    // Voice participants lingering after a dropped connection are noticed within a grace
+    // period, so sweep at least that often.
+    let period = state
+        .settings
+        .heartbeat_interval()
+        .min(std::time::Duration::from_millis(
+            state.settings.voice_grace_ms.max(100),
+        ));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -225,16 +234,12 @@ pub async fn start(state: &AppState) -> anyhow::Result<()> {
             match gateway.voice.sweep().await {
                 Ok(gone) => {
                     for (group_id, user_id) in gone {
-                        let event = Event::VoiceStateUpdated {
-                            group_id,
-                            user_id,
-                            in_call: false,
-                        };
-                        events.publish_to_group(&db, group_id, event).await;
+                        calls::gone(&state, &gateway.voice, group_id, user_id).await;
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "voice sweep failed"),
             }
+            calls::expire_rings(&state, &gateway.voice).await;
         }
     });
     Ok(())

@@ -4,6 +4,7 @@
 use protocol::{
     gateway::{Event, GroupId, GroupPosition, ServerFrame},
     messages::Message,
+    voice::CallRing,
     UserId,
 };
 use sqlx::PgPool;
@@ -38,6 +39,18 @@ pub async fn ready(
     let presences = presence::states(&state.db, &gateway.presence, &audience).await?;
     let group_ids: Vec<GroupId> = groups.iter().map(|g| g.0).collect();
     let voice_calls = gateway.voice.calls(&group_ids).await?;
+    let now = super::membership::now_ms();
+    let rings = gateway
+        .voice
+        .rings_for(&group_ids, user_id)
+        .await?
+        .into_iter()
+        .map(|r| CallRing {
+            group_id: r.group_id,
+            caller_id: r.caller_id,
+            expires_in_ms: u64::try_from(r.deadline_ms - now).unwrap_or(0),
+        })
+        .collect();
     Ok(ServerFrame::Ready {
         user,
         session_id,
@@ -51,6 +64,7 @@ pub async fn ready(
             .collect(),
         presences,
         voice_calls,
+        rings,
     })
 }
 

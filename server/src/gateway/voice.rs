@@ -1,151 +1,491 @@
-//! Voice calls' membership in Redis, shared by every instance, and the relay of signaling
-//! between participants.
+//! Voice calls' state in Redis, shared by every instance: who is in which call from which
+//! device (session), their muted/deafened state, and DM calls that are ringing.
 //!
-//! Like presence, each participant is scored by an expiry that its connection renews with
-//! every heartbeat; a participant whose instance died expires and is announced as gone by
-//! whichever instance sweeps it first.
+//! Participants are an [`ExpiringSets`] family: one set per group, members
+//! `{user_id}|{session_id}`, renewed by the owning connection's heartbeat. A connection that
+//! drops shortens its participant's expiry to the grace period instead of leaving, so a
+//! client that reconnects in time resumes; a crashed client's participant expires and is
+//! announced gone by whichever instance sweeps it first.
 
 use protocol::{
-    gateway::{GroupId, VoiceCall},
+    gateway::GroupId,
+    voice::{VoiceCall, VoiceParticipant},
     UserId,
 };
-use redis::{aio::ConnectionManager, Script};
+use redis::Script;
 
-use super::presence::now_ms;
+use super::membership::{now_ms, ExpiringSets};
 use crate::{error::ApiError, keys::Keys};
 
-/// KEYS: global participants set. ARGV: now, call-key prefix, batch size.
-/// Removes expired participants; returns `group|user` of each.
-const SWEEP: &str = r#"
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-for _, member in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], member)
-  local sep = string.find(member, '|', 1, true)
-  if sep then
-    redis.call('ZREM', ARGV[2] .. string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
+/// KEYS: call set, global set, state hash.
+/// ARGV: user prefix (`user|`), member, expiry, now, limit, state, group, user.
+/// Returns {'full'} or {resumed, moved live devices, other member, its state, ...}.
+const JOIN: &str = r#"
+local all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local now = tonumber(ARGV[4])
+local resumed = 0
+local moved = {}
+local moved_live = 0
+local others = {}
+for i = 1, #all, 2 do
+  local m = all[i]
+  local live = tonumber(all[i + 1]) > now
+  if m == ARGV[2] then
+    if live then resumed = 1 end
+  elseif string.sub(m, 1, #ARGV[1]) == ARGV[1] then
+    table.insert(moved, m)
+    if live then moved_live = moved_live + 1 end
+  elseif live then
+    table.insert(others, m)
   end
 end
-return expired
+if resumed == 0 and moved_live == 0 and #others >= tonumber(ARGV[5]) then
+  return {'full'}
+end
+for _, m in ipairs(moved) do
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZREM', KEYS[2], ARGV[7] .. '|' .. m)
+end
+redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[7] .. '|' .. ARGV[2])
+redis.call('PEXPIREAT', KEYS[1], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[8], ARGV[6])
+redis.call('PEXPIREAT', KEYS[3], ARGV[3])
+local out = {tostring(resumed), tostring(moved_live)}
+for _, m in ipairs(others) do
+  local sep = string.find(m, '|', 1, true)
+  local user = string.sub(m, 1, sep - 1)
+  table.insert(out, user)
+  table.insert(out, redis.call('HGET', KEYS[3], user) or '00')
+end
+return out
 "#;
 
-/// Most expired participants one sweep handles; the next sweep takes the rest.
-const SWEEP_BATCH: usize = 500;
+/// KEYS: ring key, rings set. ARGV: the ring's value. Deletes the ring if it is still this
+/// one; 1 if this call claimed it (so each ring ends exactly once).
+const CLAIM_RING: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: rings set. ARGV: now, ring-key prefix, batch. Claims every ring past its deadline.
+const EXPIRE_RINGS: &str = r#"
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local out = {}
+for _, ring in ipairs(due) do
+  redis.call('ZREM', KEYS[1], ring)
+  local group = string.sub(ring, 1, string.find(ring, '|', 1, true) - 1)
+  local key = ARGV[2] .. group
+  if redis.call('GET', key) == ring then
+    redis.call('DEL', key)
+    table.insert(out, ring)
+  end
+end
+return out
+"#;
+
+/// Most due rings one expiry pass claims; the next pass takes the rest.
+const RING_BATCH: usize = 200;
+
+/// A participant's flags as stored: `"{muted}{deafened}"`, each `0` or `1`.
+fn encode_state(muted: bool, deafened: bool) -> String {
+    format!("{}{}", u8::from(muted), u8::from(deafened))
+}
+
+fn decode_state(user_id: UserId, state: &str) -> VoiceParticipant {
+    let bytes = state.as_bytes();
+    VoiceParticipant {
+        user_id,
+        muted: bytes.first() == Some(&b'1'),
+        deafened: bytes.get(1) == Some(&b'1'),
+    }
+}
+
+/// The member of a participant in its call's set.
+pub fn member(user_id: UserId, session_id: &str) -> String {
+    format!("{user_id}|{session_id}")
+}
+
+fn member_user(member: &str) -> Option<UserId> {
+    member.split_once('|')?.0.parse().ok()
+}
+
+/// What `voice_join` found.
+#[derive(Debug)]
+pub enum Joined {
+    Full,
+    In {
+        /// This session was still in the call.
+        resumed: bool,
+        /// Another device of mine was in the call and has been replaced.
+        moved: bool,
+        others: Vec<VoiceParticipant>,
+    },
+}
+
+/// A DM call ringing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ring {
+    pub group_id: GroupId,
+    pub caller_id: UserId,
+    pub callee_id: UserId,
+    /// Unix ms when it started ringing.
+    pub called_at_ms: i64,
+    /// Unix ms when it counts as missed.
+    pub deadline_ms: i64,
+}
+
+impl Ring {
+    fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}|{}|{}",
+            self.group_id, self.caller_id, self.callee_id, self.called_at_ms, self.deadline_ms
+        )
+    }
+
+    fn decode(s: &str) -> Option<Self> {
+        let mut parts = s.split('|').map(str::parse::<i64>);
+        let mut next = || parts.next()?.ok();
+        Some(Self {
+            group_id: next()?,
+            caller_id: next()?,
+            callee_id: next()?,
+            called_at_ms: next()?,
+            deadline_ms: next()?,
+        })
+    }
+}
 
 #[derive(Clone)]
 pub struct VoiceStore {
-    redis: ConnectionManager,
+    participants: ExpiringSets,
     keys: Keys,
-    /// How long a participant stays in a call without renewal.
-    ttl_ms: i64,
 }
 
 impl VoiceStore {
-    pub fn new(redis: ConnectionManager, keys: Keys, ttl_ms: i64) -> Self {
-        Self {
-            redis,
-            keys,
-            ttl_ms,
-        }
+    pub fn new(participants: ExpiringSets, keys: Keys) -> Self {
+        Self { participants, keys }
     }
 
-    async fn set(
+    /// Joins `user_id` from `session_id`, unless the call is full; replaces the user's other
+    /// device if it was in the call.
+    pub async fn join(
         &self,
         group_id: GroupId,
         user_id: UserId,
-        only_existing: bool,
+        session_id: &str,
+        limit: u32,
+        muted: bool,
+        deafened: bool,
+    ) -> Result<Joined, ApiError> {
+        let group = group_id.to_string();
+        let out: Vec<String> = Script::new(JOIN)
+            .key(self.participants.key(&group))
+            .key(self.participants.global_key())
+            .key(self.keys.voice_state(group_id))
+            .arg(format!("{user_id}|"))
+            .arg(member(user_id, session_id))
+            .arg(self.participants.expiry())
+            .arg(now_ms())
+            .arg(limit)
+            .arg(encode_state(muted, deafened))
+            .arg(&group)
+            .arg(user_id)
+            .invoke_async(&mut self.participants.redis())
+            .await?;
+        if out.first().map(String::as_str) == Some("full") {
+            return Ok(Joined::Full);
+        }
+        let resumed = out.first().map(String::as_str) == Some("1");
+        let moved = out.get(1).is_some_and(|m| m != "0");
+        let others = out
+            .get(2..)
+            .unwrap_or_default()
+            .chunks_exact(2)
+            .filter_map(|pair| Some(decode_state(pair[0].parse().ok()?, &pair[1])))
+            .collect();
+        Ok(Joined::In {
+            resumed,
+            moved,
+            others,
+        })
+    }
+
+    /// Keeps a participant in the call (on each heartbeat of its connection); a device that
+    /// was replaced by another is not brought back.
+    pub async fn renew(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        session_id: &str,
     ) -> Result<(), ApiError> {
-        let expiry = now_ms() + self.ttl_ms;
-        let call = self.keys.voice_call(group_id);
-        let mut pipe = redis::pipe();
-        let mut add = |key: &str, member: String| {
-            let cmd = pipe.cmd("ZADD").arg(key);
-            if only_existing {
-                cmd.arg("XX");
-            }
-            cmd.arg(expiry).arg(member).ignore();
-        };
-        add(&call, user_id.to_string());
-        add(
-            &self.keys.voice_participants(),
-            format!("{group_id}|{user_id}"),
-        );
-        pipe.cmd("PEXPIREAT").arg(&call).arg(expiry).ignore();
-        pipe.query_async::<()>(&mut self.redis.clone()).await?;
+        self.participants
+            .renew(&[(group_id.to_string(), member(user_id, session_id))])
+            .await
+    }
+
+    /// The connection dropped: the participant stays only for `grace_ms` unless it rejoins.
+    pub async fn linger(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        session_id: &str,
+        grace_ms: i64,
+    ) -> Result<(), ApiError> {
+        self.participants
+            .expire_at(
+                &[(group_id.to_string(), member(user_id, session_id))],
+                now_ms() + grace_ms,
+                false,
+            )
+            .await
+    }
+
+    /// Removes this device's participant; true if it was in the call (a device that was
+    /// replaced by another one is not, and leaves nothing).
+    pub async fn leave(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        session_id: &str,
+    ) -> Result<bool, ApiError> {
+        let (removed, _) = self
+            .participants
+            .remove(&group_id.to_string(), &member(user_id, session_id))
+            .await?;
+        if removed {
+            self.forget_state(group_id, user_id).await?;
+        }
+        Ok(removed)
+    }
+
+    async fn forget_state(&self, group_id: GroupId, user_id: UserId) -> Result<(), ApiError> {
+        redis::cmd("HDEL")
+            .arg(self.keys.voice_state(group_id))
+            .arg(user_id)
+            .query_async::<()>(&mut self.participants.redis())
+            .await?;
         Ok(())
     }
 
-    pub async fn join(&self, group_id: GroupId, user_id: UserId) -> Result<(), ApiError> {
-        self.set(group_id, user_id, false).await
+    /// The live participants of a call, by member (`user|session`).
+    pub async fn members(&self, group_id: GroupId) -> Result<Vec<String>, ApiError> {
+        Ok(self
+            .participants
+            .live(&[group_id.to_string()])
+            .await?
+            .pop()
+            .unwrap_or_default())
     }
 
-    /// Keeps a participant in the call (on each heartbeat of its connection).
-    pub async fn renew(&self, group_id: GroupId, user_id: UserId) -> Result<(), ApiError> {
-        self.set(group_id, user_id, true).await
-    }
-
-    /// Removes a participant; true if they were in the call.
-    pub async fn leave(&self, group_id: GroupId, user_id: UserId) -> Result<bool, ApiError> {
-        let (removed, _): (i64, i64) = redis::pipe()
-            .cmd("ZREM")
-            .arg(self.keys.voice_call(group_id))
+    /// Records a participant's flags; false if this device is not in the call.
+    pub async fn set_state(
+        &self,
+        group_id: GroupId,
+        user_id: UserId,
+        session_id: &str,
+        muted: bool,
+        deafened: bool,
+    ) -> Result<bool, ApiError> {
+        if !self
+            .participants
+            .contains(&group_id.to_string(), &member(user_id, session_id))
+            .await?
+        {
+            return Ok(false);
+        }
+        redis::cmd("HSET")
+            .arg(self.keys.voice_state(group_id))
             .arg(user_id)
-            .cmd("ZREM")
-            .arg(self.keys.voice_participants())
-            .arg(format!("{group_id}|{user_id}"))
-            .query_async(&mut self.redis.clone())
+            .arg(encode_state(muted, deafened))
+            .query_async::<()>(&mut self.participants.redis())
             .await?;
-        Ok(removed == 1)
+        Ok(true)
     }
 
-    pub async fn in_call(&self, group_id: GroupId, user_id: UserId) -> Result<bool, ApiError> {
-        let score: Option<i64> = redis::cmd("ZSCORE")
-            .arg(self.keys.voice_call(group_id))
-            .arg(user_id)
-            .query_async(&mut self.redis.clone())
-            .await?;
-        Ok(score.is_some_and(|expiry| expiry > now_ms()))
-    }
-
-    /// The calls going on in `groups`.
+    /// The calls going on in `groups`, with each participant's flags.
     pub async fn calls(&self, groups: &[GroupId]) -> Result<Vec<VoiceCall>, ApiError> {
-        if groups.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = now_ms();
-        let mut pipe = redis::pipe();
-        for &g in groups {
-            pipe.cmd("ZRANGEBYSCORE")
-                .arg(self.keys.voice_call(g))
-                .arg(now)
-                .arg("+inf");
-        }
-        let lists: Vec<Vec<UserId>> = pipe.query_async(&mut self.redis.clone()).await?;
-        Ok(groups
+        let sets: Vec<String> = groups.iter().map(ToString::to_string).collect();
+        let lists = self.participants.live(&sets).await?;
+        let active: Vec<(GroupId, Vec<UserId>)> = groups
             .iter()
             .zip(lists)
-            .filter(|(_, participants)| !participants.is_empty())
-            .map(|(&group_id, participants)| VoiceCall {
+            .filter(|(_, members)| !members.is_empty())
+            .map(|(&g, members)| (g, members.iter().filter_map(|m| member_user(m)).collect()))
+            .collect();
+        if active.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (group_id, users) in &active {
+            pipe.cmd("HMGET")
+                .arg(self.keys.voice_state(*group_id))
+                .arg(users);
+        }
+        let states: Vec<Vec<Option<String>>> =
+            pipe.query_async(&mut self.participants.redis()).await?;
+        Ok(active
+            .into_iter()
+            .zip(states)
+            .map(|((group_id, users), states)| VoiceCall {
                 group_id,
-                participants,
+                participants: users
+                    .into_iter()
+                    .zip(states)
+                    .map(|(u, s)| decode_state(u, s.as_deref().unwrap_or("00")))
+                    .collect(),
             })
             .collect())
     }
 
     /// Removes participants whose connection stopped renewing them; returns them.
     pub async fn sweep(&self) -> Result<Vec<(GroupId, UserId)>, ApiError> {
-        let expired: Vec<String> = Script::new(SWEEP)
-            .key(self.keys.voice_participants())
-            .arg(now_ms())
-            .arg(self.keys.voice_call_prefix())
-            .arg(SWEEP_BATCH)
-            .invoke_async(&mut self.redis.clone())
+        let mut gone = Vec::new();
+        for expired in self.participants.sweep().await? {
+            let (Ok(group_id), Some(user_id)) =
+                (expired.set.parse::<GroupId>(), member_user(&expired.member))
+            else {
+                continue;
+            };
+            self.forget_state(group_id, user_id).await?;
+            gone.push((group_id, user_id));
+        }
+        Ok(gone)
+    }
+
+    /// Starts ringing in a DM unless it already rings; the ring, if this call started it.
+    pub async fn start_ring(
+        &self,
+        group_id: GroupId,
+        caller_id: UserId,
+        callee_id: UserId,
+        timeout_ms: i64,
+    ) -> Result<Option<Ring>, ApiError> {
+        let now = now_ms();
+        let ring = Ring {
+            group_id,
+            caller_id,
+            callee_id,
+            called_at_ms: now,
+            deadline_ms: now + timeout_ms,
+        };
+        let value = ring.encode();
+        let (set,): (Option<String>,) = redis::pipe()
+            .cmd("SET")
+            .arg(self.keys.voice_ring(group_id))
+            .arg(&value)
+            .arg("NX")
+            // The key outlives its deadline a little: the expiry pass, not Redis, ends it.
+            .arg("PX")
+            .arg(timeout_ms + 60_000)
+            .cmd("ZADD")
+            .arg(self.keys.voice_rings())
+            .arg(ring.deadline_ms)
+            .arg(&value)
+            .ignore()
+            .query_async(&mut self.participants.redis())
             .await?;
-        Ok(expired
+        if set.is_none() {
+            // Already ringing: undo the index entry just added.
+            redis::cmd("ZREM")
+                .arg(self.keys.voice_rings())
+                .arg(&value)
+                .query_async::<()>(&mut self.participants.redis())
+                .await?;
+            return Ok(None);
+        }
+        Ok(Some(ring))
+    }
+
+    /// The ring of a DM, if it rings.
+    pub async fn ring(&self, group_id: GroupId) -> Result<Option<Ring>, ApiError> {
+        let value: Option<String> = redis::cmd("GET")
+            .arg(self.keys.voice_ring(group_id))
+            .query_async(&mut self.participants.redis())
+            .await?;
+        Ok(value.as_deref().and_then(Ring::decode))
+    }
+
+    /// The rings of these groups whose callee is `user_id`.
+    pub async fn rings_for(
+        &self,
+        groups: &[GroupId],
+        user_id: UserId,
+    ) -> Result<Vec<Ring>, ApiError> {
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = groups.iter().map(|&g| self.keys.voice_ring(g)).collect();
+        let values: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(keys)
+            .query_async(&mut self.participants.redis())
+            .await?;
+        let now = now_ms();
+        Ok(values
             .iter()
-            .filter_map(|m| {
-                let (g, u) = m.split_once('|')?;
-                Some((g.parse().ok()?, u.parse().ok()?))
-            })
+            .flatten()
+            .filter_map(|v| Ring::decode(v))
+            .filter(|r| r.callee_id == user_id && r.deadline_ms > now)
             .collect())
+    }
+
+    /// Ends a ring; true if this call ended it (it was still that ring).
+    pub async fn claim_ring(&self, ring: &Ring) -> Result<bool, ApiError> {
+        let claimed: i64 = Script::new(CLAIM_RING)
+            .key(self.keys.voice_ring(ring.group_id))
+            .key(self.keys.voice_rings())
+            .arg(ring.encode())
+            .invoke_async(&mut self.participants.redis())
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    /// Claims every ring past its deadline (each exactly once across instances).
+    pub async fn expire_rings(&self) -> Result<Vec<Ring>, ApiError> {
+        let due: Vec<String> = Script::new(EXPIRE_RINGS)
+            .key(self.keys.voice_rings())
+            .arg(now_ms())
+            .arg(self.keys.voice_ring_prefix())
+            .arg(RING_BATCH)
+            .invoke_async(&mut self.participants.redis())
+            .await?;
+        Ok(due.iter().filter_map(|r| Ring::decode(r)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rings_round_trip_through_their_encoding() {
+        let ring = Ring {
+            group_id: 7,
+            caller_id: 1,
+            callee_id: 2,
+            called_at_ms: 1_700_000_000_000,
+            deadline_ms: 1_700_000_030_000,
+        };
+        assert_eq!(Ring::decode(&ring.encode()), Some(ring));
+        assert_eq!(Ring::decode("7|1|x|0|0"), None);
+        assert_eq!(Ring::decode("7|1"), None);
+    }
+
+    #[test]
+    fn states_decode_leniently() {
+        assert_eq!(
+            decode_state(3, "10"),
+            VoiceParticipant {
+                user_id: 3,
+                muted: true,
+                deafened: false
+            }
+        );
+        assert!(!decode_state(3, "").muted);
+        assert_eq!(encode_state(false, true), "01");
     }
 }

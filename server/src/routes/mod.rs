@@ -16,6 +16,7 @@ pub mod groups;
 pub mod health;
 pub mod messages;
 pub mod users;
+pub mod voice;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -47,6 +48,7 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(friends::router())
         .merge(groups::router())
         .merge(messages::router())
+        .merge(voice::router())
         .merge(crate::gateway::router())
         .split_for_parts()
 }

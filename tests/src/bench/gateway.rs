@@ -33,10 +33,10 @@ const TARGET_P99_MS: f64 = 50.0;
 /// Idle connections for the per-connection memory figure.
 const IDLE_CONNECTIONS: usize = 10_000;
 
-struct Server {
+pub(super) struct Server {
     child: Child,
-    base: String,
-    pid: u32,
+    pub(super) base: String,
+    pub(super) pid: u32,
 }
 
 impl Drop for Server {
@@ -77,7 +77,7 @@ fn cpu_split(server: u32) -> [f64; 4] {
 }
 
 /// (utime + stime in seconds, RSS in KiB) of a process, from /proc.
-fn cpu_and_rss(pid: u32) -> (f64, u64) {
+pub(super) fn cpu_and_rss(pid: u32) -> (f64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which is in parentheses and may contain spaces).
     let after = stat
@@ -136,7 +136,7 @@ async fn start_server(db: &TestDatabase, prefix: &str) -> Server {
 }
 
 /// Creates `count` users with sessions directly in the stores; returns (user_id, token).
-async fn fabricate_users(
+pub(super) async fn fabricate_users(
     db: &PgPool,
     redis_url: &str,
     prefix: &str,
@@ -189,7 +189,7 @@ async fn fabricate_users(
 }
 
 /// A group with the given members (first is owner), straight into the tables.
-async fn fabricate_group(db: &PgPool, members: &[i64]) -> i64 {
+pub(super) async fn fabricate_group(db: &PgPool, members: &[i64]) -> i64 {
     let group_id: i64 =
         sqlx::query_scalar("insert into chat_groups (name) values ('load') returning group_id")
             .fetch_one(db)
@@ -208,11 +208,11 @@ async fn fabricate_group(db: &PgPool, members: &[i64]) -> i64 {
     group_id
 }
 
-type Socket =
+pub(super) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// Opens a gateway connection and waits for `resumed`.
-async fn connect(base: &str, token: &str) -> Socket {
+pub(super) async fn connect(base: &str, token: &str) -> Socket {
     let url = format!("{}/api/gateway", base.replacen("http", "ws", 1));
     // Small client buffers too, or 10,000 clients in this process cost gigabytes.
     let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
@@ -368,17 +368,17 @@ async fn run_step(
 }
 
 /// A database of its own, the server running on it, and a pool for seeding.
-struct Bench {
+pub(super) struct Bench {
     /// Dropped (with the database) when the benchmark ends.
-    db: TestDatabase,
-    prefix: String,
-    server: Server,
-    pool: PgPool,
-    redis_url: String,
+    pub(super) db: TestDatabase,
+    pub(super) prefix: String,
+    pub(super) server: Server,
+    pub(super) pool: PgPool,
+    pub(super) redis_url: String,
 }
 
 impl Bench {
-    async fn start() -> Self {
+    pub(super) async fn start() -> Self {
         let db = TestDatabase::create().await;
         let prefix = format!("bench:{}:", db.name);
         let server = start_server(&db, &prefix).await;

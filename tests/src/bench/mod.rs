@@ -2,6 +2,7 @@
 //! Nothing here asserts a time; compare ratios within one run (machines are shared).
 
 pub mod auth;
+pub mod calls;
 pub mod gateway;
 pub mod messaging;
 

@@ -4,7 +4,7 @@
 
 use sohbet_tests::bench;
 
-const SUITES: &[&str] = &["auth", "gateway", "idle", "messaging"];
+const SUITES: &[&str] = &["auth", "calls", "gateway", "idle", "messaging"];
 
 #[tokio::main]
 async fn main() {
@@ -19,6 +19,7 @@ async fn main() {
     for suite in args {
         match suite.as_str() {
             "auth" => bench::auth::run().await,
+            "calls" => bench::calls::run().await,
             "gateway" => bench::gateway::run().await,
             "idle" => bench::gateway::idle().await,
             "messaging" => bench::messaging::run().await,
