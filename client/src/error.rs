@@ -57,3 +57,42 @@ impl ClientError {
         }
     }
 }
+
+/// `{"code": …, "message": …}`, so an application (the desktop app) can forward an error as
+/// it is: the server's code when it sent one, else one naming the kind of failure.
+impl serde::Serialize for ClientError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let code = self.code().unwrap_or(match self {
+            Self::Transport(_) => "unreachable",
+            Self::Unexpected { .. } => "unexpected_answer",
+            Self::NotLoggedIn => "not_logged_in",
+            Self::NotConnected => "not_connected",
+            Self::Timeout => "timeout",
+            Self::CallEnded => "call_ended",
+            Self::Voice(_) => "voice",
+            Self::Api { .. } | Self::Refused { .. } => "error",
+        });
+        let mut s = serializer.serialize_struct("ClientError", 2)?;
+        s.serialize_field("code", code)?;
+        s.serialize_field("message", &self.to_string())?;
+        s.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_serialize_with_a_stable_code() -> Result<(), serde_json::Error> {
+        let refused = ClientError::Refused {
+            code: "call_full".into(),
+            message: "the call already has 8 participants".into(),
+        };
+        let json = serde_json::to_value(&refused)?;
+        assert_eq!(json["code"], "call_full");
+        assert_eq!(serde_json::to_value(ClientError::Timeout)?["code"], "timeout");
+        Ok(())
+    }
+}

@@ -503,7 +503,41 @@ pub async fn run() {
     );
 }
 
-/// `sohbet-bench idle`: resident memory per idle gateway connection, with 10,000 of them.
+/// How many users register and log in at once before the idle measurement: each costs the
+/// server one argon2 hash and one verification of 19 MiB.
+const LOGIN_BURST: usize = 20;
+
+/// Registers and logs in `n` users at once through the API, as a crowd arriving would.
+async fn login_burst(base: &str, n: usize) {
+    let http = reqwest::Client::new();
+    futures::future::join_all((0..n).map(|i| {
+        let http = http.clone();
+        async move {
+            let name = format!("burst{i}");
+            let password = "a long enough password";
+            let registered = http
+                .post(format!("{base}/api/auth/register"))
+                .json(&serde_json::json!({
+                    "username": name, "email": format!("{name}@example.org"), "password": password
+                }))
+                .send()
+                .await
+                .expect("register");
+            assert!(registered.status().is_success(), "{}", registered.status());
+            let login = http
+                .post(format!("{base}/api/auth/login"))
+                .json(&serde_json::json!({"login": name, "password": password}))
+                .send()
+                .await
+                .expect("login");
+            assert!(login.status().is_success(), "{}", login.status());
+        }
+    }))
+    .await;
+}
+
+/// `sohbet-bench idle`: resident memory after a burst of logins, and per idle gateway
+/// connection with 10,000 of them.
 pub async fn idle() {
     let Bench {
         db: _db,
@@ -513,6 +547,24 @@ pub async fn idle() {
         redis_url,
     } = Bench::start().await;
     let clock = Arc::new(Clock(Instant::now()));
+    // Memory kept after a login burst: argon2's 19 MiB per hash must not stay resident.
+    let (_, rss_start) = cpu_and_rss(server.pid);
+    login_burst(&server.base, LOGIN_BURST).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, rss_after_logins) = cpu_and_rss(server.pid);
+    print_table(
+        "Login burst",
+        &[
+            "registrations and logins",
+            "server RSS at start MiB",
+            "2 s after MiB",
+        ],
+        &[vec![
+            LOGIN_BURST.to_string(),
+            format!("{:.0}", rss_start as f64 / 1024.0),
+            format!("{:.0}", rss_after_logins as f64 / 1024.0),
+        ]],
+    );
     // Memory per idle connection.
     let (_, rss_before) = cpu_and_rss(server.pid);
     // Ten connections a user, as ten devices would.
