@@ -92,7 +92,10 @@ mod tests {
         };
         let json = serde_json::to_value(&refused)?;
         assert_eq!(json["code"], "call_full");
-        assert_eq!(serde_json::to_value(ClientError::Timeout)?["code"], "timeout");
+        assert_eq!(
+            serde_json::to_value(ClientError::Timeout)?["code"],
+            "timeout"
+        );
         Ok(())
     }
 }
