@@ -1,12 +1,26 @@
-//! Typed configuration from flags and environment variables.
+//! Typed configuration from flags, environment variables and a TOML file ([`file`]).
+//!
+//! Every setting is a flag of [`Settings`] with an environment variable; the config file
+//! uses the same names in snake case (`session_ttl_secs = 3600`). Precedence: the file <
+//! the environment < flags; `cli` assembles them.
 
-use std::{fmt, net::SocketAddr, time::Duration};
+pub mod file;
 
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+
+use anyhow::Context;
 use clap::Parser;
+use sqlx::postgres::PgConnectOptions;
 
 /// A value that never prints (connection strings can carry passwords).
 #[derive(Clone)]
 pub struct Secret(pub String);
+
+impl serde::Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
 
 impl Secret {
     pub fn expose(&self) -> &str {
@@ -27,15 +41,57 @@ impl std::str::FromStr for Secret {
     }
 }
 
-#[derive(Debug, Clone, Parser)]
+/// How log lines are written (to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting. `Serialize` prints the effective ones (`check-config`), secrets as `***`.
+#[derive(Debug, Clone, Parser, serde::Serialize)]
 #[command(name = "sohbet-server", version, about = "Sohbet chat server")]
 pub struct Settings {
-    /// PostgreSQL connection string.
-    #[arg(long, env = "DATABASE_URL")]
+    /// PostgreSQL connection string (required). Its password may instead come from
+    /// `--database-password-file`.
+    // Not `required` for clap: it may come from the config file, which clap does not see;
+    // `file::require` reports it missing by name.
+    #[arg(long, env = "DATABASE_URL", required = false)]
     pub database_url: Secret,
 
-    /// Redis connection string.
-    #[arg(long, env = "REDIS_URL")]
+    /// A file holding the PostgreSQL password (one line), used instead of any password in
+    /// the database URL, so the URL can live in a world-readable config file.
+    #[arg(long, env = "SOHBET_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+
+    /// The password read from `database_password_file`.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub database_password: Option<Secret>,
+
+    /// Log lines as human-readable text, or as one JSON object per line for a log
+    /// collector.
+    #[arg(long, env = "SOHBET_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Serve `GET /metrics` (Prometheus) on this address instead of the main one, so it is
+    /// not public (e.g. `127.0.0.1:9090`). Unset: on the main address.
+    #[arg(long, env = "SOHBET_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// A proxy or load balancer in front of the server, as a CIDR (`10.0.0.0/8`,
+    /// `127.0.0.1/32`); repeatable. Only a request from one of these has its
+    /// `X-Forwarded-For` believed for the client's address (sessions, rate limits, logs).
+    #[arg(
+        long = "trusted-proxy",
+        env = "SOHBET_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// Redis connection string (required).
+    #[arg(long, env = "REDIS_URL", required = false)]
     pub redis_url: Secret,
 
     /// Address to listen on.
@@ -131,6 +187,10 @@ pub struct Settings {
     #[arg(long, env = "SOHBET_TURN_SECRET")]
     pub turn_secret: Option<Secret>,
 
+    /// A file holding the TURN shared secret (one line), instead of `--turn-secret`.
+    #[arg(long, env = "SOHBET_TURN_SECRET_FILE")]
+    pub turn_secret_file: Option<PathBuf>,
+
     /// How long the TURN credentials handed out stay valid, in seconds.
     #[arg(long, env = "SOHBET_TURN_TTL", default_value_t = 86_400)]
     pub turn_ttl_secs: u64,
@@ -141,6 +201,11 @@ impl Settings {
     pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
         Self {
             database_url: Secret(database_url.into()),
+            database_password_file: None,
+            database_password: None,
+            log_format: LogFormat::Text,
+            metrics_listen: None,
+            trusted_proxies: Vec::new(),
             redis_url: Secret(redis_url.into()),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             redis_prefix: String::new(),
@@ -161,8 +226,41 @@ impl Settings {
             stun_urls: Vec::new(),
             turn_urls: Vec::new(),
             turn_secret: None,
+            turn_secret_file: None,
             turn_ttl_secs: 86_400,
         }
+    }
+
+    /// Reads the secrets given as file paths (`database_password_file`, `turn_secret_file`).
+    /// The file's content without its trailing newline is the secret.
+    pub fn read_secret_files(&mut self) -> Result<(), file::ConfigError> {
+        if let Some(path) = &self.database_password_file {
+            self.database_password = Some(file::read_secret("database_password_file", path)?);
+        }
+        if let Some(path) = &self.turn_secret_file {
+            if self.turn_secret.is_some() {
+                return Err(file::ConfigError::Conflict(
+                    "turn_secret",
+                    "turn_secret_file",
+                ));
+            }
+            self.turn_secret = Some(file::read_secret("turn_secret_file", path)?);
+        }
+        Ok(())
+    }
+
+    /// How to reach PostgreSQL: the URL, with the password from its file if one is given.
+    pub fn pg_connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        // JIT off: every query here is short and index-driven, but PostgreSQL's cost estimate
+        // for one with correlated subqueries (the group list's unread counts) can pass the JIT
+        // threshold, and compiling then takes ~0.4 s for a query that runs in ~20 ms.
+        let options = PgConnectOptions::from_str(self.database_url.expose())
+            .context("parsing database_url")?
+            .options([("jit", "off")]);
+        Ok(match &self.database_password {
+            Some(password) => options.password(password.expose()),
+            None => options,
+        })
     }
 
     pub fn session_ttl(&self) -> Duration {

@@ -48,6 +48,9 @@ pub enum ApiError {
     /// 403 `forbidden`: known to the caller, but the caller may not do this.
     #[error("{0}")]
     Forbidden(&'static str),
+    /// 403 `account_disabled`: the right password for an account an operator disabled.
+    #[error("this account is disabled")]
+    AccountDisabled,
     /// 404 `not_found`: does not exist, or the caller may not know it exists.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -86,7 +89,7 @@ impl ApiError {
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unauthorized | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::AccountDisabled => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -108,6 +111,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::InvalidCredentials => "invalid_credentials",
             Self::Forbidden(_) => "forbidden",
+            Self::AccountDisabled => "account_disabled",
             Self::NotFound(_) => "not_found",
             Self::Conflict { code, .. } => code,
             Self::RateLimited { .. } => "rate_limited",
@@ -149,6 +153,7 @@ impl IntoResponse for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        crate::metrics::postgres_error();
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
                 tracing::warn!(error = %e, "database unavailable");
@@ -161,6 +166,7 @@ impl From<sqlx::Error> for ApiError {
 
 impl From<redis::RedisError> for ApiError {
     fn from(e: redis::RedisError) -> Self {
+        crate::metrics::redis_error();
         if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
             tracing::warn!(error = %e, "redis unavailable");
             Self::Unavailable

@@ -1,6 +1,8 @@
 //! `sohbet-server`: the Sohbet REST API and WebSocket gateway over PostgreSQL and Redis.
 //!
-//! - [`config`]: typed settings from flags and environment.
+//! - [`cli`]: the command line: settings from flags, environment and a config file
+//!   ([`config`]), and the subcommands (`serve`, `migrate`, `check-config`, `user …`).
+//! - [`config`]: typed settings from flags, environment and a TOML file.
 //! - [`routes`]: one module per resource (auth, users, friends, groups, messages, health),
 //!   merged with the OpenAPI document generated from the same route list. Handlers only
 //!   parse (into [`domain::values`]), call the domain layer and answer; no route module
@@ -11,6 +13,8 @@
 //!   receipts, the group's read lock). See its module map.
 //! - [`error`]: `ApiError`, the one error shape.
 //! - [`extract`]: JSON, path and query extractors that reject in that shape.
+//! - [`client_ip`]: the client's address, from `X-Forwarded-For` only behind a trusted proxy.
+//! - [`metrics`]: Prometheus metrics (`GET /metrics`, optionally on a listener of its own).
 //! - [`session`], [`auth`]: Redis sessions and the extractor that checks them.
 //! - [`password`]: argon2id on a bounded blocking pool.
 //! - [`rate_limit`], [`keys`]: Redis counters and key names.
@@ -21,6 +25,8 @@
 //! [`run`] is the whole server: tests start it on port 0 exactly as `main` does.
 
 pub mod auth;
+pub mod cli;
+pub mod client_ip;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -28,6 +34,7 @@ pub mod events;
 pub mod extract;
 pub mod gateway;
 pub mod keys;
+pub mod metrics;
 pub mod password;
 pub mod rate_limit;
 pub mod routes;
@@ -35,11 +42,11 @@ pub mod session;
 pub mod state;
 pub mod telemetry;
 
-use std::{future::Future, net::SocketAddr, str::FromStr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, response::IntoResponse, Router};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{postgres::PgPoolOptions, PgPool};
 use tokio::net::TcpListener;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
@@ -56,19 +63,26 @@ const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Connects to the stores, migrates, and builds the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
-    // JIT off: every query here is short and index-driven, but PostgreSQL's cost estimate for
-    // one with correlated subqueries (the group list's unread counts) can pass the JIT
-    // threshold, and compiling then takes ~0.4 s for a query that runs in ~20 ms.
-    let options = PgConnectOptions::from_str(settings.database_url.expose())
-        .context("parsing DATABASE_URL")?
-        .options([("jit", "off")]);
-    let db = PgPoolOptions::new()
+    build_state_with(settings, true).await
+}
+
+/// Connects to PostgreSQL with the configured pool.
+pub async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
         .max_connections(settings.db_pool_size)
         .acquire_timeout(DB_ACQUIRE_TIMEOUT)
-        .connect_with(options)
+        .connect_with(settings.pg_connect_options()?)
         .await
-        .context("connecting to PostgreSQL")?;
-    MIGRATOR.run(&db).await.context("running migrations")?;
+        .context("connecting to PostgreSQL")
+}
+
+/// Connects to the stores, applies pending migrations if `migrate`, and builds the shared
+/// state.
+pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Result<AppState> {
+    let db = connect_postgres(&settings).await?;
+    if migrate {
+        MIGRATOR.run(&db).await.context("running migrations")?;
+    }
 
     let redis = redis::Client::open(settings.redis_url.expose())
         .context("parsing REDIS_URL")?
@@ -121,8 +135,13 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 
 pub fn app(state: AppState) -> Router {
     let max_body = state.settings.max_body_bytes;
-    routes::router()
+    let mut router = routes::router();
+    if state.settings.metrics_listen.is_none() {
+        router = router.merge(metrics::router());
+    }
+    router
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(metrics::track_http))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal(anyhow::anyhow!("handler panicked")).into_response()
@@ -140,12 +159,44 @@ pub async fn run(
     serve(listener, state, shutdown).await
 }
 
+/// What `sohbet-server serve` does: binds the configured address and serves until Ctrl-C or
+/// SIGTERM.
+pub async fn serve_settings(settings: Settings, migrate: bool) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let metrics_listener = match settings.metrics_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the metrics address {addr}"))?,
+        ),
+        None => None,
+    };
+    let state = build_state_with(settings, migrate).await?;
+    if let Some(listener) = metrics_listener {
+        let router = metrics::router().with_state(state.clone());
+        let stop = state.gateway.shutdown.clone();
+        tracing::info!(addr = %listener.local_addr()?, "serving metrics");
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    serve(listener, state, shutdown_signal()).await
+}
+
 /// Serves an already built state (tests build it first to keep a handle on its parts).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    metrics::init();
     let db = state.db.clone();
     gateway::start(&state)
         .await
@@ -153,6 +204,8 @@ pub async fn serve(
     // On shutdown, close the gateway's sockets first: graceful shutdown waits for every
     // connection, and WebSockets would otherwise hold it open forever.
     let stop = state.gateway.shutdown.clone();
+    // Said once everything is up (tests and scripts wait for it).
+    tracing::info!(addr = %listener.local_addr()?, "serving");
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;

@@ -1,12 +1,8 @@
-use clap::Parser;
-use sohbet_server::{config::Settings, telemetry};
-use tokio::net::TcpListener;
+use sohbet_server::{cli::Cli, telemetry};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
-    let settings = Settings::parse();
-    let listener = TcpListener::bind(settings.listen).await?;
-    tracing::info!(addr = %listener.local_addr()?, "listening");
-    sohbet_server::run(listener, settings, sohbet_server::shutdown_signal()).await
+    let cli = Cli::load(std::env::args_os()).unwrap_or_else(|e| e.exit());
+    telemetry::init_with(cli.settings.log_format);
+    cli.run().await
 }

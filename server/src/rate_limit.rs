@@ -26,6 +26,7 @@ pub async fn hit(
         .query_async(&mut redis.clone())
         .await?;
     if count > limit {
+        crate::metrics::rate_limited();
         return Err(ApiError::RateLimited {
             retry_after_secs: ttl.max(1) as u64,
         });
@@ -43,6 +44,7 @@ pub async fn check(redis: &ConnectionManager, key: &str, limit: u64) -> Result<(
         .query_async(&mut redis.clone())
         .await?;
     if count.unwrap_or(0) >= limit {
+        crate::metrics::rate_limited();
         return Err(ApiError::RateLimited {
             retry_after_secs: ttl.max(1) as u64,
         });

@@ -152,3 +152,23 @@ async fn live_delivery_comes_back_after_redis_restarts() {
     .await;
     drop(redis);
 }
+
+#[tokio::test]
+async fn readiness_fails_while_redis_is_down_and_liveness_does_not() {
+    let redis = PrivateRedis::start();
+    let url = redis.url();
+    let app = TestApp::spawn_with(|s| s.redis_url = Secret(url)).await;
+    let health = |path: &'static str| {
+        let app = &app;
+        async move { app.call(reqwest::Method::GET, path, None, None).await }
+    };
+    assert_eq!(health("/api/health").await.0, StatusCode::OK);
+
+    drop(redis);
+
+    let (status, body) = health("/api/health").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body, json!({"postgres": "ok", "redis": "unreachable"}));
+    let (status, body) = health("/api/health/live").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}

@@ -4,6 +4,7 @@ use protocol::{auth::LoginResponse, users::User};
 
 use crate::{
     domain::{
+        admin,
         users::{UserRow, FRIEND_CODE_ATTEMPTS},
         DisplayName, Email, FriendCode, LoginName, Password, Username,
     },
@@ -127,16 +128,21 @@ pub async fn login(state: &AppState, creds: Credentials<'_>) -> ApiResult<LoginR
     let user = match user {
         Some(user) if verified => user,
         _ => {
+            crate::metrics::login_failure();
             rate_limit::record(&state.redis, &account_key, settings.login_window_secs).await?;
             return Err(ApiError::InvalidCredentials);
         }
     };
+    // Only after the password matched: nobody learns an account is disabled but its owner.
+    if admin::is_disabled(&state.db, user.user_id).await? {
+        return Err(ApiError::AccountDisabled);
+    }
     rate_limit::reset(&state.redis, &account_key).await?;
     let token = state
         .sessions
         .create(user.user_id, &user.username, &ip, creds.device_info)
         .await?;
-    tracing::info!(user_id = user.user_id, "logged in");
+    tracing::info!(user_id = user.user_id, client_ip = %ip, "logged in");
     Ok(LoginResponse {
         token,
         user: user.into(),

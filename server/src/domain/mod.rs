@@ -5,6 +5,8 @@
 //!   URL, friend code, group name, description, message content, nonce). A value of one of
 //!   these types has passed its rule; code past the edge never checks it again.
 //! - [`accounts`]: registration and login (credentials, login rate limits, sessions).
+//! - [`admin`]: the operator's account tasks (list, disable/enable, reset a password), for
+//!   the `sohbet-server user` commands.
 //! - [`users`]: profiles as stored and as others see them (presence applied, or as a
 //!   stranger); the row types and column lists other concepts join against.
 //! - [`relation`]: the one `friendships` row of a pair of users and what it means to each;
@@ -22,6 +24,7 @@
 //! caller cannot forget to.
 
 pub mod accounts;
+pub mod admin;
 pub mod blocks;
 pub mod friends;
 pub mod groups;

@@ -122,6 +122,17 @@ impl ExpiringSets {
         self.redis.clone()
     }
 
+    /// Every live `set|member` of the family.
+    pub async fn live_all(&self) -> Result<Vec<String>, ApiError> {
+        Ok(redis::cmd("ZRANGE")
+            .arg(&self.global)
+            .arg(now_ms())
+            .arg("+inf")
+            .arg("BYSCORE")
+            .query_async(&mut self.redis.clone())
+            .await?)
+    }
+
     /// Adds (or re-adds) a member; returns how many other live members the set has.
     pub async fn add(&self, set: &str, member: &str) -> Result<i64, ApiError> {
         Ok(Script::new(ADD)

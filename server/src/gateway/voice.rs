@@ -272,6 +272,11 @@ impl VoiceStore {
         Ok(())
     }
 
+    /// Every live participant of every call, as `group|user|session`.
+    pub async fn live_participants(&self) -> Result<Vec<String>, ApiError> {
+        self.participants.live_all().await
+    }
+
     /// The live participants of a call, by member (`user|session`).
     pub async fn members(&self, group_id: GroupId) -> Result<Vec<String>, ApiError> {
         Ok(self

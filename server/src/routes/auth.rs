@@ -1,11 +1,6 @@
 //! Registration, login, logout and the session list.
 
-use std::net::SocketAddr;
-
-use axum::{
-    extract::{ConnectInfo, State},
-    http::StatusCode,
-};
+use axum::{extract::State, http::StatusCode};
 use protocol::{
     auth::{LoginRequest, LoginResponse, RegisterRequest, RevokedSessions, SessionInfo},
     error::ErrorBody,
@@ -15,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     auth::Auth,
+    client_ip::ClientIp,
     domain::{
         accounts::{self, Credentials, Registration},
         DisplayName, Email, LoginName, Password, Username,
@@ -71,7 +67,7 @@ async fn register(
         (status = 429, description = "`rate_limited`", body = ErrorBody)))]
 async fn login(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<LoginRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let login = LoginName::parse(&req.login)?;
@@ -79,7 +75,7 @@ async fn login(
         login: &login,
         password: &req.password,
         device_info: req.device_info.as_deref(),
-        ip: peer.ip().to_string(),
+        ip: ip.to_string(),
     };
     Ok(Json(accounts::login(&state, credentials).await?))
 }

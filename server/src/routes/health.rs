@@ -16,7 +16,25 @@ use crate::state::AppState;
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(health))
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(live))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    /// Always `ok`: an answer at all means the process serves requests.
+    pub status: &'static str,
+}
+
+/// GET /api/health/live
+///
+/// Liveness: 200 whenever the process answers, whatever the state of its stores (restart it
+/// only if this fails; take it out of a load balancer when `/api/health` fails).
+#[utoipa::path(get, path = "/api/health/live", tag = "health",
+    responses((status = 200, body = Liveness)))]
+async fn live() -> Json<Liveness> {
+    Json(Liveness { status: "ok" })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -28,7 +46,7 @@ pub struct Health {
 
 /// GET /api/health
 ///
-/// 200 when PostgreSQL and Redis both answer, 503 otherwise; the body says which.
+/// Readiness: 200 when PostgreSQL and Redis both answer, 503 otherwise; the body says which.
 #[utoipa::path(get, path = "/api/health", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
