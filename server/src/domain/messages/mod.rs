@@ -1,10 +1,12 @@
-//! Messages: sending, history, edits and deletions.
+//! Messages: sending ([`sending`], with group commit), history, edits and deletions.
 //!
 //! Ordering: a message's `seq` comes from `chat_groups.last_seq`, incremented in the
-//! inserting transaction. The row lock on the group serializes senders, so sequence order is
-//! commit order and a reader paging "after X" never skips a message that committed late.
-//! Sending also moves the sender's read watermark (see [`super::read_status`]) in the same
-//! transaction: this module is the one place a message is sent.
+//! inserting transaction (see [`sending`]); `seq` order is commit order, so a reader paging
+//! "after X" never skips a message that committed late.
+
+mod sending;
+
+pub use sending::{send, SendQueues, Sent};
 
 use chrono::{DateTime, Utc};
 use protocol::{
@@ -18,23 +20,15 @@ use sqlx::PgExecutor;
 use crate::{
     domain::{
         groups::{ensure_dm_open, membership},
-        read_status::{advance_watermark, all_read_up_to, publish_all_read},
-        MessageContent, Nonce,
+        read_status::all_read_up_to,
+        MessageContent,
     },
-    error::{violated_constraint, ApiError, ApiResult},
+    error::{ApiError, ApiResult},
     state::AppState,
 };
 
-/// The columns of `messages m` a [`Message`] is made of.
-macro_rules! message_columns {
-    () => {
-        "m.message_id, m.group_id, m.sender_id, m.content, m.seq, m.is_read, m.sent_at, \
-         m.updated_at, m.edited_at, m.nonce"
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct MessageRow {
+/// A row of `messages` as the checked queries of this module read it.
+pub(crate) struct MessageRow {
     message_id: i64,
     group_id: i64,
     sender_id: Option<i64>,
@@ -64,158 +58,80 @@ impl From<MessageRow> for Message {
     }
 }
 
-async fn by_nonce(
-    db: impl PgExecutor<'_>,
-    sender: UserId,
-    nonce: &Nonce,
-) -> ApiResult<Option<Message>> {
-    let row: Option<MessageRow> = sqlx::query_as(concat!(
-        "select ",
-        message_columns!(),
-        " from messages m where m.sender_id = $1 and m.nonce = $2"
-    ))
-    .bind(sender)
-    .bind(nonce.as_str())
-    .fetch_optional(db)
-    .await?;
-    Ok(row.map(Message::from))
-}
-
-/// What a send did.
-pub enum Sent {
-    /// A new message.
-    Created(Message),
-    /// A retry of a send already stored (same nonce): the first message, not a duplicate.
-    Replayed(Message),
-}
-
-/// A retry with a nonce already used: the first message, if it was for this group.
-fn replay(existing: Message, group_id: GroupId) -> ApiResult<Sent> {
-    if existing.group_id != group_id {
-        return Err(ApiError::Conflict {
-            code: "nonce_reused",
-            message: "that nonce was already used for a message in another conversation",
-        });
-    }
-    Ok(Sent::Replayed(existing))
-}
-
-/// Sends a message: in one transaction, the group's next seq (its row lock serializes
-/// senders), the message, and the sender's watermark and receipt; after commit, the event
-/// to every member. With a nonce already used by the sender in this group, answers the
-/// first message instead of storing a duplicate (409 `nonce_reused` if it was used in
-/// another group). In a DM, only friends send (403: the DM is read-only). 404 unless a
-/// member.
-pub async fn send(
-    state: &AppState,
-    group_id: GroupId,
-    me: UserId,
-    content: &MessageContent,
-    nonce: Option<Nonce>,
-) -> ApiResult<Sent> {
-    let member = membership(&state.db, group_id, me).await?;
-    if member.is_dm {
-        ensure_dm_open(&state.db, group_id, me).await?;
-    }
-    // A retry: answer before taking a sequence number.
-    if let Some(nonce) = &nonce {
-        if let Some(existing) = by_nonce(&state.db, me, nonce).await? {
-            return replay(existing, group_id);
-        }
-    }
-    let mut tx = state.db.begin().await?;
-    // One statement takes the group's next seq (locking its row until commit) and inserts.
-    let inserted = sqlx::query_as::<_, MessageRow>(concat!(
-        "with g as (
-             update chat_groups set last_seq = last_seq + 1, last_message_at = now()
-              where group_id = $1 returning last_seq)
-         insert into messages as m (group_id, sender_id, content, seq, nonce)
-         select $1, $2, $3, g.last_seq, $4 from g returning ",
-        message_columns!()
-    ))
-    .bind(group_id)
-    .bind(me)
-    .bind(content.as_str())
-    .bind(nonce.as_ref().map(Nonce::as_str))
-    .fetch_optional(&mut *tx)
-    .await;
-    let message = match inserted {
-        Ok(None) => return Err(ApiError::NotFound("group")),
-        Ok(Some(row)) => Message::from(row),
-        // A concurrent retry with the same nonce won; rolling back returns our seq too.
-        Err(e) if violated_constraint(&e) == Some("messages_sender_nonce_key") => {
-            tx.rollback().await?;
-            let Some(nonce) = &nonce else {
-                return Err(e.into());
-            };
-            let existing = by_nonce(&state.db, me, nonce)
-                .await?
-                .ok_or(ApiError::Unavailable)?;
-            return replay(existing, group_id);
-        }
-        Err(e) => return Err(e.into()),
-    };
-    // Removed from the group since the check above: the watermark has no row to move, and
-    // dropping the transaction keeps nothing of this send.
-    let Some(advance) =
-        advance_watermark(&mut tx, group_id, me, message.seq, message.message_id).await?
-    else {
-        return Err(ApiError::NotFound("group"));
-    };
-    tx.commit().await?;
-    let event = Event::MessageCreated {
-        message: message.clone(),
-    };
-    state.events.publish(advance.members, event).await;
-    publish_all_read(state, group_id, advance.all_read).await;
-    Ok(Sent::Created(message))
-}
-
 /// The seq and sender of a message of this group, or 404.
 pub async fn locate(
     db: impl PgExecutor<'_>,
     group_id: GroupId,
     message_id: MessageId,
 ) -> ApiResult<(i64, Option<UserId>)> {
-    let row: Option<(i64, Option<i64>)> = sqlx::query_as(
+    let row = sqlx::query!(
         "select seq, sender_id from messages where message_id = $1 and group_id = $2",
+        message_id,
+        group_id
     )
-    .bind(message_id)
-    .bind(group_id)
     .fetch_optional(db)
     .await?;
-    row.ok_or(ApiError::NotFound("message"))
+    row.map(|r| (r.seq, r.sender_id))
+        .ok_or(ApiError::NotFound("message"))
 }
 
+// The history's queries, public so a test can EXPLAIN exactly what the API runs; each is
+// checked against the schema at build time through `sqlx::query_file_as!` on the same file.
+
 /// Latest messages, newest first in SQL (reversed before answering).
-pub const LATEST_SQL: &str = concat!(
-    "select ",
-    message_columns!(),
-    " from messages m where m.group_id = $1 order by m.seq desc limit $2"
-);
-pub const BEFORE_SQL: &str = concat!(
-    "select ",
-    message_columns!(),
-    " from messages m where m.group_id = $1 and m.seq < $2 order by m.seq desc limit $3"
-);
-pub const FROM_SQL: &str = concat!(
-    "select ",
-    message_columns!(),
-    " from messages m where m.group_id = $1 and m.seq >= $2 order by m.seq limit $3"
-);
+pub const LATEST_SQL: &str = include_str!("latest.sql");
+/// Messages before a seq, newest first in SQL.
+pub const BEFORE_SQL: &str = include_str!("before.sql");
+/// Messages from a seq on, oldest first.
+pub const FROM_SQL: &str = include_str!("from.sql");
+
+/// Which page of history to read.
+enum Page {
+    Latest,
+    Before(i64),
+    From(i64),
+}
 
 async fn fetch_page(
     db: &sqlx::PgPool,
-    sql: &'static str,
     group_id: GroupId,
-    seq: Option<i64>,
+    page: Page,
     limit: i64,
 ) -> ApiResult<Vec<Message>> {
-    let mut query = sqlx::query_as::<_, MessageRow>(sql).bind(group_id);
-    if let Some(seq) = seq {
-        query = query.bind(seq);
-    }
-    let rows = query.bind(limit).fetch_all(db).await?;
+    let rows = match page {
+        Page::Latest => {
+            sqlx::query_file_as!(
+                MessageRow,
+                "src/domain/messages/latest.sql",
+                group_id,
+                limit
+            )
+            .fetch_all(db)
+            .await?
+        }
+        Page::Before(seq) => {
+            sqlx::query_file_as!(
+                MessageRow,
+                "src/domain/messages/before.sql",
+                group_id,
+                seq,
+                limit
+            )
+            .fetch_all(db)
+            .await?
+        }
+        Page::From(seq) => {
+            sqlx::query_file_as!(
+                MessageRow,
+                "src/domain/messages/from.sql",
+                group_id,
+                seq,
+                limit
+            )
+            .fetch_all(db)
+            .await?
+        }
+    };
     Ok(rows.into_iter().map(Message::from).collect())
 }
 
@@ -227,7 +143,7 @@ pub async fn from_seq(
     seq: i64,
     limit: i64,
 ) -> ApiResult<Vec<Message>> {
-    fetch_page(db, FROM_SQL, group_id, Some(seq), limit).await
+    fetch_page(db, group_id, Page::From(seq), limit).await
 }
 
 /// Keeps `limit` of `rows` fetched with one extra; says whether there were more.
@@ -262,7 +178,7 @@ pub async fn history(
     let (messages, has_more) = match anchor {
         Anchor::Latest => {
             let (mut rows, more) = trim(
-                fetch_page(db, LATEST_SQL, group_id, None, limit + 1).await?,
+                fetch_page(db, group_id, Page::Latest, limit + 1).await?,
                 limit,
             );
             rows.reverse();
@@ -271,7 +187,7 @@ pub async fn history(
         Anchor::Before(before) => {
             let (seq, _) = locate(db, group_id, before).await?;
             let (mut rows, more) = trim(
-                fetch_page(db, BEFORE_SQL, group_id, Some(seq), limit + 1).await?,
+                fetch_page(db, group_id, Page::Before(seq), limit + 1).await?,
                 limit,
             );
             rows.reverse();
@@ -280,7 +196,7 @@ pub async fn history(
         Anchor::After(after) => {
             let (seq, _) = locate(db, group_id, after).await?;
             trim(
-                fetch_page(db, FROM_SQL, group_id, Some(seq + 1), limit + 1).await?,
+                fetch_page(db, group_id, Page::From(seq + 1), limit + 1).await?,
                 limit,
             )
         }
@@ -288,13 +204,13 @@ pub async fn history(
             let (seq, _) = locate(db, group_id, around).await?;
             let older = limit / 2;
             let (mut rows, more_before) = trim(
-                fetch_page(db, BEFORE_SQL, group_id, Some(seq), older + 1).await?,
+                fetch_page(db, group_id, Page::Before(seq), older + 1).await?,
                 older,
             );
             rows.reverse();
             let newer = limit - older;
             let (after, more_after) = trim(
-                fetch_page(db, FROM_SQL, group_id, Some(seq), newer + 1).await?,
+                fetch_page(db, group_id, Page::From(seq), newer + 1).await?,
                 newer,
             );
             rows.extend(after);
@@ -330,16 +246,17 @@ pub async fn edit(
     if member.is_dm {
         ensure_dm_open(&state.db, group_id, me).await?;
     }
-    let row: Option<MessageRow> = sqlx::query_as(concat!(
+    let row = sqlx::query_as!(
+        MessageRow,
         "update messages m set content = $4, edited_at = now()
           where message_id = $1 and group_id = $2 and sender_id = $3
-          returning ",
-        message_columns!()
-    ))
-    .bind(message_id)
-    .bind(group_id)
-    .bind(me)
-    .bind(content.as_str())
+          returning m.message_id, m.group_id, m.sender_id, m.content, m.seq, m.is_read,
+                    m.sent_at, m.updated_at, m.edited_at, m.nonce",
+        message_id,
+        group_id,
+        me,
+        content.as_str()
+    )
     .fetch_optional(&state.db)
     .await?;
     let message = Message::from(row.ok_or(ApiError::NotFound("message"))?);
@@ -373,20 +290,22 @@ pub async fn delete(
         )?;
     }
     let mut tx = state.db.begin().await?;
-    let seq: Option<i64> = sqlx::query_scalar(
+    let seq = sqlx::query_scalar!(
         "delete from messages where message_id = $1 and group_id = $2 returning seq",
+        message_id,
+        group_id
     )
-    .bind(message_id)
-    .bind(group_id)
     .fetch_optional(&mut *tx)
     .await?;
     let seq = seq.ok_or(ApiError::NotFound("message"))?;
     // The gap keeps unread counts exact (see read_status::UNREAD_COUNT_SQL).
-    sqlx::query("insert into message_deletions (group_id, seq) values ($1, $2)")
-        .bind(group_id)
-        .bind(seq)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "insert into message_deletions (group_id, seq) values ($1, $2)",
+        group_id,
+        seq
+    )
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     state
         .events
