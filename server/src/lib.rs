@@ -130,6 +130,7 @@ pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Resu
         settings: Arc::new(settings),
         events,
         gateway,
+        sends: Default::default(),
     })
 }
 
