@@ -344,14 +344,8 @@ async fn serve_no_migrate_leaves_the_schema_alone(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn user_commands_create_list_reset_and_refuse_bad_input(pool: PgPool) {
-    let db = url_of(&pool);
-    let redis = redis_url();
-    let prefix = format!("test:cli:{}:", rand_suffix());
-    let env = [
-        ("DATABASE_URL", db.as_str()),
-        ("REDIS_URL", redis.as_str()),
-        ("SOHBET_REDIS_PREFIX", prefix.as_str()),
-    ];
+    let stores = Stores::new(&pool);
+    let env = stores.env();
     assert!(run(&["migrate"], &env).status.success());
 
     let out = run_with_stdin(
@@ -405,7 +399,7 @@ async fn user_commands_create_list_reset_and_refuse_bad_input(pool: PgPool) {
             && listed.contains("active")
     );
 
-    let server = Server::start(&db, &redis, &["--redis-prefix", &prefix]);
+    let server = stores.serve();
     let old = server.login("alice", PASSWORD).await;
     assert_eq!(old.0, 200);
     let token = old.1["token"].as_str().expect("token").to_owned();
@@ -426,15 +420,9 @@ async fn user_commands_create_list_reset_and_refuse_bad_input(pool: PgPool) {
 
 #[sqlx::test(migrations = false)]
 async fn a_disabled_user_is_signed_out_at_once_and_cannot_log_in(pool: PgPool) {
-    let db = url_of(&pool);
-    let redis = redis_url();
-    let prefix = format!("test:cli:{}:", rand_suffix());
-    let env = [
-        ("DATABASE_URL", db.as_str()),
-        ("REDIS_URL", redis.as_str()),
-        ("SOHBET_REDIS_PREFIX", prefix.as_str()),
-    ];
-    let server = Server::start(&db, &redis, &["--redis-prefix", &prefix]);
+    let stores = Stores::new(&pool);
+    let env = stores.env();
+    let server = stores.serve();
     let out = run_with_stdin(
         &["user", "create", "carol", "--email", "carol@example.org"],
         &env,
@@ -476,6 +464,37 @@ async fn a_disabled_user_is_signed_out_at_once_and_cannot_log_in(pool: PgPool) {
 
     assert!(run(&["user", "enable", "carol"], &env).status.success());
     assert_eq!(server.login("carol", PASSWORD).await.0, 200);
+}
+
+/// The test's own database, the shared Redis and a key prefix of its own.
+struct Stores {
+    db: String,
+    redis: String,
+    prefix: String,
+}
+
+impl Stores {
+    fn new(pool: &PgPool) -> Self {
+        Self {
+            db: url_of(pool),
+            redis: redis_url(),
+            prefix: format!("test:cli:{}:", rand_suffix()),
+        }
+    }
+
+    /// The binary's environment for these stores.
+    fn env(&self) -> [(&str, &str); 3] {
+        [
+            ("DATABASE_URL", self.db.as_str()),
+            ("REDIS_URL", self.redis.as_str()),
+            ("SOHBET_REDIS_PREFIX", self.prefix.as_str()),
+        ]
+    }
+
+    /// The server on these stores.
+    fn serve(&self) -> Server {
+        Server::start(&self.db, &self.redis, &["--redis-prefix", &self.prefix])
+    }
 }
 
 /// The real binary serving on a free loopback port, stopped (SIGKILL) when dropped.

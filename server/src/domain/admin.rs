@@ -14,7 +14,7 @@ use crate::{
 };
 
 /// One account as the operator sees it.
-#[derive(Debug, sqlx::FromRow)]
+#[derive(Debug)]
 pub struct Account {
     pub user_id: UserId,
     pub username: String,
@@ -26,7 +26,8 @@ pub struct Account {
 
 /// Every account, oldest first.
 pub async fn list(db: impl PgExecutor<'_>) -> ApiResult<Vec<Account>> {
-    Ok(sqlx::query_as::<_, Account>(
+    Ok(sqlx::query_as!(
+        Account,
         "select user_id, username, email, created_at, disabled_at from users order by user_id",
     )
     .fetch_all(db)
@@ -35,11 +36,12 @@ pub async fn list(db: impl PgExecutor<'_>) -> ApiResult<Vec<Account>> {
 
 /// Whether an operator disabled the account.
 pub async fn is_disabled(db: impl PgExecutor<'_>, user_id: UserId) -> ApiResult<bool> {
-    let disabled: Option<bool> =
-        sqlx::query_scalar("select disabled_at is not null from users where user_id = $1")
-            .bind(user_id)
-            .fetch_optional(db)
-            .await?;
+    let disabled = sqlx::query_scalar!(
+        r#"select disabled_at is not null as "disabled!" from users where user_id = $1"#,
+        user_id
+    )
+    .fetch_optional(db)
+    .await?;
     Ok(disabled.unwrap_or(true))
 }
 
@@ -52,14 +54,14 @@ pub async fn set_disabled(
 ) -> ApiResult<UserId> {
     // Disabled first, sessions ended after: a login racing with this either sees the flag
     // or made its session before the sessions were ended.
-    let user_id: Option<UserId> = sqlx::query_scalar(
+    let user_id = sqlx::query_scalar!(
         "update users
-         set disabled_at = case when $2 then coalesce(disabled_at, now()) end
+         set disabled_at = case when $2::boolean then coalesce(disabled_at, now()) end
          where username = $1
          returning user_id",
+        username.as_str(),
+        disabled
     )
-    .bind(username.as_str())
-    .bind(disabled)
     .fetch_optional(&state.db)
     .await?;
     let user_id = user_id.ok_or(ApiError::NotFound("user"))?;
@@ -82,11 +84,11 @@ pub async fn reset_password(
     password: &Password,
 ) -> ApiResult<UserId> {
     let hash = state.passwords.hash(password.expose()).await?;
-    let user_id: Option<UserId> = sqlx::query_scalar(
+    let user_id = sqlx::query_scalar!(
         "update users set password_hash = $2 where username = $1 returning user_id",
+        username.as_str(),
+        hash
     )
-    .bind(username.as_str())
-    .bind(&hash)
     .fetch_optional(&state.db)
     .await?;
     let user_id = user_id.ok_or(ApiError::NotFound("user"))?;
