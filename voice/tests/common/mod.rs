@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod external;
+pub mod loopback;
 pub mod relay;
 
 use std::collections::HashMap;
