@@ -6,6 +6,7 @@
 pub mod external;
 pub mod loopback;
 pub mod relay;
+pub mod room;
 
 use std::collections::HashMap;
 use std::sync::Arc;
