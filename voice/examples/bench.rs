@@ -407,6 +407,12 @@ fn fmt(v: Option<f64>, unit: &str) -> String {
         .unwrap_or_else(|| "n/a".to_owned())
 }
 
+/// A PESQ score to two decimals: the codec table's steps are a few hundredths.
+fn pesq_fmt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}"))
+        .unwrap_or_else(|| "n/a".to_owned())
+}
+
 /// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
 /// (comma-separated: codec, network, offer, cpu, external).
 fn section(name: &str) -> bool {
@@ -477,10 +483,14 @@ fn codec_rows(speech: &[f32], dir: &Path) {
     for kbps in [24, 32, 40, 48, 64, 96] {
         let at = |input, settings, name: &str| {
             let tag = format!("codec-{kbps}-{name}");
-            fmt(
-                codec_only(speech, input, settings, (kbps * 1000, 0.0), dir, &tag),
-                "",
-            )
+            pesq_fmt(codec_only(
+                speech,
+                input,
+                settings,
+                (kbps * 1000, 0.0),
+                dir,
+                &tag,
+            ))
         };
         println!(
             "| {kbps} kbps | {} | {} | {} | {} |",
@@ -493,10 +503,14 @@ fn codec_rows(speech: &[f32], dir: &Path) {
     let lossy = |loss: f64| {
         let tag = format!("codec-loss{}", (loss * 100.0) as u32);
         let bitrate = voice::codec::DEFAULT_BITRATE;
-        fmt(
-            codec_only(speech, Input::Mono48k, gate, (bitrate, loss), dir, &tag),
-            "",
-        )
+        pesq_fmt(codec_only(
+            speech,
+            Input::Mono48k,
+            gate,
+            (bitrate, loss),
+            dir,
+            &tag,
+        ))
     };
     println!(
         "codec only at {default_kbps} kbps with random loss, ideal FEC/PLC (PESQ-WB): 5% {}, 10% {}, 20% {}",
