@@ -139,19 +139,26 @@ pub async fn run(
     let mut heard = Vec::with_capacity(wanted + per_sec / 10);
     let mut at = 0;
     let deadline = tokio::time::Instant::now() + listen + DEVICE_GRACE;
-    while at < played.len() || heard.len() < wanted {
-        tick.tick().await;
+    // Captured since the recording ended, before the playback begins: not an echo of it,
+    // and keeping it would add the time in between to the echo's delay.
+    stale.clear();
+    capture.read(&mut stale);
+    loop {
         while at < played.len() && playout.queued() < ahead {
             let end = (at + block).min(played.len());
             playout.write(&played[at..end]);
             at = end;
         }
         capture.read(&mut heard);
+        if at >= played.len() && heard.len() >= wanted {
+            break;
+        }
         if tokio::time::Instant::now() > deadline {
             return Err(VoiceError::Device(
                 "the devices stopped moving audio during playback".to_owned(),
             ));
         }
+        tick.tick().await;
     }
     heard.truncate(wanted);
     let heard = to_engine_rate(&heard, input)?;
