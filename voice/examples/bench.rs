@@ -531,8 +531,8 @@ async fn network_rows(speech: &[f32], dir: &Path) {
         (default, "5% loss", 0.05, 0),
         (default, "10% loss", 0.10, 0),
         (default, "20% loss", 0.20, 0),
-        (32, "0% loss", 0.0, 0),
-        (32, "10% loss", 0.10, 0),
+        (64, "0% loss", 0.0, 0),
+        (64, "10% loss", 0.10, 0),
     ] {
         let tag = format!("{bitrate}k-{}", label.replace([' ', '%', '+'], ""));
         let r = run_pair(speech, bitrate * 1000, loss, jitter, dir, &tag).await;
