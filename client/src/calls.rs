@@ -77,6 +77,7 @@ impl CallOptions {
 
 /// One remote participant's link, for a "connection quality" hover.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct PeerQuality {
     pub user_id: UserId,
     pub rtt_ms: Option<f64>,
@@ -94,6 +95,7 @@ pub struct PeerQuality {
 
 /// Why a call ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "reason", rename_all = "snake_case")]
 pub enum EndReason {
     /// [`CallHandle::leave`].
@@ -112,6 +114,7 @@ pub enum EndReason {
 
 /// What happens in a call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CallEvent {
     /// Someone joined (or rejoined from another device).

@@ -1,7 +1,8 @@
-//! Gateway events on their way to the web view.
+//! Gateway and call events on their way to the web view.
 //!
-//! The gateway stream of `sohbet-client` is read by one task per session and handed to the
-//! UI's [`Channel`] as [`AppEvent`]s. Until the UI subscribes (at start-up, or again after
+//! The gateway stream of `sohbet-client` is read by one task per session, and the event
+//! stream of a call by one task per call, and handed to the UI's [`Channel`] as
+//! [`AppEvent`]s. Until the UI subscribes (at start-up, or again after
 //! a reload of the web view) the task waits and the client's bounded queue holds the
 //! events; when that fills the client stops reading and the server drops the socket as too
 //! slow, after which the client resumes: nothing is lost, only delayed.
@@ -13,7 +14,7 @@ use protocol::{
     GroupId,
 };
 use serde::Serialize;
-use sohbet_client::gateway::GatewayEvent;
+use sohbet_client::{calls::CallEvent, gateway::GatewayEvent};
 use tauri::ipc::Channel;
 use tokio::sync::{mpsc, watch};
 
@@ -47,12 +48,17 @@ pub enum AppEvent {
     SessionEnded {
         code: u16,
     },
+    /// Something happened in my call (`join_call`); `ended` is its last event.
+    Call {
+        group_id: GroupId,
+        event: CallEvent,
+    },
 }
 
 impl AppEvent {
     /// The UI's view of a gateway event; `None` for the answers to voice frames, which
     /// only the calls API consumes.
-    fn from_gateway(e: GatewayEvent) -> Option<Self> {
+    pub fn from_gateway(e: GatewayEvent) -> Option<Self> {
         Some(match e {
             GatewayEvent::Ready {
                 user,
@@ -87,23 +93,35 @@ impl AppEvent {
 /// The UI's current event channel; replaced when the web view subscribes again.
 pub type Subscriber = watch::Receiver<Option<Channel<AppEvent>>>;
 
-/// Forwards one session's gateway events to whichever channel the UI last subscribed.
-pub async fn forward(mut events: mpsc::Receiver<GatewayEvent>, mut subscriber: Subscriber) {
+/// Forwards a stream (a session's gateway events, a call's events) to whichever channel
+/// the UI last subscribed, as the [`AppEvent`]s `into` makes of them.
+pub async fn forward<T>(
+    mut events: mpsc::Receiver<T>,
+    mut subscriber: Subscriber,
+    into: impl Fn(T) -> Option<AppEvent>,
+) {
     while let Some(event) = events.recv().await {
-        let Some(event) = AppEvent::from_gateway(event) else {
+        let Some(event) = into(event) else {
             continue;
         };
-        loop {
-            let channel = subscriber.borrow_and_update().clone();
-            if let Some(channel) = channel {
-                if channel.send(event.clone()).is_ok() {
-                    break;
-                }
+        if !deliver(&mut subscriber, event).await {
+            return;
+        }
+    }
+}
+
+/// Hands one event to the UI's channel, waiting for the UI to subscribe (again) if it has
+/// no live one; `false` once the app is shutting down.
+pub async fn deliver(subscriber: &mut Subscriber, event: AppEvent) -> bool {
+    loop {
+        let channel = subscriber.borrow_and_update().clone();
+        if let Some(channel) = channel {
+            if channel.send(event.clone()).is_ok() {
+                return true;
             }
-            // No live channel: wait for the UI to subscribe (again).
-            if subscriber.changed().await.is_err() {
-                return;
-            }
+        }
+        if subscriber.changed().await.is_err() {
+            return false;
         }
     }
 }

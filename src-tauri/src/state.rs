@@ -1,9 +1,10 @@
 //! The app's state, held by Tauri (`manage`): the profile, the REST client of the current
-//! session and its gateway connection.
+//! session, its gateway connection and the call in progress.
 
 use std::sync::Arc;
 
 use sohbet_client::{
+    calls::CallHandle,
     gateway::{self, GatewayHandle, GatewayOptions},
     Client,
 };
@@ -22,11 +23,19 @@ pub struct Session {
     pub gateway: GatewayHandle,
 }
 
+/// The call I am in. One at a time: joining another leaves this one.
+pub struct ActiveCall {
+    /// Tells this call from a later one when its events end.
+    pub id: u64,
+    pub handle: CallHandle,
+}
+
 pub struct AppState {
     pub profile: Profile,
     /// The server chosen on the first-run screen (no session yet).
     pub server: Mutex<Option<Client>>,
     pub session: Mutex<Option<Arc<Session>>>,
+    pub call: Mutex<Option<ActiveCall>>,
     subscriber: watch::Sender<Option<Channel<AppEvent>>>,
 }
 
@@ -42,6 +51,7 @@ impl AppState {
             profile,
             server: Mutex::new(server),
             session: Mutex::new(None),
+            call: Mutex::new(None),
             subscriber: watch::Sender::new(None),
         }
     }
@@ -72,7 +82,11 @@ impl AppState {
     pub async fn start_session(&self, client: Client) {
         let token = client.token().unwrap_or_default().to_owned();
         let (handle, rx) = gateway::connect(client.gateway_url(), token, GatewayOptions::default());
-        tokio::spawn(events::forward(rx, self.subscriber.subscribe()));
+        tokio::spawn(events::forward(
+            rx,
+            self.subscriber.subscribe(),
+            AppEvent::from_gateway,
+        ));
         let old = self.session.lock().await.replace(Arc::new(Session {
             client,
             gateway: handle,
@@ -81,8 +95,29 @@ impl AppState {
         drop(old);
     }
 
+    /// Ends the session, and with it any call.
     pub async fn end_session(&self) -> Option<Arc<Session>> {
+        if let Some(call) = self.call.lock().await.take() {
+            call.handle.leave().await;
+        }
         self.session.lock().await.take()
+    }
+
+    /// The current call's handle, through `f`.
+    pub async fn with_call<T>(
+        &self,
+        f: impl FnOnce(&CallHandle) -> Result<T, sohbet_client::ClientError>,
+    ) -> CommandResult<T> {
+        let call = self.call.lock().await;
+        let call = call
+            .as_ref()
+            .ok_or_else(|| CommandError::new("not_in_call", "You are not in a call."))?;
+        Ok(f(&call.handle)?)
+    }
+
+    /// A receiver of the UI's event channel, for a task that forwards events to it.
+    pub fn subscriber(&self) -> events::Subscriber {
+        self.subscriber.subscribe()
     }
 
     /// The UI's event channel from now on.

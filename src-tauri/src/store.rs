@@ -1,13 +1,16 @@
-//! What the app keeps on disk between runs: the server address (a small JSON file in the
-//! profile folder) and the session token (the OS keyring when a Secret Service answers,
+//! What the app keeps on disk between runs: the server address, the audio settings and the
+//! notification level of each conversation (a small JSON file in the profile folder) and the
+//! session token (the OS keyring when a Secret Service answers,
 //! else a file only the user can read). The web view never sees the token.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::Write,
     path::{Path, PathBuf},
 };
 
+use protocol::GroupId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CommandError;
@@ -16,10 +19,55 @@ use crate::error::CommandError;
 /// machine (as the end-to-end tests run) keep separate sessions.
 const KEYRING_SERVICE: &str = "org.sohbet.desktop";
 
-/// Non-secret settings of a profile.
+/// Non-secret settings of a profile. Fields added later default, so an older file still
+/// loads.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Config {
     pub server: Option<String>,
+    #[serde(default)]
+    pub audio: AudioSettings,
+    /// Conversations whose level is not [`NotificationLevel::All`]; they belong to `server`.
+    #[serde(default)]
+    pub notifications: BTreeMap<GroupId, NotificationLevel>,
+}
+
+/// The devices and processing a call uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
+pub struct AudioSettings {
+    /// A device name from `audio_devices`; `None` is the system default.
+    pub input: Option<String>,
+    pub output: Option<String>,
+    /// RNNoise on the microphone.
+    pub noise_suppression: bool,
+    /// Send audio only while the push-to-talk key is held.
+    pub push_to_talk: bool,
+    /// The push-to-talk key as the global-shortcut plugin names it (`F8`, `Ctrl+Space`).
+    pub ptt_key: String,
+}
+
+impl Default for AudioSettings {
+    fn default() -> Self {
+        Self {
+            input: None,
+            output: None,
+            noise_suppression: true,
+            push_to_talk: false,
+            // A key no common app claims globally.
+            ptt_key: "F8".to_owned(),
+        }
+    }
+}
+
+/// Which messages of a conversation notify.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, specta::Type)]
+#[serde(rename_all = "snake_case")]
+pub enum NotificationLevel {
+    #[default]
+    All,
+    /// Only messages that mention me (`@username`) and calls.
+    Mentions,
+    /// Nothing, calls included.
+    Muted,
 }
 
 /// One profile's folder and its token store.
@@ -52,7 +100,15 @@ impl Profile {
             .unwrap_or_default()
     }
 
-    pub fn save_config(&self, config: &Config) -> Result<(), CommandError> {
+    /// Changes the saved settings with `change`, keeping whatever it does not touch.
+    pub fn update_config(&self, change: impl FnOnce(&mut Config)) -> Result<Config, CommandError> {
+        let mut config = self.load_config();
+        change(&mut config);
+        self.save_config(&config)?;
+        Ok(config)
+    }
+
+    fn save_config(&self, config: &Config) -> Result<(), CommandError> {
         let bytes = serde_json::to_vec_pretty(config).map_err(storage)?;
         fs::create_dir_all(&self.dir).map_err(storage)?;
         fs::write(self.config_path(), bytes).map_err(storage)
@@ -137,15 +193,15 @@ mod tests {
     fn token_file_is_private_to_its_owner() {
         let dir = std::env::temp_dir().join(format!("sohbet-store-{}", std::process::id()));
         let path = dir.join("t");
-        fs::create_dir_all(&dir).unwrap();
-        write_private(&path, b"secret").unwrap();
+        fs::create_dir_all(&dir).expect("test folder");
+        write_private(&path, b"secret").expect("write the file");
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            let mode = fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
             assert_eq!(mode, 0o600);
         }
-        assert_eq!(fs::read_to_string(&path).unwrap(), "secret");
-        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(fs::read_to_string(&path).expect("read back"), "secret");
+        fs::remove_dir_all(&dir).expect("clean up");
     }
 }

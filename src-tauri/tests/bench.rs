@@ -5,7 +5,9 @@
 //!   processes), idle with 50 conversations listed: RSS and PSS (shared pages split);
 //! - launch to an interactive conversation list: from the app process's start (its
 //!   `/proc` start time) to the UI's `sohbet:interactive` performance mark;
-//! - scrolling a 10,000-message conversation from end to start: frame times.
+//! - scrolling a 10,000-message conversation from end to start: frame times;
+//! - resident memory during a call with one other participant (an SDK peer sending a tone),
+//!   the app on the virtual sound card that `cargo xtask bench` starts.
 //!
 //! Built in the test profile like the end-to-end tests (one build for CI); a release
 //! build's Rust side would be smaller and faster, the web view the same.
@@ -31,6 +33,14 @@ fn memory_kb(pid: u32) -> (u64, u64) {
     };
     let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
     (field(&rollup, "Rss:"), field(&rollup, "Pss:"))
+}
+
+/// (RSS, PSS) in kB of a process tree, summed.
+fn tree_memory_kb(tree: &[(u32, String)]) -> (u64, u64) {
+    tree.iter().fold((0, 0), |(r, p), (pid, _)| {
+        let (a, b) = memory_kb(*pid);
+        (r + a, p + b)
+    })
 }
 
 /// The app process (launched by WebKitWebDriver under tauri-driver) and all below it.
@@ -75,7 +85,7 @@ fn start_ms(pid: u32) -> f64 {
 #[ignore = "a benchmark: cargo xtask bench desktop"]
 async fn desktop_benchmark() {
     let server = TestApp::spawn().await;
-    let [me] = server.users(["bench"]).await;
+    let [me, peer] = server.users(["bench", "peer"]).await;
     let mut big = 0;
     for i in 0..50 {
         let g = server.create_group(&me, &format!("group {i:02}")).await;
@@ -85,6 +95,7 @@ async fn desktop_benchmark() {
         }
     }
     seed_messages(&server.db, big, me.user.user_id, 10_000).await;
+    server.add_member(&me, big, &peer).await;
 
     // A profile already logged in, as after a first run.
     let dir = std::env::temp_dir().join(format!("sohbet-bench-{}", std::process::id()));
@@ -92,7 +103,9 @@ async fn desktop_benchmark() {
     std::fs::create_dir_all(&dir).expect("profile");
     std::fs::write(
         dir.join("config.json"),
-        json!({"server": server.base}).to_string(),
+        json!({"server": server.base, "audio": {"input": "pulse", "output": "pulse",
+            "noise_suppression": true, "push_to_talk": false, "ptt_key": "F8"}})
+        .to_string(),
     )
     .expect("config");
     std::fs::write(dir.join("session-token"), &me.token).expect("token");
@@ -100,6 +113,7 @@ async fn desktop_benchmark() {
     let driver = Driver::start(Path::new(APP), &dir).await;
     let mut launches = Vec::new();
     let mut memory = (0, 0, 0);
+    let mut in_call = (0, 0);
     for round in 0..3 {
         let s = driver.launch().await;
         s.until(
@@ -123,10 +137,7 @@ async fn desktop_benchmark() {
             // Idle: let start-up work settle before measuring.
             tokio::time::sleep(Duration::from_secs(5)).await;
             let tree = app_tree(driver.pid());
-            let (rss, pss) = tree.iter().fold((0, 0), |(r, p), (pid, _)| {
-                let (a, b) = memory_kb(*pid);
-                (r + a, p + b)
-            });
+            let (rss, pss) = tree_memory_kb(&tree);
             memory = (rss, pss, tree.len());
             println!(
                 "processes: {}",
@@ -182,16 +193,35 @@ async fn desktop_benchmark() {
             let p95 = times.get(n * 95 / 100).copied().unwrap_or(0.0);
             let long = times.iter().filter(|t| **t > 33.4).count();
             println!("\nscrolling 10,000 messages end to start, 400 px a frame: {} frames, mean {mean:.1} ms, p95 {p95:.1} ms, max {:.1} ms, {long} frames over 33 ms", times.len(), times.last().copied().unwrap_or(0.0));
+
+            // A call: the peer is in group 00's call; the app joins it.
+            let gw = server.online(&peer.token).await;
+            let _peer_call = server
+                .join_call(&peer.token, &gw, big, 440.0)
+                .await
+                .expect("the peer joins the call");
+            s.click("[data-testid=start-call]").await;
+            s.until(
+                "the peer connected in the call",
+                "return document.querySelector('[data-testid=participant][data-name=peer][data-connected=true]')",
+                json!([]),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            in_call = tree_memory_kb(&app_tree(driver.pid()));
+            s.click("[data-testid=hang-up]").await;
         }
         s.quit().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     launches.sort_by(f64::total_cmp);
     println!(
-        "\n| desktop app (test profile, Xvfb) | figure |\n|---|---|\n| launch to interactive list, median of 3 | {:.0} ms |\n| idle with 50 conversations, RSS of {} processes | {:.0} MB |\n| same, PSS (shared pages split) | {:.0} MB |",
+        "\n| desktop app (test profile, Xvfb) | figure |\n|---|---|\n| launch to interactive list, median of 3 | {:.0} ms |\n| idle with 50 conversations, RSS of {} processes | {:.0} MB |\n| same, PSS (shared pages split) | {:.0} MB |\n| in a call with one peer, RSS / PSS | {:.0} / {:.0} MB |",
         launches[1],
         memory.2,
         memory.0 as f64 / 1024.0,
-        memory.1 as f64 / 1024.0
+        memory.1 as f64 / 1024.0,
+        in_call.0 as f64 / 1024.0,
+        in_call.1 as f64 / 1024.0
     );
 }

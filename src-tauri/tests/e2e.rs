@@ -29,6 +29,14 @@ fn profile(name: &str) -> PathBuf {
     dir
 }
 
+/// A fresh profile, its driver and the app launched on it.
+async fn start_app(name: &str) -> (PathBuf, Driver, Session) {
+    let dir = profile(name);
+    let driver = Driver::start(Path::new(APP), &dir).await;
+    let session = driver.launch().await;
+    (dir, driver, session)
+}
+
 async fn choose_server(s: &Session, base: &str) {
     s.type_into("#server", base).await;
     s.click("[data-testid=server-form] button[type=submit]")
@@ -44,6 +52,19 @@ async fn sign_up(s: &Session, username: &str) {
     s.type_into("#password", PASSWORD).await;
     s.click("[data-testid=auth-submit]").await;
     s.find("[data-testid=me-name]").await;
+}
+
+/// `b` adds `a` (called `a_name`) by friend code; `a` accepts the request as it arrives.
+async fn befriend(a: &Session, a_name: &str, b: &Session) {
+    let code = a.text("[data-testid=my-friend-code]").await;
+    assert_eq!(code.trim().len(), 8, "friend code {code:?}");
+    b.type_into("[data-testid=add-friend-input]", code.trim())
+        .await;
+    b.click("[data-testid=add-friend-submit]").await;
+    b.find("[data-testid=add-friend-result]").await;
+    a.click("[data-testid=accept-request]").await;
+    b.find(&format!("[data-testid=friend][data-username={a_name}]"))
+        .await;
 }
 
 async fn form_error(s: &Session) -> String {
@@ -123,11 +144,8 @@ async fn first_run_shows_clear_errors_for_bad_addresses_passwords_and_rate_limit
 async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
     let server = TestApp::spawn().await;
     let shots = screenshots();
-    let (dir_a, dir_b) = (profile("ana"), profile("ben"));
-    let driver_a = Driver::start(Path::new(APP), &dir_a).await;
-    let driver_b = Driver::start(Path::new(APP), &dir_b).await;
-    let a = driver_a.launch().await;
-    let b = driver_b.launch().await;
+    let (_dir_a, _driver_a, a) = start_app("ana").await;
+    let (dir_b, driver_b, b) = start_app("ben").await;
 
     // First run on both: the server address, then sign up.
     a.find("[data-testid=server-form]").await;
@@ -138,15 +156,7 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
     choose_server(&b, &server.base).await;
     sign_up(&b, "ben").await;
 
-    // Ben adds Ana by her friend code; Ana accepts the request as it arrives.
-    let code = a.text("[data-testid=my-friend-code]").await;
-    assert_eq!(code.trim().len(), 8, "friend code {code:?}");
-    b.type_into("[data-testid=add-friend-input]", code.trim())
-        .await;
-    b.click("[data-testid=add-friend-submit]").await;
-    b.find("[data-testid=add-friend-result]").await;
-    a.click("[data-testid=accept-request]").await;
-    b.find("[data-testid=friend][data-username=ana]").await;
+    befriend(&a, "ana", &b).await;
     a.screenshot(&shots.join("friends.png")).await;
 
     // Ana opens the DM and sends two messages, one of them HTML-looking.
@@ -259,6 +269,191 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
         },
         "a token file, if used, is private"
     );
+
+    a.quit().await;
+    b.quit().await;
+}
+
+/// Points the app's calls at the virtual sound card (`cargo xtask test` starts it: a
+/// PipeWire null sink reached through ALSA's `pulse` device) through the audio settings.
+async fn use_virtual_sound_card(s: &Session) {
+    s.click("[data-testid=nav-settings]").await;
+    for picker in ["input-device", "output-device"] {
+        let chosen = s
+            .until(
+                "the virtual sound card among the devices",
+                "const sel = document.querySelector(`[data-testid=${arguments[0]}]`);
+                 const o = sel && [...sel.options].find(o => o.value === 'pulse' || o.value.endsWith(':pulse'));
+                 if (!o) return null;
+                 sel.value = o.value;
+                 sel.dispatchEvent(new Event('change', { bubbles: true }));
+                 return o.value",
+                json!([picker]),
+            )
+            .await;
+        assert!(
+            chosen.as_str().is_some_and(|v| v.ends_with("pulse")),
+            "{chosen}"
+        );
+    }
+    s.click("[data-testid=audio-save]").await;
+    s.until(
+        "the audio settings saved",
+        "const f = document.querySelector('[data-testid=audio-settings]'); return f && /Saved\\./.test(f.textContent)",
+        json!([]),
+    )
+    .await;
+}
+
+/// Plays speech into the virtual sound card until dropped, so every microphone on it hears
+/// someone talking.
+struct Talking(std::process::Child);
+
+impl Talking {
+    fn start(dir: &Path) -> Self {
+        let wav = dir.join("speech.wav");
+        let made = std::process::Command::new("espeak-ng")
+            .args(["-v", "en-us", "-s", "150", "-w"])
+            .arg(&wav)
+            .arg("Hello, can you hear me? This is a test of the call.")
+            .status()
+            .expect("run espeak-ng (cargo xtask test checks it is installed)");
+        assert!(made.success(), "espeak-ng failed");
+        let child = std::process::Command::new("bash")
+            .args([
+                "-c",
+                "while true; do paplay --device=vsink \"$0\" || exit 1; done",
+            ])
+            .arg(&wav)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("run paplay");
+        Self(child)
+    }
+}
+
+impl Drop for Talking {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The participants `s` shows in its call panel, by name, with their flags.
+const PARTICIPANTS: &str = "return [...document.querySelectorAll('[data-testid=call-panel] [data-testid=participant]')]
+    .map(e => ({ name: e.dataset.name, muted: e.dataset.muted === 'true', connected: e.dataset.connected === 'true', speaking: e.dataset.speaking === 'true' }))";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
+    let server = TestApp::spawn().await;
+    let shots = screenshots();
+    let (dir_a, _driver_a, a) = start_app("cara").await;
+    let (_dir_b, _driver_b, b) = start_app("cem").await;
+    for (s, name) in [(&a, "cara"), (&b, "cem")] {
+        choose_server(s, &server.base).await;
+        sign_up(s, name).await;
+    }
+    befriend(&a, "cara", &b).await;
+    use_virtual_sound_card(&a).await;
+    use_virtual_sound_card(&b).await;
+    a.screenshot(&shots.join("settings-audio.png")).await;
+
+    // Cara calls Cem from their DM: it rings on Cem's side, with her name.
+    a.click("[data-testid=nav-friends]").await;
+    a.click("[data-testid=friend][data-username=cem] [data-testid=message-friend]")
+        .await;
+    a.click("[data-testid=start-call]").await;
+    a.find("[data-testid=call-waiting]").await;
+    let caller = b.text("[data-testid=incoming-caller]").await;
+    assert_eq!(caller, "cara");
+    b.screenshot(&shots.join("call-incoming.png")).await;
+
+    // Cem accepts: both see both, connected.
+    b.click("[data-testid=accept-call]").await;
+    for (s, other) in [(&a, "cem"), (&b, "cara")] {
+        s.until(
+            "both participants, the other one connected",
+            &format!(
+                "const p = (() => {{ {PARTICIPANTS} }})();
+                 return p.length === 2 && p.some(x => x.name === '{other}' && x.connected)"
+            ),
+            json!([]),
+        )
+        .await;
+    }
+    b.until(
+        "no ringing once answered",
+        "return !document.querySelector('[data-testid=incoming-call]')",
+        json!([]),
+    )
+    .await;
+    // The conversation list says who is in voice.
+    let in_voice = a
+        .text("[data-testid=conversation] [data-testid=in-voice]")
+        .await;
+    assert!(in_voice.contains('2'), "{in_voice:?}");
+
+    // Audio flows through the sound card: speech played into it reaches each side from the
+    // other, which lights the other's speaking indicator.
+    let talking = Talking::start(&dir_a);
+    for (s, other) in [(&a, "cem"), (&b, "cara")] {
+        s.until(
+            "the other one speaking",
+            &format!(
+                "const p = (() => {{ {PARTICIPANTS} }})();
+                 return p.some(x => x.name === '{other}' && x.speaking)"
+            ),
+            json!([]),
+        )
+        .await;
+    }
+    a.screenshot(&shots.join("call.png")).await;
+    drop(talking);
+
+    // Link quality of the other side, on hover (RTT, loss, route).
+    let quality = a
+        .until(
+            "the link quality of Cem",
+            "const e = document.querySelector('[data-testid=participant][data-name=cem] [data-testid=quality]');
+             return e && /Round trip \\d+ ms · loss [\\d.]+% · /.test(e.textContent) && e.textContent",
+            json!([]),
+        )
+        .await;
+    assert!(quality.as_str().is_some(), "{quality}");
+
+    // Cem mutes: Cara sees it.
+    b.click("[data-testid=mute]").await;
+    a.until(
+        "Cem shown muted",
+        &format!(
+            "const p = (() => {{ {PARTICIPANTS} }})(); return p.some(x => x.name === 'cem' && x.muted)"
+        ),
+        json!([]),
+    )
+    .await;
+    b.screenshot(&shots.join("call-muted.png")).await;
+
+    // Cara hangs up: Cem is alone in the call; Cara's panel is gone.
+    a.click("[data-testid=hang-up]").await;
+    a.until(
+        "no call panel after hanging up",
+        "return !document.querySelector('[data-testid=call-panel]')",
+        json!([]),
+    )
+    .await;
+    b.until(
+        "Cara gone from the call",
+        &format!("const p = (() => {{ {PARTICIPANTS} }})(); return p.length === 1"),
+        json!([]),
+    )
+    .await;
+    b.click("[data-testid=leave-call]").await;
+    b.until(
+        "nobody in voice any more",
+        "return !document.querySelector('[data-testid=in-voice]')",
+        json!([]),
+    )
+    .await;
 
     a.quit().await;
     b.quit().await;

@@ -32,8 +32,11 @@ pub fn install_ui(root: &Path) -> Result<()> {
         .stdout(Stdio::null()))
 }
 
-/// The UI's unit and component tests (Vitest).
+/// The UI's type check (svelte-check: TypeScript and Svelte, the generated bindings
+/// included) and its unit and component tests (Vitest).
 pub fn test_ui(root: &Path) -> Result<()> {
+    step("UI: type check (svelte-check)");
+    run(npm(&root.join("ui")).args(["run", "check", "--", "--fail-on-warnings"]))?;
     step("UI: unit tests (vitest)");
     run(npm(&root.join("ui")).args(["test"]))
 }

@@ -12,7 +12,6 @@ use crate::{
     error::{CommandError, CommandResult},
     events::AppEvent,
     state::AppState,
-    store::Config,
 };
 
 /// Shown in the server's session list, e.g. "Sohbet desktop 0.1.0 on linux".
@@ -129,8 +128,12 @@ pub async fn set_server(state: State<'_, AppState>, address: String) -> CommandR
     client
         .request::<(), serde_json::Value>(reqwest::Method::GET, "/api/health", None)
         .await?;
-    state.profile.save_config(&Config {
-        server: Some(base.clone()),
+    state.profile.update_config(|c| {
+        if c.server.as_ref() != Some(&base) {
+            // Group ids mean nothing on another server.
+            c.notifications.clear();
+        }
+        c.server = Some(base.clone());
     })?;
     *state.server.lock().await = Some(client);
     Ok(base)
@@ -143,7 +146,10 @@ pub async fn forget_server(state: State<'_, AppState>) -> CommandResult<()> {
     if state.session().await.is_ok() {
         return Err(CommandError::new("logged_in", "Log out first."));
     }
-    state.profile.save_config(&Config::default())?;
+    state.profile.update_config(|c| {
+        c.server = None;
+        c.notifications.clear();
+    })?;
     *state.server.lock().await = None;
     Ok(())
 }
@@ -228,11 +234,11 @@ mod tests {
     #[test]
     fn server_addresses_are_normalised() {
         assert_eq!(
-            normalise_server(" 127.0.0.1:8080/ ").unwrap(),
+            normalise_server(" 127.0.0.1:8080/ ").expect("a bare address"),
             "http://127.0.0.1:8080"
         );
         assert_eq!(
-            normalise_server("HTTPS://chat.example.org").unwrap(),
+            normalise_server("HTTPS://chat.example.org").expect("an https address"),
             "https://chat.example.org"
         );
         for bad in [
@@ -242,7 +248,7 @@ mod tests {
             "http://",
             "http://a b",
         ] {
-            let e = normalise_server(bad).unwrap_err();
+            let e = normalise_server(bad).expect_err("refused");
             assert_eq!(e.code, "invalid_server", "{bad}");
             assert_eq!(e.field.as_deref(), Some("server"));
         }

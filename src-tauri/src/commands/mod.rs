@@ -2,6 +2,7 @@
 //! `sohbet-client`; the list here is also what the TypeScript bindings are generated from.
 
 pub mod auth;
+pub mod calls;
 pub mod chat;
 pub mod desktop;
 pub mod social;
@@ -54,6 +55,19 @@ pub fn builder() -> Builder<tauri::Wry> {
             chat::receipts,
             chat::typing,
             desktop::set_unread,
+            desktop::notification_levels,
+            desktop::set_notification_level,
+            calls::join_call,
+            calls::leave_call,
+            calls::decline_call,
+            calls::set_muted,
+            calls::set_deafened,
+            calls::push_to_talk,
+            calls::set_volume,
+            calls::missed_calls,
+            calls::audio_devices,
+            calls::audio_settings,
+            calls::set_audio_settings,
         ])
         // One TypeScript type per Rust type: the wire shapes are the same both ways.
         .disable_serde_phases()

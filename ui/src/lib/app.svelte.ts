@@ -14,15 +14,19 @@ import {
   type GroupDetail,
   type GroupListItem,
   type Message,
+  type NotificationLevel,
   type Presence,
   type PublicUser,
   type User,
 } from "./backend";
+import { Calls } from "./call.svelte";
 import { notify, openExternal } from "./desktop";
+import { mentions } from "./text";
 import { mergeMessages } from "./timeline";
 
-/** History page size: one screenful or two; the server allows up to 100. */
-const PAGE = 50;
+/** History page size: the server's largest (100), so a long history pages in few round trips;
+ * the list is virtualized, so only what is on screen is drawn. */
+const PAGE = 100;
 /** Typing is announced at most this often while keys are pressed. */
 const TYPING_EVERY_MS = 3000;
 
@@ -57,6 +61,9 @@ export class App {
   typing = new SvelteMap<number, SvelteMap<number, number>>();
   voice = new SvelteMap<number, number[]>();
   drafts = new SvelteMap<number, string>();
+  /** Conversations that do not notify on every message (kept by the Rust side). */
+  notificationLevels = new SvelteMap<number, NotificationLevel>();
+  calls = new Calls(() => this.me?.user_id ?? null);
 
   friends = $state<Friend[]>([]);
   requests = $state<FriendRequests>({ incoming: [], outgoing: [] });
@@ -146,6 +153,7 @@ export class App {
     this.presence.clear();
     this.typing.clear();
     this.voice.clear();
+    this.calls.reset();
     this.friends = [];
     this.requests = { incoming: [], outgoing: [] };
     this.blocked = [];
@@ -157,7 +165,7 @@ export class App {
   private async enter(user: User) {
     this.me = user;
     this.phase = "app";
-    await Promise.all([this.refreshConversations(), this.refreshFriends()]);
+    await Promise.all([this.refreshConversations(), this.refreshFriends(), this.loadNotificationLevels(), this.calls.loadAudio()]);
     if (this.selected == null && this.sorted.length > 0) this.view = "chat";
     await tick();
     // The conversation list is on screen and usable: what the launch benchmark measures.
@@ -174,6 +182,7 @@ export class App {
         for (const p of e.presences) this.presence.set(p.user_id, { presence: p.presence, last_seen: p.last_seen });
         this.voice.clear();
         for (const c of e.voice_calls) this.voice.set(c.group_id, c.participants.map((p) => p.user_id));
+        this.calls.onReady(e.rings);
         // Catch up on what changed while away: the list, the friends, and any open
         // conversation whose gap the replay does not cover.
         if (this.phase === "app") {
@@ -194,6 +203,9 @@ export class App {
         break;
       case "event":
         this.onServerEvent(e.event);
+        break;
+      case "call":
+        this.calls.onCallEvent(e.group_id, e.event);
         break;
     }
   }
@@ -219,6 +231,13 @@ export class App {
         else this.voice.delete(ev.group_id);
         break;
       }
+      case "call_ringing":
+      case "call_ring_ended":
+        this.calls.onServerEvent(ev);
+        if (ev.type === "call_ringing" && ev.caller_id !== this.me?.user_id) {
+          this.alert(ev.group_id, `${this.userName(ev.caller_id)} is calling`, "Open Sohbet to answer.", true);
+        }
+        break;
       case "message_created":
         this.onMessage(ev.message);
         break;
@@ -268,7 +287,7 @@ export class App {
         void this.refreshFriends();
         if (ev.type === "friend_request_received") {
           this.remember(ev.request.user);
-          this.alert("Friend request", `${displayName(ev.request.user)} wants to be your friend.`);
+          this.alert(null, "Friend request", `${displayName(ev.request.user)} wants to be your friend.`);
         }
         break;
       case "group_created":
@@ -319,13 +338,40 @@ export class App {
     if (!mine && !(this.focused && this.view === "chat" && this.selected === m.group_id)) {
       const from = m.sender_id != null ? this.userName(m.sender_id) : "Someone";
       const where = c && !c.group.is_direct_msg ? ` in ${this.title(c)}` : "";
-      this.alert(`${from}${where}`, m.content.slice(0, 200));
+      const mentioned = this.me != null && mentions(m.content, this.me.username);
+      this.alert(m.group_id, `${from}${where}`, m.content.slice(0, 200), mentioned);
     }
   }
 
-  private alert(title: string, body: string) {
-    if (this.focused || this.me?.status === "dnd") return;
+  /** A desktop notification while the window is unfocused, unless I am on Do Not Disturb
+   * or the conversation's level holds it back (`important`: a mention, a call). */
+  private alert(groupId: number | null, title: string, body: string, important = false) {
+    if (!shouldNotify(this.focused, this.me?.status, groupId == null ? "all" : this.notificationLevel(groupId), important)) return;
     void notify(title, body);
+  }
+
+  notificationLevel(groupId: number): NotificationLevel {
+    return this.notificationLevels.get(groupId) ?? "all";
+  }
+
+  async loadNotificationLevels() {
+    try {
+      const levels = await commands.notificationLevels();
+      this.notificationLevels.clear();
+      for (const l of levels) this.notificationLevels.set(l.group_id, l.level);
+    } catch {
+      // Unreadable settings notify for everything, as new ones do.
+    }
+  }
+
+  async setNotificationLevel(groupId: number, level: NotificationLevel) {
+    try {
+      await commands.setNotificationLevel(groupId, level);
+      if (level === "all") this.notificationLevels.delete(groupId);
+      else this.notificationLevels.set(groupId, level);
+    } catch (e) {
+      this.notice = describeError(e);
+    }
   }
 
   // --- conversations -----------------------------------------------------------------------
@@ -368,6 +414,7 @@ export class App {
   async open(groupId: number) {
     this.view = "chat";
     this.selected = groupId;
+    this.calls.markMissedSeen(groupId);
     let t = this.timelines.get(groupId);
     if (!t) {
       t = new Timeline();
@@ -454,7 +501,7 @@ export class App {
 
   // --- sending -----------------------------------------------------------------------------
 
-  async send(groupId: number, content: string, nonce = crypto.randomUUID()) {
+  async send(groupId: number, content: string, nonce: string = crypto.randomUUID()) {
     const t = this.timelines.get(groupId);
     if (!t) return;
     const existing = t.pending.find((p) => p.nonce === nonce);
@@ -530,6 +577,14 @@ export class App {
   openLink(href: string) {
     void openExternal(href);
   }
+}
+
+/** Whether a notification goes out: never while the window is in use or on Do Not Disturb;
+ * in a muted conversation never; in a mentions-only one for mentions and calls. */
+export function shouldNotify(focused: boolean, status: string | undefined, level: NotificationLevel, important: boolean): boolean {
+  if (focused || status === "dnd") return false;
+  if (level === "muted") return false;
+  return level === "all" || important;
 }
 
 function activity(c: GroupListItem): number {

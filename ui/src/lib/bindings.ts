@@ -63,6 +63,38 @@ export const commands = {
 	typing: (groupId: number) => __TAURI_INVOKE<null>("typing", { groupId }),
 	/**  Shows the unread total on the tray icon's tooltip and in the window title. */
 	setUnread: (unread: number) => __TAURI_INVOKE<null>("set_unread", { unread }),
+	/**
+	 *  The conversations whose notifications are not `all`. Kept by this profile only: other
+	 *  devices choose their own.
+	 */
+	notificationLevels: () => __TAURI_INVOKE<ConversationNotifications[]>("notification_levels"),
+	setNotificationLevel: (groupId: number, level: NotificationLevel) => __TAURI_INVOKE<null>("set_notification_level", { groupId, level }),
+	/**
+	 *  Joins the call of a group or DM on the devices of the audio settings, leaving any call I
+	 *  am in. In a DM whose call is empty this rings the other person; in one ringing for me it
+	 *  answers. The call's events follow as `call` events; the last is `ended`.
+	 */
+	joinCall: (groupId: number, muted: boolean, deafened: boolean) => __TAURI_INVOKE<null>("join_call", { groupId, muted, deafened }),
+	/**  Leaves the call I am in (hanging up a DM call that is still ringing cancels it). */
+	leaveCall: () => __TAURI_INVOKE<null>("leave_call"),
+	/**  Declines a DM call ringing for me, on all my devices. */
+	declineCall: (groupId: number) => __TAURI_INVOKE<null>("decline_call", { groupId }),
+	setMuted: (muted: boolean) => __TAURI_INVOKE<null>("set_muted", { muted }),
+	setDeafened: (deafened: boolean) => __TAURI_INVOKE<null>("set_deafened", { deafened }),
+	/**  The push-to-talk key went down (`true`) or up. */
+	pushToTalk: (pressed: boolean) => __TAURI_INVOKE<null>("push_to_talk", { pressed }),
+	/**  How loud one participant plays for me: 0 (silent) to 4 (+12 dB), 1 as sent. */
+	setVolume: (userId: number, volume: number | null) => __TAURI_INVOKE<null>("set_volume", { userId, volume }),
+	/**  My recent missed DM calls, newest first. */
+	missedCalls: () => __TAURI_INVOKE<MissedCalls>("missed_calls"),
+	audioDevices: () => __TAURI_INVOKE<AudioDevices>("audio_devices"),
+	/**  The audio settings. */
+	audioSettings: () => __TAURI_INVOKE<AudioSettings>("audio_settings"),
+	/**
+	 *  Saves the audio settings; a call in progress switches to the devices and push-to-talk
+	 *  mode they name (noise suppression applies from the next call).
+	 */
+	setAudioSettings: (settings: AudioSettings) => __TAURI_INVOKE<null>("set_audio_settings", { settings }),
 };
 
 /* Types */
@@ -77,7 +109,47 @@ rings: CallRing[] } |
 /**  The connection dropped; the client is reconnecting by itself. */
 { kind: "disconnected"; code: number | null } | 
 /**  The session ended (logged out elsewhere, revoked, expired): log in again. */
-{ kind: "session_ended"; code: number };
+{ kind: "session_ended"; code: number } | 
+/**  Something happened in my call (`join_call`); `ended` is its last event. */
+{ kind: "call"; group_id: number; event: CallEvent };
+
+/**  The sound devices the system offers, by the names the settings keep. */
+export type AudioDevices = {
+	inputs: string[],
+	outputs: string[],
+};
+
+/**  The devices and processing a call uses. */
+export type AudioSettings = {
+	/**  A device name from `audio_devices`; `None` is the system default. */
+	input: string | null,
+	output: string | null,
+	/**  RNNoise on the microphone. */
+	noise_suppression: boolean,
+	/**  Send audio only while the push-to-talk key is held. */
+	push_to_talk: boolean,
+	/**  The push-to-talk key as the global-shortcut plugin names it (`F8`, `Ctrl+Space`). */
+	ptt_key: string,
+};
+
+/**  What happens in a call. */
+export type CallEvent = 
+/**  Someone joined (or rejoined from another device). */
+{ type: "participant_joined"; participant: VoiceParticipant } | { type: "participant_left"; user_id: number } | 
+/**  Muted or deafened changed. */
+{ type: "participant_updated"; participant: VoiceParticipant } | 
+/**  Audio can flow with this participant. */
+{ type: "peer_connected"; user_id: number } | 
+/**  The media connection with this participant broke; it is being replaced or dropped. */
+{ type: "peer_disconnected"; user_id: number; reason: string } | 
+/**  Someone (`user_id` = me included) started or stopped speaking. */
+{ type: "speaking"; user_id: number; speaking: boolean } | 
+/**  My microphone's level (dBFS), for a meter. */
+{ type: "input_level"; level_db: number | null } | { type: "stats"; peers: PeerQuality[] } | 
+/**  The gateway connection dropped and came back; the call went on. */
+{ type: "resumed"; renegotiated: boolean } | 
+/**  The server refused something (a signal to someone who left, a state change...). */
+{ type: "refused"; code: string; message: string } | { type: "ended"; reason: EndReason };
 
 /**  A DM call ringing for me right now. */
 export type CallRing = {
@@ -103,6 +175,12 @@ export type CommandError = {
 	retry_after_secs: number | null,
 };
 
+/**  One conversation's notification level. */
+export type ConversationNotifications = {
+	group_id: number,
+	level: NotificationLevel,
+};
+
 /**  `POST /api/groups`. */
 export type CreateGroupRequest = {
 	/**  1–100 characters. */
@@ -110,6 +188,21 @@ export type CreateGroupRequest = {
 	/**  At most 1000 characters. */
 	description?: string | null,
 };
+
+/**  Why a call ended. */
+export type EndReason = 
+/**  [`CallHandle::leave`]. */
+{ reason: "left" } | 
+/**  I joined this call from another device. */
+{ reason: "moved" } | 
+/**  The DM call I started was declined, missed, or (on the callee's side) cancelled. */
+{ reason: "ring"; outcome: RingEnd } | 
+/**  The server refused to let me (re)join. */
+{ reason: "refused"; code: string; message: string } | 
+/**  The gateway session ended (logged out, revoked). */
+{ reason: "session_ended" } | 
+/**  The voice engine failed. */
+{ reason: "failed"; message: string };
 
 /**
  *  A server → client event.
@@ -311,6 +404,45 @@ export type MessagePage = {
 	 *  `after`: newer; no cursor: older; `around`: either side).
 	 */
 	has_more: boolean,
+};
+
+/**  A DM call nobody answered. */
+export type MissedCall = {
+	missed_call_id: number,
+	group_id: number,
+	caller_id: number,
+	/**  When the call started ringing. */
+	called_at: string,
+};
+
+/**  `GET /api/voice/missed-calls`: my most recent missed calls, newest first. */
+export type MissedCalls = {
+	missed_calls: MissedCall[],
+};
+
+/**  Which messages of a conversation notify. */
+export type NotificationLevel = "all" | 
+/**  Only messages that mention me (`@username`) and calls. */
+"mentions" | 
+/**  Nothing, calls included. */
+"muted";
+
+/**  One remote participant's link, for a "connection quality" hover. */
+export type PeerQuality = {
+	user_id: number,
+	rtt_ms: number | null,
+	/**  Fraction of their packets we lost. */
+	loss: number | null,
+	/**  Fraction of our packets they report lost. */
+	remote_loss: number | null,
+	jitter_ms: number | null,
+	jitter_buffer_ms: number | null,
+	mouth_to_ear_ms: number | null,
+	/**
+	 *  How media reaches this peer: `host` (directly), `srflx` (through NAT), `relay`
+	 *  (through TURN).
+	 */
+	route: string | null,
 };
 
 /**

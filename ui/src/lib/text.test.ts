@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { isSafeLink, linkify } from "./text";
+import { isSafeLink, linkify, mentions } from "./text";
 
 describe("linkify", () => {
   it("leaves HTML-looking text as plain text", () => {
@@ -27,5 +27,16 @@ describe("linkify", () => {
     expect(linkify("javascript:alert(1) data:text/html,x").every((s) => s.kind === "text")).toBe(true);
     expect(isSafeLink("javascript:alert(1)")).toBe(false);
     expect(isSafeLink("https://ok.example")).toBe(true);
+  });
+});
+
+describe("mentions", () => {
+  it("finds @username as a whole word, in any case, and nothing else", () => {
+    expect(mentions("hi @ana!", "ana")).toBe(true);
+    expect(mentions("@ANA look", "ana")).toBe(true);
+    expect(mentions("hi @anna", "ana")).toBe(false);
+    expect(mentions("mail ana@example.org", "ana")).toBe(false);
+    expect(mentions("hi @a.b", "a.b")).toBe(true);
+    expect(mentions("hi @axb", "a.b")).toBe(false);
   });
 });

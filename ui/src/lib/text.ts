@@ -39,3 +39,9 @@ export function isSafeLink(href: string): boolean {
     return false;
   }
 }
+
+/** Whether `text` mentions `@username` (as a whole word, any case). */
+export function mentions(text: string, username: string): boolean {
+  const name = username.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+  return new RegExp(`(^|[^\\w@])@${name}(?![\\w])`, "i").test(text);
+}
