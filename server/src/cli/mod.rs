@@ -128,12 +128,7 @@ impl Cli {
         match self.command.unwrap_or(Command::Serve(ServeArgs::default())) {
             Command::Serve(args) => crate::serve_settings(settings, !args.no_migrate).await,
             Command::Migrate => {
-                let db = crate::connect_postgres(&settings).await?;
-                crate::MIGRATOR
-                    .run(&db)
-                    .await
-                    .context("running migrations")?;
-                db.close().await;
+                crate::migrate(&settings).await?;
                 println!("migrations applied");
                 Ok(())
             }

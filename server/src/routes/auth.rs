@@ -17,6 +17,7 @@ use crate::{
     },
     error::ApiResult,
     extract::{Json, Path},
+    rate_limit::{self, Action},
     state::AppState,
 };
 
@@ -34,9 +35,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, body = User),
         (status = 409, description = "`username_taken` or `email_taken`", body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody),
+        (status = 429, description = "`rate_limited`: registrations from this IP", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let registration = Registration {
@@ -49,6 +52,7 @@ async fn register(
             .map(DisplayName::parse)
             .transpose()?,
     };
+    rate_limit::limit(&state, ip, &[Action::Register]).await?;
     let user = accounts::register(&state, registration).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }
