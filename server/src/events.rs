@@ -64,36 +64,46 @@ impl EventBus {
 
     /// Delivers `event` to `recipients` (deduplicated) on every instance.
     pub async fn publish(&self, recipients: impl IntoIterator<Item = UserId>, event: Event) {
-        let mut recipients: Vec<UserId> = recipients.into_iter().collect();
+        self.publish_all(recipients.into_iter().collect(), vec![event])
+            .await;
+    }
+
+    /// Delivers each of `events`, in order, to `recipients` on every instance: one round
+    /// trip to Redis for all of them (a batch of sends).
+    pub async fn publish_all(&self, recipients: Vec<UserId>, events: Vec<Event>) {
+        let mut recipients = recipients;
         recipients.sort_unstable();
         recipients.dedup();
-        if recipients.is_empty() {
+        if recipients.is_empty() || events.is_empty() {
             return;
         }
-        let envelope = Envelope { recipients, event };
-        let payload = match serde_json::to_string(&envelope) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize event");
-                return;
+        let mut pipe = redis::pipe();
+        for event in events {
+            let envelope = Envelope {
+                recipients: recipients.clone(),
+                event,
+            };
+            match serde_json::to_string(&envelope) {
+                Ok(payload) => {
+                    pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+                }
+                Err(e) => tracing::error!(error = %e, "cannot serialize event"),
             }
-        };
-        let published = redis::cmd("PUBLISH")
-            .arg(&self.channel)
-            .arg(payload)
-            .query_async::<i64>(&mut self.redis.clone())
-            .await;
+        }
+        let published = pipe.query_async::<()>(&mut self.redis.clone()).await;
         if let Err(e) = published {
-            tracing::warn!(error = %e, "event not published; clients catch up on resume");
+            tracing::warn!(error = %e, "events not published; clients catch up on resume");
         }
     }
 
     /// Delivers `event` to every member of `group_id` (read after commit).
     pub async fn publish_to_group(&self, db: impl PgExecutor<'_>, group_id: i64, event: Event) {
-        match sqlx::query_scalar::<_, i64>("select user_id from group_members where group_id = $1")
-            .bind(group_id)
-            .fetch_all(db)
-            .await
+        match sqlx::query_scalar!(
+            "select user_id from group_members where group_id = $1",
+            group_id
+        )
+        .fetch_all(db)
+        .await
         {
             Ok(members) => self.publish(members, event).await,
             Err(e) => {

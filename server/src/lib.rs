@@ -116,6 +116,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings: Arc::new(settings),
         events,
         gateway,
+        sends: Default::default(),
     })
 }
 

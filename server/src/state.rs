@@ -6,8 +6,8 @@ use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::{
-    config::Settings, events::EventBus, gateway::Gateway, keys::Keys, password::PasswordHasher,
-    session::SessionStore,
+    config::Settings, domain::messages::SendQueues, events::EventBus, gateway::Gateway, keys::Keys,
+    password::PasswordHasher, session::SessionStore,
 };
 
 #[derive(Clone)]
@@ -20,4 +20,6 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub events: EventBus,
     pub gateway: Gateway,
+    /// The sends waiting to be committed, per group (group commit).
+    pub sends: SendQueues,
 }

@@ -305,6 +305,21 @@ impl TestApp {
     }
 
     /// Sends `content` to a group; returns the stored message.
+    /// POST /api/groups/{group_id}/messages with any body, as `user`.
+    pub async fn send_raw(
+        &self,
+        user: &TestUser,
+        group_id: i64,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.post(
+            &format!("/api/groups/{group_id}/messages"),
+            Some(&user.token),
+            &body,
+        )
+        .await
+    }
+
     pub async fn send(&self, user: &TestUser, group_id: i64, content: &str) -> Message {
         let (status, body) = self
             .post(

@@ -7,11 +7,14 @@
 //! - `cargo xtask bench` the same set-up, then the benchmarks (release build; the desktop
 //!   app's in the test build, like its end-to-end tests).
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
+//! - `cargo xtask prepare` rewrites the offline query data (`.sqlx/`) after a query or a
+//!   migration changed; `test` fails while it is stale.
 //!
 //! `DATABASE_URL` and `REDIS_URL`, when set, are used as they are instead of the private
 //! services.
 
 mod desktop;
+mod queries;
 mod services;
 mod system;
 
@@ -38,6 +41,10 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        "prepare" => {
+            let env = prepare(false)?;
+            queries::prepare(&system::repo_root()?, env.var("DATABASE_URL")?)
+        }
         "stop" => {
             let root = system::repo_root()?;
             desktop::stop_display(&root);
@@ -45,11 +52,12 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <up|test|bench|services|stop>\n\
+                "usage: cargo xtask <up|test|bench|services|prepare|stop>\n\
                  \n  up        start PostgreSQL + Redis under .data/ and run the server\
                  \n  test      start them and run every test (extra args go to the test runner)\
                  \n  bench     start them and run the benchmarks\
                  \n  services  start them and print DATABASE_URL / REDIS_URL\
+                 \n  prepare   rewrite the offline query data (.sqlx/) from a migrated database\
                  \n  stop      stop the private PostgreSQL and Redis"
             );
             Ok(())
@@ -63,6 +71,14 @@ struct Prepared {
 }
 
 impl Prepared {
+    fn var(&self, name: &str) -> Result<&str> {
+        self.vars
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .with_context(|| format!("{name} is not set"))
+    }
+
     fn apply(&self, cmd: &mut Command) {
         for (k, v) in &self.vars {
             cmd.env(k, v);
@@ -122,6 +138,9 @@ fn listen_url(args: &[String]) -> String {
 fn test(rest: &[String]) -> Result<()> {
     let mut env = prepare(true)?;
     let root = system::repo_root()?;
+    // First, as it is quick to fail: the build reads the schema from .sqlx/, which must
+    // match the migrations and the queries.
+    queries::check(&root, env.var("DATABASE_URL")?)?;
     // The desktop binary embeds ui/dist when compiled, so the UI is built before cargo
     // builds the workspace; its end-to-end tests drive that binary in Xvfb.
     desktop::install_ui(&root)?;

@@ -13,8 +13,9 @@
 //! - [`groups`]: group chats and direct messages, and the caller's [`groups::Membership`]
 //!   (what every group-scoped operation checks first); [`members`]: adding, removing,
 //!   leaving, roles and ownership.
-//! - [`messages`]: sending (the one send path: sequence number, row, sender's watermark in
-//!   one transaction), history pages, edits and deletions.
+//! - [`messages`]: sending (the one send path: the sends of a group committed together, each
+//!   with the group's next sequence number and the sender's watermark), history pages, edits
+//!   and deletions.
 //! - [`read_status`]: read watermarks, unread counts, receipts and `messages.is_read`, with
 //!   the one definition of the group's read lock.
 //!

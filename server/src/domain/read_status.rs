@@ -12,6 +12,8 @@
 //! Every watermark move (a send, a read, a member leaving) happens under the group's read
 //! lock ([`READ_LOCK_NAMESPACE`], taken only here).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use protocol::{
     gateway::Event,
@@ -26,43 +28,28 @@ use crate::{
     state::AppState,
 };
 
-// The read-status queries, public so a test can EXPLAIN exactly what the API runs.
+// The read-status queries, public so a test can EXPLAIN exactly what the API runs; each is
+// checked against the schema at build time through `sqlx::query_file!` on the same file.
 
 /// My unread count: the messages after my watermark ($2), all of them others' since sending
 /// moves my own watermark past my message. Sequence numbers are dense but for deletions, so
 /// this is the sequence span minus the deletions in it: one primary-key read of the group
 /// and a count of the (few) gaps, never a count of the messages themselves.
-pub const UNREAD_COUNT_SQL: &str = "select g.last_seq - $2
-        - (select count(*) from message_deletions d where d.group_id = $1 and d.seq > $2)
-     from chat_groups g where g.group_id = $1";
+pub const UNREAD_COUNT_SQL: &str = include_str!("read_status/unread_count.sql");
 /// Moves a watermark forward (never back; one row by `group_members_group_user_key`) and,
 /// if it moved, records the receipt for the message that moved it — one round trip. No row
 /// when the watermark was already there (or the member is gone).
-pub const ADVANCE_WATERMARK_SQL: &str = "with moved as (
-         update group_members set last_read_seq = $4
-          where group_id = $3 and user_id = $2 and last_read_seq < $4
-         returning 1)
-     insert into message_read_status (message_id, user_id, group_id, seq)
-     select $1, $2, $3, $4 from moved
-     on conflict (message_id, user_id) do update set is_read = true
-     returning read_at";
+pub const ADVANCE_WATERMARK_SQL: &str = include_str!("read_status/advance_watermark.sql");
 /// Before a member's watermark moves (under the group's read lock): the group's lowest
 /// watermark, the lowest of the other members, and who the members are (a send's
 /// recipients) — the new minimum follows without reading the table again.
-pub const WATERMARKS_SQL: &str = "select coalesce(min(last_read_seq), 0),
-            min(last_read_seq) filter (where user_id <> $2),
-            array_agg(user_id)
-       from group_members where group_id = $1";
+pub const WATERMARKS_SQL: &str = include_str!("read_status/watermarks.sql");
 /// The group's lowest watermark: over its members (at most the maximum group size).
-pub const MIN_WATERMARK_SQL: &str =
-    "select coalesce(min(last_read_seq), 0) from group_members where group_id = $1";
+pub const MIN_WATERMARK_SQL: &str = include_str!("read_status/min_watermark.sql");
 /// Flips `is_read` on up to $3 messages, oldest first, that every member has now read (at or
 /// below the minimum watermark $2) and are not flipped yet: found through the partial index
 /// `messages_not_read_by_all_idx`, never by walking the flipped history.
-pub const FLIP_READ_SQL: &str = "update messages set is_read = true
-     where message_id = any(array(select message_id from messages
-                                   where group_id = $1 and seq <= $2 and not is_read
-                                   order by seq limit $3))";
+pub const FLIP_READ_SQL: &str = include_str!("read_status/flip_read.sql");
 
 /// At most this many messages flip inside a request's transaction. The rest (after a first
 /// read of a long history) flip after commit in background batches of the same size, so no
@@ -79,27 +66,29 @@ const READ_LOCK_NAMESPACE: i32 = 0x5EAD;
 /// old watermark and neither flip `is_read`.
 pub async fn min_watermark(tx: &mut PgConnection, group_id: GroupId) -> ApiResult<i64> {
     read_lock(tx, group_id).await?;
-    Ok(sqlx::query_scalar(MIN_WATERMARK_SQL)
-        .bind(group_id)
-        .fetch_one(tx)
-        .await?)
+    Ok(lowest_watermark(tx, group_id).await?)
+}
+
+async fn lowest_watermark(db: impl PgExecutor<'_>, group_id: GroupId) -> sqlx::Result<i64> {
+    sqlx::query_file_scalar!("src/domain/read_status/min_watermark.sql", group_id)
+        .fetch_one(db)
+        .await
 }
 
 /// The group's lowest watermark without the lock: what everyone has read, for answering.
 pub async fn all_read_up_to(db: impl PgExecutor<'_>, group_id: GroupId) -> ApiResult<i64> {
-    Ok(sqlx::query_scalar(MIN_WATERMARK_SQL)
-        .bind(group_id)
-        .fetch_one(db)
-        .await?)
+    Ok(lowest_watermark(db, group_id).await?)
 }
 
 /// Takes the group's read lock for the rest of the transaction (see [`min_watermark`]).
-async fn read_lock(tx: &mut PgConnection, group_id: GroupId) -> ApiResult<()> {
-    sqlx::query("select pg_advisory_xact_lock($1, ($2 % 2147483647)::int)")
-        .bind(READ_LOCK_NAMESPACE)
-        .bind(group_id)
-        .execute(tx)
-        .await?;
+async fn read_lock(tx: &mut PgConnection, group_id: GroupId) -> sqlx::Result<()> {
+    sqlx::query!(
+        "select pg_advisory_xact_lock($1, ($2::bigint % 2147483647)::int)",
+        READ_LOCK_NAMESPACE,
+        group_id
+    )
+    .execute(tx)
+    .await?;
     Ok(())
 }
 
@@ -110,13 +99,19 @@ pub struct AllRead {
     unfinished: bool,
 }
 
-async fn flip_batch(db: impl PgExecutor<'_>, group_id: GroupId, up_to_seq: i64) -> ApiResult<bool> {
-    let done = sqlx::query(FLIP_READ_SQL)
-        .bind(group_id)
-        .bind(up_to_seq)
-        .bind(FLIP_BATCH)
-        .execute(db)
-        .await?;
+async fn flip_batch(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    up_to_seq: i64,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query_file!(
+        "src/domain/read_status/flip_read.sql",
+        group_id,
+        up_to_seq,
+        FLIP_BATCH
+    )
+    .execute(db)
+    .await?;
     Ok(done.rows_affected() >= u64::try_from(FLIP_BATCH).unwrap_or(u64::MAX))
 }
 
@@ -128,10 +123,7 @@ pub async fn flip_read(
     group_id: GroupId,
     old_min: i64,
 ) -> ApiResult<Option<AllRead>> {
-    let new_min: i64 = sqlx::query_scalar(MIN_WATERMARK_SQL)
-        .bind(group_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let new_min = lowest_watermark(&mut *tx, group_id).await?;
     if new_min <= old_min {
         return Ok(None);
     }
@@ -179,19 +171,19 @@ pub async fn advance_watermark(
     message_id: MessageId,
 ) -> ApiResult<Option<Advance>> {
     read_lock(tx, group_id).await?;
-    let (old_min, others_min, members): (i64, Option<i64>, Option<Vec<UserId>>) =
-        sqlx::query_as(WATERMARKS_SQL)
-            .bind(group_id)
-            .bind(user_id)
-            .fetch_one(&mut *tx)
-            .await?;
-    let read_at: Option<DateTime<Utc>> = sqlx::query_scalar(ADVANCE_WATERMARK_SQL)
-        .bind(message_id)
-        .bind(user_id)
-        .bind(group_id)
-        .bind(seq)
-        .fetch_optional(&mut *tx)
+    let before = sqlx::query_file!("src/domain/read_status/watermarks.sql", group_id, user_id)
+        .fetch_one(&mut *tx)
         .await?;
+    let (old_min, others_min) = (before.lowest, before.lowest_of_others);
+    let read_at = sqlx::query_file_scalar!(
+        "src/domain/read_status/advance_watermark.sql",
+        message_id,
+        user_id,
+        group_id,
+        seq
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(read_at) = read_at else {
         return Ok(None);
     };
@@ -209,9 +201,95 @@ pub async fn advance_watermark(
     };
     Ok(Some(Advance {
         read_at,
-        members: members.unwrap_or_default(),
+        members: before.members,
         all_read,
     }))
+}
+
+/// What a batch of sends did to its senders' watermarks.
+#[derive(Default)]
+pub struct SendersRead {
+    /// The group's members: the batch's recipients.
+    pub members: Vec<UserId>,
+    /// The senders whose watermark moved: every sender, unless one was removed meanwhile.
+    pub moved: Vec<UserId>,
+    /// Every message up to this seq is now read by all (it rose with this batch).
+    pub all_read: Option<AllRead>,
+}
+
+/// Moves each sender's watermark up to their last message of a batch of sends (`last`:
+/// sender → seq; every seq is above every watermark), all in one statement under the
+/// group's read lock, and flips `is_read` on (a first batch of) what everyone has now read.
+/// The receipts follow after commit ([`record_receipts`]).
+pub async fn advance_senders(
+    tx: &mut PgConnection,
+    group_id: GroupId,
+    last: &HashMap<UserId, i64>,
+) -> sqlx::Result<SendersRead> {
+    read_lock(tx, group_id).await?;
+    let (senders, seqs): (Vec<UserId>, Vec<i64>) = last.iter().map(|(u, s)| (*u, *s)).unzip();
+    // The outer select reads the watermarks as they were before the update (one snapshot),
+    // so it yields the old minimum and, with the senders' new seqs, the new one.
+    let row = sqlx::query!(
+        r#"with v as (select * from unnest($2::bigint[], $3::bigint[]) as v(user_id, seq)),
+           moved as (
+               update group_members gm set last_read_seq = v.seq from v
+                where gm.group_id = $1 and gm.user_id = v.user_id and gm.last_read_seq < v.seq
+               returning gm.user_id)
+           select coalesce(min(gm.last_read_seq), 0) as "old_min!",
+                  coalesce(min(greatest(gm.last_read_seq, v.seq)), 0) as "new_min!",
+                  coalesce(array_agg(gm.user_id), '{}') as "members!",
+                  coalesce((select array_agg(user_id) from moved), '{}') as "moved!"
+             from group_members gm left join v on v.user_id = gm.user_id
+            where gm.group_id = $1"#,
+        group_id,
+        &senders,
+        &seqs
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let all_read = if row.new_min > row.old_min {
+        let unfinished = flip_batch(&mut *tx, group_id, row.new_min).await?;
+        Some(AllRead {
+            up_to_seq: row.new_min,
+            unfinished,
+        })
+    } else {
+        None
+    };
+    Ok(SendersRead {
+        members: row.members,
+        moved: row.moved,
+        all_read,
+    })
+}
+
+/// Records that each sender read their message (`(sender, seq, message_id)`), as
+/// [`advance_watermark`] does for a reader.
+pub async fn record_receipts(
+    db: impl PgExecutor<'_>,
+    group_id: GroupId,
+    receipts: &[(UserId, i64, MessageId)],
+) -> sqlx::Result<()> {
+    if receipts.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<UserId> = receipts.iter().map(|r| r.0).collect();
+    let seqs: Vec<i64> = receipts.iter().map(|r| r.1).collect();
+    let messages: Vec<MessageId> = receipts.iter().map(|r| r.2).collect();
+    sqlx::query!(
+        "insert into message_read_status (message_id, user_id, group_id, seq)
+         select r.message_id, r.user_id, $1, r.seq
+           from unnest($2::bigint[], $3::bigint[], $4::bigint[]) as r(user_id, seq, message_id)
+         on conflict (message_id, user_id) do update set is_read = true",
+        group_id,
+        &users,
+        &seqs,
+        &messages
+    )
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 async fn unread_count(
@@ -219,11 +297,13 @@ async fn unread_count(
     group_id: GroupId,
     watermark: i64,
 ) -> ApiResult<i64> {
-    Ok(sqlx::query_scalar(UNREAD_COUNT_SQL)
-        .bind(group_id)
-        .bind(watermark)
-        .fetch_one(db)
-        .await?)
+    Ok(sqlx::query_file_scalar!(
+        "src/domain/read_status/unread_count.sql",
+        group_id,
+        watermark
+    )
+    .fetch_one(db)
+    .await?)
 }
 
 /// After commit: publishes that everything up to `up_to_seq` is read by all, if that moved,
@@ -314,13 +394,7 @@ pub async fn mark_read(
 /// Members other than the sender whose watermark covers the message, with the time of their
 /// first receipt at or after it: one index lookup per member
 /// (`message_read_status_group_user_seq_idx`).
-pub const RECEIPTS_SQL: &str = "select gm.user_id,
-        (select s.read_at from message_read_status s
-          where s.group_id = gm.group_id and s.user_id = gm.user_id and s.seq >= $2
-          order by s.seq limit 1) as read_at
-   from group_members gm
-  where gm.group_id = $1 and gm.last_read_seq >= $2 and gm.user_id is distinct from $3
-  order by read_at nulls last, gm.user_id";
+pub const RECEIPTS_SQL: &str = include_str!("read_status/receipts.sql");
 
 /// Who (other than the sender) has read a message, and when (404 unless I am a member).
 pub async fn receipts(
@@ -331,14 +405,14 @@ pub async fn receipts(
 ) -> ApiResult<Vec<Receipt>> {
     membership(&state.db, group_id, me).await?;
     let (seq, sender) = locate(&state.db, group_id, message_id).await?;
-    let rows: Vec<(i64, Option<DateTime<Utc>>)> = sqlx::query_as(RECEIPTS_SQL)
-        .bind(group_id)
-        .bind(seq)
-        .bind(sender)
+    let rows = sqlx::query_file!("src/domain/read_status/receipts.sql", group_id, seq, sender)
         .fetch_all(&state.db)
         .await?;
     Ok(rows
         .into_iter()
-        .map(|(user_id, read_at)| Receipt { user_id, read_at })
+        .map(|r| Receipt {
+            user_id: r.user_id,
+            read_at: r.read_at,
+        })
         .collect())
 }

@@ -114,11 +114,11 @@ async fn ring_or_answer(c: &Caller<'_>, group_id: GroupId, alone: bool) -> Resul
     if !alone {
         return Ok(());
     }
-    let callee: Option<UserId> = sqlx::query_scalar(
+    let callee = sqlx::query_scalar!(
         "select user_id from group_members where group_id = $1 and user_id <> $2 limit 1",
+        group_id,
+        c.user_id
     )
-    .bind(group_id)
-    .bind(c.user_id)
     .fetch_optional(&c.state.db)
     .await
     .map_err(ApiError::from)?;
@@ -162,15 +162,15 @@ async fn ring_ended(state: &AppState, ring: &Ring, reason: RingEnd) {
     if reason == RingEnd::Missed {
         let called_at = chrono::DateTime::from_timestamp_millis(ring.called_at_ms)
             .unwrap_or_else(chrono::Utc::now);
-        let stored = sqlx::query(
+        let stored = sqlx::query!(
             "insert into missed_calls (group_id, caller_id, callee_id, called_at)
              select $1, $2, $3, $4
               where exists (select 1 from group_members where group_id = $1 and user_id = $3)",
+            ring.group_id,
+            ring.caller_id,
+            ring.callee_id,
+            called_at
         )
-        .bind(ring.group_id)
-        .bind(ring.caller_id)
-        .bind(ring.callee_id)
-        .bind(called_at)
         .execute(&state.db)
         .await;
         if let Err(e) = stored {

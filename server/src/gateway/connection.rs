@@ -272,11 +272,11 @@ async fn typing(state: &AppState, user_id: UserId, group_id: GroupId) -> Result<
     if throttle.is_none() {
         return Ok(());
     }
-    let others: Vec<UserId> = sqlx::query_scalar(
+    let others = sqlx::query_scalar!(
         "select user_id from group_members where group_id = $1 and user_id <> $2",
+        group_id,
+        user_id
     )
-    .bind(group_id)
-    .bind(user_id)
     .fetch_all(&state.db)
     .await
     .map_err(ApiError::from)?;

@@ -83,16 +83,17 @@ impl PresenceStore {
 
 /// Users who see `user_id`'s presence: accepted friends and co-members of any group.
 pub async fn audience(db: &PgPool, user_id: UserId) -> Result<Vec<UserId>, ApiError> {
-    Ok(sqlx::query_scalar(
-        "select user_id_2 from friendships where user_id_1 = $1 and status = 'accepted'
+    Ok(sqlx::query_scalar!(
+        r#"select user_id_2 as "user_id!" from friendships
+            where user_id_1 = $1 and status = 'accepted'
          union
          select user_id_1 from friendships where user_id_2 = $1 and status = 'accepted'
          union
          select other.user_id from group_members mine
            join group_members other on other.group_id = mine.group_id
-          where mine.user_id = $1 and other.user_id <> $1",
+          where mine.user_id = $1 and other.user_id <> $1"#,
+        user_id
     )
-    .bind(user_id)
     .fetch_all(db)
     .await?)
 }
@@ -103,20 +104,21 @@ pub async fn states(
     store: &PresenceStore,
     users: &[UserId],
 ) -> Result<Vec<PresenceState>, ApiError> {
-    let rows: Vec<(UserId, String, Option<chrono::DateTime<chrono::Utc>>)> =
-        sqlx::query_as("select user_id, status, last_seen from users where user_id = any($1)")
-            .bind(users)
-            .fetch_all(db)
-            .await?;
-    let ids: Vec<UserId> = rows.iter().map(|r| r.0).collect();
+    let rows = sqlx::query!(
+        "select user_id, status, last_seen from users where user_id = any($1)",
+        users
+    )
+    .fetch_all(db)
+    .await?;
+    let ids: Vec<UserId> = rows.iter().map(|r| r.user_id).collect();
     let online = store.online(&ids).await?;
     Ok(rows
         .into_iter()
         .zip(online)
-        .map(|((user_id, status, last_seen), online)| PresenceState {
-            user_id,
-            presence: shown(online, &status),
-            last_seen,
+        .map(|(r, online)| PresenceState {
+            user_id: r.user_id,
+            presence: shown(online, &r.status),
+            last_seen: r.last_seen,
         })
         .collect())
 }
@@ -143,18 +145,22 @@ pub enum Change {
 pub async fn announce(db: &PgPool, events: &EventBus, user_id: UserId, change: Change) {
     let online = change != Change::Disconnected;
     let result: Result<(), ApiError> = async {
-        let (status, last_seen): (String, Option<chrono::DateTime<chrono::Utc>>) = if online {
-            sqlx::query_as("select status, last_seen from users where user_id = $1")
-                .bind(user_id)
-                .fetch_one(db)
-                .await?
-        } else {
-            sqlx::query_as(
-                "update users set last_seen = now() where user_id = $1 returning status, last_seen",
+        let (status, last_seen) = if online {
+            let r = sqlx::query!(
+                "select status, last_seen from users where user_id = $1",
+                user_id
             )
-            .bind(user_id)
             .fetch_one(db)
-            .await?
+            .await?;
+            (r.status, r.last_seen)
+        } else {
+            let r = sqlx::query!(
+                "update users set last_seen = now() where user_id = $1 returning status, last_seen",
+                user_id
+            )
+            .fetch_one(db)
+            .await?;
+            (r.status, r.last_seen)
         };
         let presence = shown(online, &status);
         // An invisible user coming online or going offline changes nothing others see.

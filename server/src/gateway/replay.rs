@@ -23,18 +23,21 @@ pub async fn ready(
     session_id: String,
 ) -> Result<ServerFrame, ApiError> {
     let user = fetch_user(&state.db, user_id).await?;
-    let groups: Vec<(GroupId, i64, i64)> = sqlx::query_as(
-        "select g.group_id, g.last_seq,
+    let groups: Vec<(GroupId, i64, i64)> = sqlx::query!(
+        r#"select g.group_id, g.last_seq,
                 -- As GET /api/groups: the sequence span minus deletions, not a row count.
                 g.last_seq - m.last_read_seq
                   - (select count(*) from message_deletions d
-                      where d.group_id = g.group_id and d.seq > m.last_read_seq)
+                      where d.group_id = g.group_id and d.seq > m.last_read_seq) as "unread!"
            from group_members m join chat_groups g on g.group_id = m.group_id
-          where m.user_id = $1",
+          where m.user_id = $1"#,
+        user_id
     )
-    .bind(user_id)
     .fetch_all(&state.db)
-    .await?;
+    .await?
+    .into_iter()
+    .map(|r| (r.group_id, r.last_seq, r.unread))
+    .collect();
     let audience = presence::audience(&state.db, user_id).await?;
     let presences = presence::states(&state.db, &gateway.presence, &audience).await?;
     let group_ids: Vec<GroupId> = groups.iter().map(|g| g.0).collect();

@@ -32,7 +32,10 @@ pub struct Health {
 #[utoipa::path(get, path = "/api/health", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<Health>) {
-    let pg = timeout(PROBE_TIMEOUT, sqlx::query("select 1").execute(&state.db));
+    let pg = timeout(
+        PROBE_TIMEOUT,
+        sqlx::query_scalar!("select 1 as probe").fetch_one(&state.db),
+    );
     let mut conn = state.redis.clone();
     let ping = redis::cmd("PING");
     let redis = timeout(PROBE_TIMEOUT, ping.query_async::<String>(&mut conn));

@@ -76,25 +76,23 @@ pub fn turn_credential(secret: &str, username: &str) -> String {
     responses((status = 200, body = MissedCalls),
               (status = 401, body = protocol::error::ErrorBody)))]
 async fn missed_calls(auth: Auth, State(state): State<AppState>) -> ApiResult<Json<MissedCalls>> {
-    let rows: Vec<(i64, i64, i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+    let rows = sqlx::query!(
         "select missed_call_id, group_id, caller_id, called_at from missed_calls
           where callee_id = $1 order by called_at desc, missed_call_id desc limit $2",
+        auth.user_id(),
+        MISSED_CALLS_LISTED
     )
-    .bind(auth.user_id())
-    .bind(MISSED_CALLS_LISTED)
     .fetch_all(&state.db)
     .await?;
     Ok(Json(MissedCalls {
         missed_calls: rows
             .into_iter()
-            .map(
-                |(missed_call_id, group_id, caller_id, called_at)| MissedCall {
-                    missed_call_id,
-                    group_id,
-                    caller_id,
-                    called_at,
-                },
-            )
+            .map(|r| MissedCall {
+                missed_call_id: r.missed_call_id,
+                group_id: r.group_id,
+                caller_id: r.caller_id,
+                called_at: r.called_at,
+            })
             .collect(),
     }))
 }

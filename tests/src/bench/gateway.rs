@@ -319,21 +319,43 @@ async fn run_step(
             let clock = clock.clone();
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
-                let mut ack = Samples::default();
-                let mut next = Instant::now()
-                    + per_sender_interval
-                        .map(|d| d.mul_f64(i as f64 / 16.0))
-                        .unwrap_or_default();
-                while Instant::now() < deadline {
-                    if let Some(interval) = per_sender_interval {
-                        tokio::time::sleep_until(next.into()).await;
-                        next += interval;
-                    }
+                let send = move |http: reqwest::Client, url: String, token: String, clock: Arc<Clock>| async move {
                     let t0 = Instant::now();
                     let body = serde_json::json!({"content": format!("t={}", clock.now_us())});
                     match http.post(&url).bearer_auth(&token).json(&body).send().await {
-                        Ok(r) if r.status().is_success() => ack.push(t0.elapsed()),
-                        _ => {}
+                        Ok(r) if r.status().is_success() => Some(t0.elapsed()),
+                        _ => None,
+                    }
+                };
+                let mut ack = Samples::default();
+                let Some(interval) = per_sender_interval else {
+                    // As fast as one sender can: one request at a time (closed loop).
+                    while Instant::now() < deadline {
+                        if let Some(d) = send(http.clone(), url.clone(), token.clone(), clock.clone()).await {
+                            ack.push(d);
+                        }
+                    }
+                    return ack;
+                };
+                // At a fixed rate: each send starts on time whether or not the previous one
+                // was answered (open loop), as independent users would, so a slow server
+                // shows as latency instead of silently lowering the offered rate.
+                let mut next = Instant::now() + interval.mul_f64(i as f64 / 16.0);
+                let mut in_flight = futures::stream::FuturesUnordered::new();
+                while next < deadline {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next.into()) => {
+                            next += interval;
+                            in_flight.push(send(http.clone(), url.clone(), token.clone(), clock.clone()));
+                        }
+                        Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                            if let Some(d) = done { ack.push(d); }
+                        }
+                    }
+                }
+                while let Some(done) = in_flight.next().await {
+                    if let Some(d) = done {
+                        ack.push(d);
                     }
                 }
                 ack
@@ -414,7 +436,10 @@ pub async fn run() {
     let mut offset = 0;
     for (size, rates) in [
         (2usize, vec![100.0, 500.0, 1000.0, 2000.0]),
-        (20, vec![100.0, 250.0, 500.0, 1000.0, 1500.0]),
+        (
+            20,
+            vec![100.0, 250.0, 500.0, 1000.0, 1500.0, 2000.0, 2500.0, 3000.0],
+        ),
         (100, vec![20.0, 50.0, 100.0, 200.0]),
     ] {
         let members = &users[offset..offset + size];
