@@ -370,7 +370,7 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     b.screenshot(&shots.join("call-incoming.png")).await;
     b.click("[data-testid=decline-call]").await;
     let notice = a.text("[data-testid=call-notice]").await;
-    assert_eq!(notice.trim(), "The call was declined.");
+    assert!(notice.starts_with("The call was declined."), "{notice:?}");
     a.until(
         "the call over on Cara's side",
         "return !document.querySelector('[data-testid=call-panel]')",
