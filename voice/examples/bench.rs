@@ -103,26 +103,61 @@ fn pesq(speech: &[f32], received: &[f32], dir: &Path, tag: &str) -> Option<f64> 
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
+/// The device format speech reaches the send chain in.
+#[derive(Clone, Copy)]
+enum Input {
+    /// 48 kHz mono: no resampling.
+    Mono48k,
+    /// 44.1 kHz stereo, as many headsets and onboard cards deliver: downmix and resampling.
+    Stereo44k1,
+}
+
+impl Input {
+    /// `speech` (48 kHz mono) as this device would deliver it.
+    fn prepare(self, speech: &[f32]) -> Option<(Vec<f32>, StreamFormat)> {
+        match self {
+            Input::Mono48k => Some((speech.to_vec(), MONO)),
+            Input::Stereo44k1 => {
+                let mut r = voice::dsp::MonoResampler::new(RATE, 44_100).ok()?;
+                let mut mono = Vec::new();
+                r.process(speech, &mut mono);
+                let mut stereo = Vec::new();
+                voice::dsp::upmix(&mono, 2, &mut stereo);
+                let format = StreamFormat {
+                    sample_rate: 44_100,
+                    channels: 2,
+                };
+                Some((stereo, format))
+            }
+        }
+    }
+}
+
 /// PESQ of the send chain and Opus alone (no network, an ideal jitter buffer that always
 /// has the next packet for FEC), with `loss` of the packets dropped at random: the ceiling
 /// the network figures are measured against.
 fn codec_only(
     speech: &[f32],
+    input: Input,
     settings: SendSettings,
-    loss: f64,
+    (bitrate, loss): (u32, f64),
     dir: &Path,
     tag: &str,
 ) -> Option<f64> {
     use rand::{Rng, SeedableRng};
-    let signal = with_lead_in(speech);
-    let mut chain = voice::dsp::SendChain::new(MONO).ok()?;
-    let mut enc = voice::codec::OpusEncoder::new(voice::codec::DEFAULT_BITRATE, true).ok()?;
+    let (signal, format) = input.prepare(&with_lead_in(speech))?;
+    let mut chain = voice::dsp::SendChain::new(format).ok()?;
+    let mut enc = voice::codec::OpusEncoder::new(bitrate, true).ok()?;
     enc.set_expected_loss(loss as f32).ok()?;
     let mut dec = voice::codec::OpusDecoder::new().ok()?;
     let mut packets: Vec<Option<bytes::Bytes>> = Vec::new();
-    chain.push(&signal, settings, |f, _| {
-        packets.push(enc.encode(f).ok().flatten())
-    });
+    // Fed in 10 ms blocks, as a device delivers them.
+    let block = format.sample_rate as usize / 100 * usize::from(format.channels);
+    for chunk in signal.chunks(block) {
+        chain.push(chunk, settings, |f, _| {
+            packets.push(enc.encode(f).ok().flatten())
+        });
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let lost: Vec<bool> = packets
         .iter()
@@ -212,10 +247,6 @@ async fn run_pair(
         CallConfig {
             bind_addrs: vec!["127.0.0.1:0".to_owned()],
             bitrate,
-            send: SendSettings {
-                noise_suppression: false,
-                ..SendSettings::default()
-            },
             ..CallConfig::default()
         },
         netem,
@@ -376,6 +407,12 @@ fn fmt(v: Option<f64>, unit: &str) -> String {
         .unwrap_or_else(|| "n/a".to_owned())
 }
 
+/// A PESQ score to two decimals: the codec table's steps are a few hundredths.
+fn pesq_fmt(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}"))
+        .unwrap_or_else(|| "n/a".to_owned())
+}
+
 /// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
 /// (comma-separated: codec, network, offer, cpu, external).
 fn section(name: &str) -> bool {
@@ -389,7 +426,8 @@ async fn main() -> BenchResult<()> {
     let (speech, source) = speech(&dir)?;
     println!(
         "voice benchmark: {source}, {:.1} s, Opus VoIP 20 ms, FEC+DTX, bitrate doubled while \
-         receivers report >= 3% loss, noise suppression off, loopback",
+         receivers report >= 3% loss, the default send chain (noise suppression, gain, gate) \
+         in calls between our peers, loopback",
         speech.len() as f32 / RATE as f32
     );
     if section("codec") {
@@ -436,17 +474,49 @@ fn codec_rows(speech: &[f32], dir: &Path) {
         noise_suppression: false,
         ..SendSettings::default()
     };
+    let full = SendSettings::default();
+    let default_kbps = voice::codec::DEFAULT_BITRATE / 1000;
+    println!();
+    println!("codec only, no network (PESQ-WB at 0% loss; default {default_kbps} kbps):");
+    println!("| bitrate | Opus alone | + gain and gate | + noise suppression (default chain) | default chain, 44.1 kHz stereo input |");
+    println!("|---|---|---|---|---|");
+    for kbps in [24, 32, 40, 48, 64, 96] {
+        let at = |input, settings, name: &str| {
+            let tag = format!("codec-{kbps}-{name}");
+            pesq_fmt(codec_only(
+                speech,
+                input,
+                settings,
+                (kbps * 1000, 0.0),
+                dir,
+                &tag,
+            ))
+        };
+        println!(
+            "| {kbps} kbps | {} | {} | {} | {} |",
+            at(Input::Mono48k, plain, "plain"),
+            at(Input::Mono48k, gate, "gate"),
+            at(Input::Mono48k, full, "full"),
+            at(Input::Stereo44k1, full, "full44"),
+        );
+    }
+    let lossy = |loss: f64| {
+        let tag = format!("codec-loss{}", (loss * 100.0) as u32);
+        let bitrate = voice::codec::DEFAULT_BITRATE;
+        pesq_fmt(codec_only(
+            speech,
+            Input::Mono48k,
+            gate,
+            (bitrate, loss),
+            dir,
+            &tag,
+        ))
+    };
     println!(
-        "codec only, no network (PESQ-WB): Opus alone {}, + gain and gate {}, + noise suppression {}",
-        fmt(codec_only(speech, plain, 0.0, dir, "codec-plain"), ""),
-        fmt(codec_only(speech, gate, 0.0, dir, "codec-gate"), ""),
-        fmt(codec_only(speech, SendSettings::default(), 0.0, dir, "codec-ns"), ""),
-    );
-    println!(
-        "codec only with random loss, ideal FEC/PLC (PESQ-WB): 5% {}, 10% {}, 20% {}",
-        fmt(codec_only(speech, gate, 0.05, dir, "codec-5"), ""),
-        fmt(codec_only(speech, gate, 0.10, dir, "codec-10"), ""),
-        fmt(codec_only(speech, gate, 0.20, dir, "codec-20"), ""),
+        "codec only at {default_kbps} kbps with random loss, ideal FEC/PLC (PESQ-WB): 5% {}, 10% {}, 20% {}",
+        lossy(0.05),
+        lossy(0.10),
+        lossy(0.20),
     );
 }
 
@@ -454,12 +524,13 @@ async fn network_rows(speech: &[f32], dir: &Path) {
     println!();
     println!("| bitrate | network | latency p50 | latency p95 | PESQ-WB (a→b, b→a) | concealed | FEC frames | jitter buffer |");
     println!("|---|---|---|---|---|---|---|---|");
+    let default = voice::codec::DEFAULT_BITRATE / 1000;
     for (bitrate, label, loss, jitter) in [
-        (32, "0% loss", 0.0, 0),
-        (32, "5% loss + 20 ms jitter", 0.05, 20),
-        (32, "5% loss", 0.05, 0),
-        (32, "10% loss", 0.10, 0),
-        (32, "20% loss", 0.20, 0),
+        (default, "0% loss", 0.0, 0),
+        (default, "5% loss + 20 ms jitter", 0.05, 20),
+        (default, "5% loss", 0.05, 0),
+        (default, "10% loss", 0.10, 0),
+        (default, "20% loss", 0.20, 0),
         (64, "0% loss", 0.0, 0),
         (64, "10% loss", 0.10, 0),
     ] {

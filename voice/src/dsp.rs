@@ -142,9 +142,20 @@ impl VoiceActivity {
     }
 }
 
-/// Automatic gain that adapts only during speech, slowly, within ±12 dB.
+/// Automatic gain that adapts only during speech, slowly, within ±12 dB, and leaves a
+/// talker who is already near the target alone.
 struct AutoGain {
     gain_db: f32,
+    /// Smoothed mean power of speech frames, before gain: the level the gain corrects.
+    speech_power: f32,
+    /// Voiced frames seen: the gain waits until the level is known.
+    speech_frames: u32,
+    /// Loudest recent sample before gain, decaying slowly: the gain never pushes it into
+    /// the limiter.
+    peak: f32,
+    /// Whether the gain is moving: starts when the level is off by more than
+    /// [`AGC_DEADBAND_DB`], stops within [`AGC_SETTLED_DB`].
+    adapting: bool,
     /// Limiter gain (linear), drops instantly on peaks and recovers over ~100 ms.
     limiter: f32,
 }
@@ -156,6 +167,19 @@ const AGC_MAX_DB: f32 = 12.0;
 const AGC_MIN_DB: f32 = -12.0;
 /// At most 0.1 dB change per voiced 20 ms frame (5 dB/s): too slow to be heard as pumping.
 const AGC_STEP_DB: f32 = 0.1;
+/// Weight of each voiced frame in the smoothed speech power: about a second of speech.
+const AGC_LEVEL_SMOOTHING: f32 = 0.05;
+/// Voiced frames (half a second) before the level is trusted enough to move the gain.
+const AGC_WARMUP_FRAMES: u32 = 25;
+/// A speech level this far from where the gain puts it starts the gain moving. A
+/// conversation's level varies by more than this between talkers and sentences anyway, and
+/// a gain that keeps drifting with every sentence is itself a distortion (it cost 0.1
+/// PESQ-WB on well-levelled speech, where it should do nothing).
+const AGC_DEADBAND_DB: f32 = 6.0;
+/// ... and once moving, the gain stops this close to its aim.
+const AGC_SETTLED_DB: f32 = 1.0;
+/// The recent peak decays by this factor per frame (halves in ~3 s).
+const AGC_PEAK_DECAY: f32 = 0.995;
 /// Peaks are held below this linear amplitude.
 const LIMIT: f32 = 0.95;
 
@@ -163,17 +187,44 @@ impl AutoGain {
     fn new() -> Self {
         Self {
             gain_db: 0.0,
+            speech_power: 0.0,
+            speech_frames: 0,
+            peak: 0.0,
+            adapting: false,
             limiter: 1.0,
         }
     }
 
     fn process(&mut self, frame: &mut [f32], level: f32, speaking: bool, enabled: bool) {
+        let frame_peak = frame.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+        self.peak = frame_peak.max(self.peak * AGC_PEAK_DECAY);
         if enabled && speaking && level > VAD_ABSOLUTE_DB {
-            let want = (AGC_TARGET_DB - level).clamp(AGC_MIN_DB, AGC_MAX_DB);
-            self.gain_db += (want - self.gain_db).clamp(-AGC_STEP_DB, AGC_STEP_DB);
+            let power = 10f32.powf(level / 10.0);
+            self.speech_power = if self.speech_frames == 0 {
+                power
+            } else {
+                self.speech_power + (power - self.speech_power) * AGC_LEVEL_SMOOTHING
+            };
+            self.speech_frames = self.speech_frames.saturating_add(1);
+            let speech_db = 10.0 * self.speech_power.max(1e-10).log10();
+            // Never more gain than keeps the recent peaks out of the limiter.
+            let headroom = 20.0 * (LIMIT / self.peak.max(1e-5)).log10();
+            let want = (AGC_TARGET_DB - speech_db)
+                .min(headroom)
+                .clamp(AGC_MIN_DB, AGC_MAX_DB);
+            let error = (want - self.gain_db).abs();
+            if error > AGC_DEADBAND_DB {
+                self.adapting = true;
+            } else if error < AGC_SETTLED_DB {
+                self.adapting = false;
+            }
+            if self.adapting && self.speech_frames >= AGC_WARMUP_FRAMES {
+                self.gain_db += (want - self.gain_db).clamp(-AGC_STEP_DB, AGC_STEP_DB);
+            }
         }
         if !enabled {
             self.gain_db = 0.0;
+            self.adapting = false;
         }
         let g = 10f32.powf(self.gain_db / 20.0);
         for s in frame.iter_mut() {
@@ -424,6 +475,31 @@ mod tests {
         }
         let talk_end = level_dbfs(&out[6 * 48_000 + 24_000..7 * 48_000]);
         assert!(talk_end > -31.0, "quiet talker not raised: {talk_end}");
+        Ok(())
+    }
+
+    #[test]
+    fn auto_gain_leaves_a_well_levelled_talker_untouched() -> Result<()> {
+        // Speech 3 dB above the target: inside the dead band, so the gain stays at 0 dB.
+        let input: Vec<f32> = crate::analysis::synth_speech(4, 48_000, 6.0);
+        let level = level_dbfs(&input);
+        let scale = 10f32.powf((AGC_TARGET_DB + 3.0 - level) / 20.0);
+        let input: Vec<f32> = input.iter().map(|s| s * scale).collect();
+        let settings = SendSettings {
+            noise_suppression: false,
+            noise_gate: false,
+            ..SendSettings::default()
+        };
+        let (out, _) = run_chain(&input, settings)?;
+        let worst = input
+            .iter()
+            .zip(&out)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "a levelled talker was changed by up to {worst}"
+        );
         Ok(())
     }
 

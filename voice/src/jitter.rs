@@ -47,8 +47,8 @@ const SKIP_THRESHOLD_MS: f64 = 17.0;
 /// Past this much excess delay a frame is skipped even in the middle of speech; below it we
 /// wait for a quiet frame, since dropping 20 ms of a word is what listeners hear as a click.
 const FORCE_SKIP_MS: f64 = 60.0;
-/// Opus packets up to this size carry silence or background noise (speech at 32 kbps runs
-/// 60–120 bytes a frame), so skipping one is inaudible.
+/// Opus packets up to this size carry silence or background noise (speech runs 60–120
+/// bytes a frame at 32 kbps, twice that at 64), so skipping one is inaudible.
 const QUIET_PACKET_BYTES: usize = 30;
 /// How far the playhead may run ahead of its ideal position (less delay than the target)
 /// before we hold it for a frame. Small: running ahead means packets arrive after their

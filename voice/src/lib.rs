@@ -14,6 +14,7 @@
 //!   its controls (mute, deafen, push-to-talk, volumes, device switching) and statistics.
 //! - `peer` (private): one peer connection, its Opus track, RTP send and receive loops.
 //! - `feedback` (private): reads the loss peers report over RTCP, which drives FEC.
+//! - [`mic_test`]: the audio settings' microphone test (level, noise floor, clipping, echo).
 //! - [`analysis`]: aligning and scoring received audio against what was sent (tests, bench).
 //!
 //! The engine works in 20 ms frames of 48 kHz mono `f32` samples throughout.
@@ -26,6 +27,7 @@ pub mod dsp;
 mod error;
 mod feedback;
 pub mod jitter;
+pub mod mic_test;
 mod peer;
 pub mod receive;
 pub mod signal;

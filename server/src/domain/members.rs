@@ -17,20 +17,19 @@ use crate::{
         users::apply_presence,
     },
     error::{violated_constraint, ApiError, ApiResult},
-    public_user_columns,
     state::AppState,
 };
 
 async fn fetch_member(state: &AppState, group_id: GroupId, user_id: UserId) -> ApiResult<Member> {
-    let row: Option<MemberRow> = sqlx::query_as(concat!(
-        "select ",
-        public_user_columns!(),
-        ", m.role, m.joined_at, m.last_read_seq
+    let row = sqlx::query_as!(
+        MemberRow,
+        "select u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen,
+                m.role, m.joined_at, m.last_read_seq
            from group_members m join users u on u.user_id = m.user_id
-          where m.group_id = $1 and m.user_id = $2"
-    ))
-    .bind(group_id)
-    .bind(user_id)
+          where m.group_id = $1 and m.user_id = $2",
+        group_id,
+        user_id
+    )
     .fetch_optional(&state.db)
     .await?;
     let mut member = Member::from(row.ok_or(ApiError::NotFound("member"))?);
@@ -46,13 +45,13 @@ pub(super) async fn insert_member(
     role: Role,
     last_read_seq: i64,
 ) -> ApiResult<()> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "insert into group_members (group_id, user_id, role, last_read_seq) values ($1, $2, $3, $4)",
+        group_id,
+        user_id,
+        role.as_str(),
+        last_read_seq
     )
-    .bind(group_id)
-    .bind(user_id)
-    .bind(role.as_str())
-    .bind(last_read_seq)
     .execute(tx)
     .await;
     match inserted {
@@ -88,16 +87,19 @@ pub async fn add_member(
     }
     let mut tx = state.db.begin().await?;
     // The group row lock serializes additions, so the size check cannot be raced past.
-    let last_seq: Option<i64> =
-        sqlx::query_scalar("select last_seq from chat_groups where group_id = $1 for update")
-            .bind(group_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let last_seq = last_seq.ok_or(ApiError::NotFound("group"))?;
-    let size: i64 = sqlx::query_scalar("select count(*) from group_members where group_id = $1")
-        .bind(group_id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let last_seq = sqlx::query_scalar!(
+        "select last_seq from chat_groups where group_id = $1 for update",
+        group_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(ApiError::NotFound("group"))?;
+    let size = sqlx::query_scalar!(
+        r#"select count(*) as "size!" from group_members where group_id = $1"#,
+        group_id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if size >= state.settings.max_group_size {
         return Err(ApiError::Conflict {
             code: "group_full",
@@ -129,11 +131,13 @@ async fn remove_member_tx(
     user_id: UserId,
 ) -> ApiResult<Option<AllRead>> {
     let old_min = min_watermark(&mut *tx, group_id).await?;
-    sqlx::query("delete from group_members where group_id = $1 and user_id = $2")
-        .bind(group_id)
-        .bind(user_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "delete from group_members where group_id = $1 and user_id = $2",
+        group_id,
+        user_id
+    )
+    .execute(&mut *tx)
+    .await?;
     flip_read(tx, group_id, old_min).await
 }
 
@@ -189,11 +193,12 @@ pub async fn leave_group(state: &AppState, group_id: GroupId, me: UserId) -> Api
     }
     let mut tx = state.db.begin().await?;
     if mine.role == Role::Owner {
-        let others: i64 = sqlx::query_scalar(
-            "select count(*) from group_members where group_id = $1 and user_id <> $2",
+        let others = sqlx::query_scalar!(
+            r#"select count(*) as "others!" from group_members
+                where group_id = $1 and user_id <> $2"#,
+            group_id,
+            me
         )
-        .bind(group_id)
-        .bind(me)
         .fetch_one(&mut *tx)
         .await?;
         if others > 0 {
@@ -222,13 +227,14 @@ async fn set_role(
     user_id: UserId,
     role: Role,
 ) -> ApiResult<bool> {
-    let done =
-        sqlx::query("update group_members set role = $3 where group_id = $1 and user_id = $2")
-            .bind(group_id)
-            .bind(user_id)
-            .bind(role.as_str())
-            .execute(tx)
-            .await?;
+    let done = sqlx::query!(
+        "update group_members set role = $3 where group_id = $1 and user_id = $2",
+        group_id,
+        user_id,
+        role.as_str()
+    )
+    .execute(tx)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -290,12 +296,12 @@ pub async fn transfer_ownership(
     let mut tx = state.db.begin().await?;
     // Demote first: at most one owner per group (group_members_one_owner_key). The `role`
     // condition re-checks, under the row lock, that I am still the owner.
-    let demoted = sqlx::query(
+    let demoted = sqlx::query!(
         "update group_members set role = 'admin'
           where group_id = $1 and user_id = $2 and role = 'owner'",
+        group_id,
+        me
     )
-    .bind(group_id)
-    .bind(me)
     .execute(&mut *tx)
     .await?;
     if demoted.rows_affected() == 0 {

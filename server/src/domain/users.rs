@@ -124,12 +124,12 @@ pub async fn fetch_public_user(
     db: impl PgExecutor<'_>,
     user_id: i64,
 ) -> ApiResult<Option<PublicUser>> {
-    let row: Option<PublicUserRow> = sqlx::query_as(concat!(
-        "select ",
-        public_user_columns!(),
-        " from users u where u.user_id = $1"
-    ))
-    .bind(user_id)
+    let row = sqlx::query_as!(
+        PublicUserRow,
+        "select u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen
+           from users u where u.user_id = $1",
+        user_id
+    )
     .fetch_optional(db)
     .await?;
     Ok(row.map(PublicUser::from))
@@ -137,12 +137,13 @@ pub async fn fetch_public_user(
 
 /// The signed-in user's own account; 401 if it no longer exists.
 pub async fn fetch_user(db: impl PgExecutor<'_>, user_id: i64) -> ApiResult<User> {
-    let row: Option<UserRow> = sqlx::query_as(concat!(
-        "select ",
-        user_columns!(),
-        " from users where user_id = $1"
-    ))
-    .bind(user_id)
+    let row = sqlx::query_as!(
+        UserRow,
+        "select user_id, username, email, display_name, profile_pic, friend_code, status,
+                last_seen, created_at, updated_at
+           from users where user_id = $1",
+        user_id
+    )
     .fetch_optional(db)
     .await?;
     // A session whose account was deleted is as good as no session.
@@ -172,21 +173,24 @@ pub async fn update_profile(
     if display_name.is_none() && profile_pic.is_none() && status.is_none() {
         return fetch_user(&state.db, user_id).await;
     }
-    let row: Option<UserRow> = sqlx::query_as(concat!(
+    let (set_name, set_pic) = (display_name.is_some(), profile_pic.is_some());
+    let (display_name, profile_pic) = (display_name.flatten(), profile_pic.flatten());
+    let row = sqlx::query_as!(
+        UserRow,
         "update users set
              display_name = case when $2 then $3 else display_name end,
              profile_pic  = case when $4 then $5 else profile_pic end,
              status       = coalesce($6, status)
          where user_id = $1
-         returning ",
-        user_columns!()
-    ))
-    .bind(user_id)
-    .bind(display_name.is_some())
-    .bind(display_name.flatten().as_ref().map(DisplayName::as_str))
-    .bind(profile_pic.is_some())
-    .bind(profile_pic.flatten().as_ref().map(ProfilePicUrl::as_str))
-    .bind(status.map(UserStatus::as_str))
+         returning user_id, username, email, display_name, profile_pic, friend_code, status,
+                   last_seen, created_at, updated_at",
+        user_id,
+        set_name,
+        display_name.as_ref().map(DisplayName::as_str),
+        set_pic,
+        profile_pic.as_ref().map(ProfilePicUrl::as_str),
+        status.map(UserStatus::as_str)
+    )
     .fetch_optional(&state.db)
     .await?;
     let user: User = row.map(User::from).ok_or(ApiError::Unauthorized)?;
@@ -209,11 +213,13 @@ pub async fn update_profile(
 pub async fn regenerate_friend_code(db: &sqlx::PgPool, user_id: UserId) -> ApiResult<FriendCode> {
     for _ in 0..FRIEND_CODE_ATTEMPTS {
         let code = FriendCode::random();
-        let result = sqlx::query("update users set friend_code = $2 where user_id = $1")
-            .bind(user_id)
-            .bind(code.as_str())
-            .execute(db)
-            .await;
+        let result = sqlx::query!(
+            "update users set friend_code = $2 where user_id = $1",
+            user_id,
+            code.as_str()
+        )
+        .execute(db)
+        .await;
         match result {
             Ok(done) if done.rows_affected() == 1 => return Ok(code),
             Ok(_) => return Err(ApiError::Unauthorized),

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod external;
+pub mod loopback;
 pub mod relay;
+pub mod room;
 
 use std::collections::HashMap;
 use std::sync::Arc;
