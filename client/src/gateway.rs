@@ -403,8 +403,12 @@ impl State {
                                 return Outcome::Stop;
                             }
                             // A server that closed us on purpose (too slow, shutting down) is
-                            // healthy: come back at once.
-                            return Outcome::Retry { code, fast: code.is_some() };
+                            // healthy: come back at once; unless it said its stores are down
+                            // (try again later) or we sent too much: then back off.
+                            let fast = code.is_some_and(|c| {
+                                c != close::TRY_AGAIN_LATER && c != close::RATE_LIMITED
+                            });
+                            return Outcome::Retry { code, fast };
                         }
                         Some(Ok(_)) => continue,
                         None | Some(Err(_)) => return retry,

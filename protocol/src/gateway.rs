@@ -76,8 +76,15 @@ pub mod close {
     pub const HEARTBEAT_TIMEOUT: u16 = 4009;
     /// The client speaks a gateway version the server does not.
     pub const UNSUPPORTED_VERSION: u16 = 4010;
+    /// The client sent frames faster than the server's cap. Resumable, after a backoff.
+    pub const RATE_LIMITED: u16 = 4029;
+    /// A frame over the size cap (64 KiB; WebSocket "message too big").
+    pub const TOO_BIG: u16 = 1009;
     /// The server is shutting down (WebSocket "going away"). Resumable.
     pub const GOING_AWAY: u16 = 1001;
+    /// A store the server needs (PostgreSQL or Redis) is unreachable right now (WebSocket
+    /// "try again later"). Resumable, after a backoff.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// Where a client was when it disconnected: the last message sequence it saw per group.

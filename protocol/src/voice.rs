@@ -194,6 +194,9 @@ pub mod refusal {
     pub const NOT_RINGING: &str = "not_ringing";
     /// A backing store is down; try again.
     pub const UNAVAILABLE: &str = "unavailable";
+    /// Too many frames of this kind (typing, voice joins, voice signals) from this user;
+    /// the message says when to retry.
+    pub const RATE_LIMITED: &str = "rate_limited";
 }
 
 #[cfg(test)]

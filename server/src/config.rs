@@ -4,6 +4,8 @@ use std::{fmt, net::SocketAddr, time::Duration};
 
 use clap::Parser;
 
+use crate::rate_limit::Rate;
+
 /// A value that never prints (connection strings can carry passwords).
 #[derive(Clone)]
 pub struct Secret(pub String);
@@ -55,6 +57,19 @@ pub struct Settings {
     #[arg(long, env = "SOHBET_DB_POOL", default_value_t = 16)]
     pub db_pool_size: u32,
 
+    /// Milliseconds a request waits for a PostgreSQL connection before answering 503. While
+    /// PostgreSQL is down every request waits this long (the pool keeps retrying to connect
+    /// until then), so it is short: 2 s is hundreds of times a normal query, yet clients
+    /// learn of an outage at once rather than after their own timeouts.
+    #[arg(long, env = "SOHBET_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 2_000)]
+    pub db_acquire_timeout_ms: u64,
+
+    /// PostgreSQL `statement_timeout` in milliseconds: no statement (or wait for a row or
+    /// advisory lock) holds a pooled connection longer. Every query here is index-driven and
+    /// takes milliseconds; 5 s bounds a request stuck behind a lock.
+    #[arg(long, env = "SOHBET_DB_STATEMENT_TIMEOUT_MS", default_value_t = 5_000)]
+    pub db_statement_timeout_ms: u64,
+
     /// Largest request body accepted, in bytes. Message bodies are at most 4000 characters,
     /// so 64 KiB leaves room without letting a client make the server buffer megabytes.
     #[arg(long, env = "SOHBET_MAX_BODY", default_value_t = 64 * 1024)]
@@ -71,6 +86,52 @@ pub struct Settings {
     /// Length of the login rate-limit window, in seconds.
     #[arg(long, env = "SOHBET_LOGIN_WINDOW", default_value_t = 300)]
     pub login_window_secs: u64,
+
+    /// Registrations allowed from one client IP, as COUNT/SECONDS. A household or office
+    /// behind one address registers a handful a day; 30 an hour stops account farming.
+    #[arg(long, env = "SOHBET_LIMIT_REGISTER", default_value_t = Rate::new(30, 3600))]
+    pub limit_register: Rate,
+
+    /// Friend requests one user may send, as COUNT/SECONDS: 50 an hour is a very social
+    /// afternoon, and bounds spam by friend request.
+    #[arg(long, env = "SOHBET_LIMIT_FRIEND_REQUESTS", default_value_t = Rate::new(50, 3600))]
+    pub limit_friend_requests: Rate,
+
+    /// Messages one user may send in a short window, as COUNT/SECONDS: 30 in 10 s is faster
+    /// than anyone types, and stops a flood.
+    #[arg(long, env = "SOHBET_LIMIT_MESSAGES_BURST", default_value_t = Rate::new(30, 10))]
+    pub limit_messages_burst: Rate,
+
+    /// Messages one user may send in a long window, as COUNT/SECONDS: one a second kept up for
+    /// five minutes, past any conversation.
+    #[arg(long, env = "SOHBET_LIMIT_MESSAGES_SUSTAINED", default_value_t = Rate::new(300, 300))]
+    pub limit_messages_sustained: Rate,
+
+    /// Typing frames one user may send, as COUNT/SECONDS. Clients repeat typing every ~3 s
+    /// per group (20 a minute); 60 covers typing in three groups at once.
+    #[arg(long, env = "SOHBET_LIMIT_TYPING", default_value_t = Rate::new(60, 60))]
+    pub limit_typing: Rate,
+
+    /// Voice joins one user may make, as COUNT/SECONDS: joining, leaving and rejoining a call
+    /// takes seconds each; 20 a minute stops a join/leave storm ringing a group.
+    #[arg(long, env = "SOHBET_LIMIT_VOICE_JOINS", default_value_t = Rate::new(20, 60))]
+    pub limit_voice_joins: Rate,
+
+    /// Voice signals one user may send, as COUNT/SECONDS. Joining an 8-person call sends an
+    /// offer and ~10–20 trickled candidates to each of 7 peers (~150); 1000 a minute leaves
+    /// room for several renegotiations.
+    #[arg(long, env = "SOHBET_LIMIT_VOICE_SIGNALS", default_value_t = Rate::new(1000, 60))]
+    pub limit_voice_signals: Rate,
+
+    /// Groups one user may create, as COUNT/SECONDS.
+    #[arg(long, env = "SOHBET_LIMIT_GROUPS", default_value_t = Rate::new(20, 3600))]
+    pub limit_groups: Rate,
+
+    /// Most frames one gateway connection may send per second, averaged over 10 s; past
+    /// that it is closed with 4029. Heartbeats and typing are one every few seconds; joining
+    /// an 8-person call sends ~150 signals at once, well inside 500 per 10 s.
+    #[arg(long, env = "SOHBET_GATEWAY_FRAME_RATE", default_value_t = 50)]
+    pub gateway_frame_rate: u32,
 
     /// Milliseconds between a gateway client's heartbeats; a connection silent for two
     /// intervals is closed, so a dead peer is noticed within ~10 s by default (each heartbeat
@@ -146,10 +207,21 @@ impl Settings {
             redis_prefix: String::new(),
             session_ttl_secs: 3600,
             db_pool_size: 16,
+            db_acquire_timeout_ms: 2_000,
+            db_statement_timeout_ms: 5_000,
             max_body_bytes: 64 * 1024,
             login_ip_limit: 30,
             login_account_limit: 10,
             login_window_secs: 300,
+            limit_register: Rate::new(30, 3600),
+            limit_friend_requests: Rate::new(50, 3600),
+            limit_messages_burst: Rate::new(30, 10),
+            limit_messages_sustained: Rate::new(300, 300),
+            limit_typing: Rate::new(60, 60),
+            limit_voice_joins: Rate::new(20, 60),
+            limit_voice_signals: Rate::new(1000, 60),
+            limit_groups: Rate::new(20, 3600),
+            gateway_frame_rate: 50,
             hash_concurrency: None,
             heartbeat_interval_ms: 5_000,
             gateway_queue: 1024,

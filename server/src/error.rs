@@ -150,7 +150,14 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable
+            }
+            sqlx::Error::Database(ref db) if db.code().is_some_and(|c| unavailable_state(&c)) => {
                 tracing::warn!(error = %e, "database unavailable");
                 Self::Unavailable
             }
@@ -180,6 +187,16 @@ impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         Self::InvalidParameter(rejection.body_text())
     }
+}
+
+/// SQLSTATEs that mean "the database cannot serve this now", not "this request is wrong":
+/// class 08 (connection exception), 53 (insufficient resources, e.g. too many connections),
+/// 57 (operator intervention: shutting down, terminated by an administrator, or
+/// `57014` cancelled by the statement timeout).
+fn unavailable_state(code: &str) -> bool {
+    ["08", "53", "57"]
+        .iter()
+        .any(|class| code.starts_with(class))
 }
 
 /// The name of the constraint a database error broke, if it was a constraint violation.

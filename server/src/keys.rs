@@ -38,6 +38,12 @@ impl Keys {
         format!("{}ratelimit:login:account:{ip}:{login}", self.prefix)
     }
 
+    /// Hits of one rate-limited action (see `rate_limit::Action`) by one subject (a user id
+    /// or a client IP) in the current window.
+    pub fn rate_limit(&self, action: &str, subject: impl std::fmt::Display) -> String {
+        format!("{}ratelimit:{action}:{subject}", self.prefix)
+    }
+
     /// Pub/sub channel carrying every event between server instances.
     pub fn events_channel(&self) -> String {
         format!("{}events", self.prefix)

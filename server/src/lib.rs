@@ -39,7 +39,11 @@ use std::{future::Future, net::SocketAddr, str::FromStr, sync::Arc, time::Durati
 
 use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, response::IntoResponse, Router};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use redis::aio::ConnectionManagerConfig;
+use sqlx::{
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
+    Connection,
+};
 use tokio::net::TcpListener;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
@@ -51,8 +55,19 @@ use crate::{
 /// The migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// How long a request may wait for a database connection before answering 503.
-const DB_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Redis connection attempts before a command fails with 503. The connection manager
+/// reconnects in the background on the next command anyway, so retrying longer here only
+/// makes every request of an outage wait (its default of 6 retries took ~7–9 s).
+const REDIS_RETRIES: usize = 1;
+/// First delay between Redis connection attempts, doubling up to [`REDIS_MAX_DELAY`].
+const REDIS_MIN_DELAY: Duration = Duration::from_millis(100);
+const REDIS_MAX_DELAY: Duration = Duration::from_millis(500);
+/// A connection attempt to Redis (loopback or LAN, answering in well under a millisecond)
+/// that takes longer than this is to a Redis that is down or unreachable.
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Every command here is O(1) or O(members of a group); one that is not answered within this
+/// time is to a stalled Redis: fail the request (503) rather than hold it.
+const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects to the stores, migrates, and builds the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
@@ -62,17 +77,38 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let options = PgConnectOptions::from_str(settings.database_url.expose())
         .context("parsing DATABASE_URL")?
         .options([("jit", "off")]);
-    let db = PgPoolOptions::new()
-        .max_connections(settings.db_pool_size)
-        .acquire_timeout(DB_ACQUIRE_TIMEOUT)
-        .connect_with(options)
+    // Migrations may legitimately run long: they get a connection without the statement
+    // timeout of the request pool.
+    let mut migrating = PgConnection::connect_with(&options)
         .await
         .context("connecting to PostgreSQL")?;
-    MIGRATOR.run(&db).await.context("running migrations")?;
+    MIGRATOR
+        .run(&mut migrating)
+        .await
+        .context("running migrations")?;
+    migrating
+        .close()
+        .await
+        .context("closing the migration connection")?;
+    let statement_timeout = settings.db_statement_timeout_ms.to_string();
+    // No separate connect timeout: the acquire timeout bounds connecting too (the pool
+    // retries a refused connection until then), so a request never waits longer than it.
+    let db = PgPoolOptions::new()
+        .max_connections(settings.db_pool_size)
+        .acquire_timeout(Duration::from_millis(settings.db_acquire_timeout_ms))
+        .connect_with(options.options([("statement_timeout", statement_timeout.as_str())]))
+        .await
+        .context("connecting to PostgreSQL")?;
 
+    let redis_config = ConnectionManagerConfig::new()
+        .set_number_of_retries(REDIS_RETRIES)
+        .set_min_delay(REDIS_MIN_DELAY)
+        .set_max_delay(REDIS_MAX_DELAY)
+        .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
+        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
     let redis = redis::Client::open(settings.redis_url.expose())
         .context("parsing REDIS_URL")?
-        .get_connection_manager()
+        .get_connection_manager_with_config(redis_config)
         .await
         .context("connecting to Redis")?;
 
@@ -141,6 +177,12 @@ pub async fn run(
     serve(listener, state, shutdown).await
 }
 
+/// How long shutdown waits for open requests, then for the gateway's connections to close
+/// and announce their users offline, before stopping anyway. A request takes milliseconds
+/// and a connection's close a round trip or two; a peer that does not take its close frame
+/// is dropped after 1 s. So 10 s is ample, and bounds the exit.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Serves an already built state (tests build it first to keep a handle on its parts).
 pub async fn serve(
     listener: TcpListener,
@@ -154,18 +196,37 @@ pub async fn serve(
     // On shutdown, close the gateway's sockets first: graceful shutdown waits for every
     // connection, and WebSockets would otherwise hold it open forever.
     let stop = state.gateway.shutdown.clone();
+    let tasks = state.gateway.tasks.clone();
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
     });
-    axum::serve(
+    let served = axum::serve(
         listener,
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(stop.cancelled_owned())
-    .await
-    .context("serving")?;
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let grace = async {
+        stop.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = served => served.context("serving")?,
+        () = grace => tracing::warn!("requests still open after the grace period; stopping"),
+    }
+    // Upgraded connections outlive the HTTP server: wait for them to say goodbye (while the
+    // pool is still open, so their users' going offline is announced).
+    tasks.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tasks.len(),
+            "gateway connections still open; stopping"
+        );
+    }
     db.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod calls;
+pub mod services;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -15,7 +16,7 @@ use protocol::{auth::LoginResponse, messages::Message, users::User};
 use reqwest::{Method, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
-use sohbet_server::config::Settings;
+use sohbet_server::{config::Settings, rate_limit::Rate};
 use sqlx::{postgres::PgPoolOptions, Connection, PgConnection, PgPool};
 use tokio::sync::oneshot;
 
@@ -33,6 +34,20 @@ fn random_suffix() -> String {
     (0..12)
         .map(|_| char::from(b"abcdefghijklmnopqrstuvwxyz0123456789"[rng.random_range(0..36)]))
         .collect()
+}
+
+/// Lifts the abuse limits: tests and benchmarks send far faster than any person, and
+/// measure behaviour, not the limiter (whose own tests set tight limits).
+pub fn without_abuse_limits(settings: &mut Settings) {
+    let unlimited = Rate::new(u64::MAX / 2, 1);
+    settings.limit_register = unlimited;
+    settings.limit_friend_requests = unlimited;
+    settings.limit_messages_burst = unlimited;
+    settings.limit_messages_sustained = unlimited;
+    settings.limit_typing = unlimited;
+    settings.limit_voice_joins = unlimited;
+    settings.limit_voice_signals = unlimited;
+    settings.limit_groups = unlimited;
 }
 
 /// Replaces the database name at the end of a PostgreSQL URL.
@@ -56,7 +71,12 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create() -> Self {
-        let admin_url = with_database(&env("DATABASE_URL"), "postgres");
+        Self::create_on(&env("DATABASE_URL")).await
+    }
+
+    /// A database on the PostgreSQL server of `server_url` (any database's URL on it).
+    pub async fn create_on(server_url: &str) -> Self {
+        let admin_url = with_database(server_url, "postgres");
         let name = format!("t_{}", random_suffix());
         let mut admin = PgConnection::connect(&admin_url)
             .await
@@ -65,7 +85,7 @@ impl TestDatabase {
             .execute(&mut admin)
             .await
             .expect("create test database");
-        let url = with_database(&env("DATABASE_URL"), &name);
+        let url = with_database(server_url, &name);
         Self {
             name,
             url,
@@ -123,11 +143,18 @@ impl TestApp {
 
     /// Starts a server after `configure` has adjusted its settings (short TTLs, limits...).
     pub async fn spawn_with(configure: impl FnOnce(&mut Settings)) -> Self {
-        let database = TestDatabase::create().await;
+        Self::spawn_on(&env("DATABASE_URL"), configure).await
+    }
+
+    /// Like [`spawn_with`](Self::spawn_with), on the PostgreSQL server of `postgres_url`
+    /// (a private one a fault test may stop).
+    pub async fn spawn_on(postgres_url: &str, configure: impl FnOnce(&mut Settings)) -> Self {
+        let database = TestDatabase::create_on(postgres_url).await;
         let prefix = format!("test:{}:", database.name);
         let mut settings = Settings::new(database.url.clone(), env("REDIS_URL"));
         settings.redis_prefix = prefix.clone();
         settings.db_pool_size = 5;
+        without_abuse_limits(&mut settings);
         configure(&mut settings);
         Self::start(Arc::new(database), settings).await
     }
@@ -392,17 +419,7 @@ impl TestApp {
 
     /// Connects `token` to this instance's gateway with the SDK.
     pub fn gateway(&self, token: &str) -> Gateway {
-        let options = sohbet_client::gateway::GatewayOptions {
-            reconnect_min: Duration::from_millis(20),
-            reconnect_max: Duration::from_millis(500),
-            buffer: 100_000,
-        };
-        let (handle, events) = sohbet_client::gateway::connect(
-            self.client(token).gateway_url(),
-            token.to_owned(),
-            options,
-        );
-        Gateway { handle, events }
+        gateway_at(&self.base, token)
     }
 
     /// Joins `group_id`'s call over `gw` with a microphone playing a `freq` Hz tone.
@@ -479,6 +496,24 @@ impl Drop for TestApp {
         });
         let _ = cleanup.join();
     }
+}
+
+/// Connects `token` with the SDK to the gateway of the server at `base` (e.g. a server
+/// process of a test's own), reconnecting quickly as tests want.
+pub fn gateway_at(base: &str, token: &str) -> Gateway {
+    let options = sohbet_client::gateway::GatewayOptions {
+        reconnect_min: Duration::from_millis(20),
+        reconnect_max: Duration::from_millis(500),
+        buffer: 100_000,
+    };
+    let (handle, events) = sohbet_client::gateway::connect(
+        sohbet_client::Client::new(base.to_owned())
+            .expect("client")
+            .gateway_url(),
+        token.to_owned(),
+        options,
+    );
+    Gateway { handle, events }
 }
 
 /// A gateway connection of the SDK, with helpers to wait for what it receives.
@@ -563,6 +598,21 @@ impl Gateway {
             out.push(ev);
         }
         out
+    }
+}
+
+/// Matches a presence update saying `user_id` is now `presence`.
+pub fn presence_of(
+    user_id: i64,
+    presence: protocol::gateway::Presence,
+) -> impl FnMut(&GatewayEvent) -> Option<()> {
+    move |e| match e {
+        GatewayEvent::Event(protocol::gateway::Event::PresenceUpdated {
+            user_id: u,
+            presence: p,
+            ..
+        }) if *u == user_id && *p == presence => Some(()),
+        _ => None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! Friend requests, friends and blocks.
 
 use protocol::friends::{Friend, FriendRequestOutcome, FriendRequestState, FriendRequests};
+use protocol::gateway::Presence;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sohbet_tests::{code, parse, TestApp, TestUser};
+use sohbet_tests::{code, parse, presence_of, TestApp, TestUser};
 
 async fn request(app: &TestApp, from: &TestUser, body: Value) -> (StatusCode, Value) {
     app.post("/api/friends/requests", Some(&from.token), &body)
@@ -410,4 +411,20 @@ async fn friends_see_live_presence_and_strangers_see_none() {
         .user
         .last_seen
         .is_none());
+}
+
+#[tokio::test]
+async fn new_friends_each_get_the_others_presence() {
+    let app = TestApp::spawn().await;
+    let [alice, bob] = app.users(["alice", "bob"]).await;
+    let mut a = app.online(&alice.token).await;
+    let mut b = app.online(&bob.token).await;
+    app.befriend(&alice, &bob).await;
+    for (gw, friend) in [(&mut a, &bob), (&mut b, &alice)] {
+        gw.expect(
+            "the new friend's presence",
+            presence_of(friend.user.user_id, Presence::Online),
+        )
+        .await;
+    }
 }

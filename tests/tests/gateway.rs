@@ -7,7 +7,7 @@ use futures::{SinkExt, StreamExt};
 use protocol::gateway::{close, Event, Presence};
 use reqwest::Method;
 use serde_json::json;
-use sohbet_tests::{GatewayEvent, TestApp};
+use sohbet_tests::{presence_of, GatewayEvent, TestApp};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Short heartbeats so timeouts and presence expiry happen within a test's patience.
@@ -15,17 +15,6 @@ const HEARTBEAT_MS: u64 = 300;
 
 async fn app() -> TestApp {
     TestApp::spawn_with(|s| s.heartbeat_interval_ms = HEARTBEAT_MS).await
-}
-
-fn presence_of(user_id: i64, presence: Presence) -> impl FnMut(&GatewayEvent) -> Option<()> {
-    move |e| match e {
-        GatewayEvent::Event(Event::PresenceUpdated {
-            user_id: u,
-            presence: p,
-            ..
-        }) if *u == user_id && *p == presence => Some(()),
-        _ => None,
-    }
 }
 
 /// Asserts that nothing says `user_id` went offline within `window`.
@@ -525,4 +514,56 @@ async fn shutting_a_server_down_closes_sockets_as_going_away() {
     let _ready = socket.next().await;
     app.stop().await;
     assert_eq!(close_code(&mut socket).await, Some(close::GOING_AWAY));
+}
+
+#[tokio::test]
+async fn a_frame_sent_as_a_json_array_closes_with_invalid_frame() {
+    let app = app().await;
+    let alice = app.user("alice").await;
+    // As the first frame: serde would read `identify`'s fields by position.
+    let mut socket = raw_socket(&app).await;
+    let frame = json!(["identify", alice.token, 1]);
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut socket).await, Some(close::INVALID_FRAME));
+    // And once identified.
+    let mut socket = raw_socket(&app).await;
+    identify(&mut socket, &alice.token).await;
+    socket
+        .send(Message::Text(r#"["heartbeat"]"#.into()))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut socket).await, Some(close::INVALID_FRAME));
+}
+
+#[tokio::test]
+async fn a_frame_over_the_size_cap_closes_with_too_big() {
+    let app = app().await;
+    let alice = app.user("alice").await;
+    let mut socket = raw_socket(&app).await;
+    identify(&mut socket, &alice.token).await;
+    let frame = json!({"op": "typing", "group_id": 1, "padding": "x".repeat(70 * 1024)});
+    socket
+        .send(Message::Text(frame.to_string().into()))
+        .await
+        .expect("send");
+    assert_eq!(close_code(&mut socket).await, Some(close::TOO_BIG));
+}
+
+#[tokio::test]
+async fn a_connection_sending_frames_too_fast_is_closed_as_rate_limited() {
+    // One frame a second on average: ten per ten-second window.
+    let app = TestApp::spawn_with(|s| s.gateway_frame_rate = 1).await;
+    let alice = app.user("alice").await;
+    let mut socket = raw_socket(&app).await;
+    identify(&mut socket, &alice.token).await;
+    for _ in 0..11 {
+        socket
+            .send(Message::Text(json!({"op": "heartbeat"}).to_string().into()))
+            .await
+            .expect("send");
+    }
+    assert_eq!(close_code(&mut socket).await, Some(close::RATE_LIMITED));
 }

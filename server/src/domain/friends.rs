@@ -273,22 +273,7 @@ pub async fn send_request(
         }
         Relation::Incoming => {
             let me_user = me_as_seen(state, me, true).await?;
-            state
-                .events
-                .publish(
-                    [target.user_id],
-                    Event::FriendRequestAccepted { user: me_user },
-                )
-                .await;
-            state
-                .events
-                .publish(
-                    [me],
-                    Event::FriendRequestAccepted {
-                        user: target.clone(),
-                    },
-                )
-                .await;
+            befriended(state, me_user, target.clone()).await;
         }
         _ => {}
     }
@@ -360,20 +345,25 @@ pub async fn accept_request(state: &AppState, me: UserId, other: UserId) -> ApiR
     .fetch_optional(&state.db)
     .await?;
     let since = since.ok_or(ApiError::NotFound("friend request"))?;
-    state
-        .events
-        .publish(
-            [other],
-            Event::FriendRequestAccepted {
-                user: me_as_seen(state, me, true).await?,
-            },
-        )
-        .await;
-    state
-        .events
-        .publish([me], Event::FriendRequestAccepted { user: user.clone() })
-        .await;
+    befriended(state, me_as_seen(state, me, true).await?, user.clone()).await;
     Ok(Friend { user, since })
+}
+
+/// Tells two users who just became friends: each gets the other as a friend, then the
+/// other's presence (hidden from them while they were strangers), as any later change of it
+/// will come.
+async fn befriended(state: &AppState, a: PublicUser, b: PublicUser) {
+    let (a_id, b_id) = (a.user_id, b.user_id);
+    for (to, friend) in [(b_id, a), (a_id, b)] {
+        let presence = Event::PresenceUpdated {
+            user_id: friend.user_id,
+            presence: friend.status,
+            last_seen: friend.last_seen,
+        };
+        let accepted = Event::FriendRequestAccepted { user: friend };
+        state.events.publish([to], accepted).await;
+        state.events.publish([to], presence).await;
+    }
 }
 
 /// Declines `other`'s pending request to me. 404 if there is none.

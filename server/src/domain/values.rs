@@ -2,6 +2,7 @@
 //! edge never re-checks it (and the database's CHECK constraints say the same rules again).
 
 use rand::Rng;
+use unicode_properties::{GeneralCategory, UnicodeEmoji, UnicodeGeneralCategory};
 
 use crate::error::ApiError;
 
@@ -129,7 +130,7 @@ impl std::fmt::Debug for Password {
     }
 }
 
-/// 1–64 characters after trimming, no control characters.
+/// 1–64 characters after trimming, no control or invisible format characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DisplayName(String);
 
@@ -143,7 +144,10 @@ impl DisplayName {
     }
 }
 
-/// A name-like field: 1–`max` characters after trimming, no control characters.
+/// A name-like field: 1–`max` characters after trimming, no control characters, and no
+/// invisible format characters (Unicode category Cf: bidi overrides like U+202E, zero-width
+/// spaces and joiners), which let a name pose as another. A zero-width joiner between two
+/// emoji (as in 👩‍💻) stays: it is how those emoji are written.
 fn single_line(raw: &str, field: &'static str, max: usize) -> Result<String, ApiError> {
     let s = raw.trim();
     let len = s.chars().count();
@@ -159,7 +163,30 @@ fn single_line(raw: &str, field: &'static str, max: usize) -> Result<String, Api
             format!("{field} may not contain control characters"),
         ));
     }
+    if has_invisible_format(s) {
+        return Err(ApiError::validation(
+            field,
+            format!("{field} may not contain invisible formatting characters"),
+        ));
+    }
     Ok(s.to_owned())
+}
+
+/// Whether `s` holds a format character (Cf) other than a zero-width joiner inside an emoji
+/// sequence.
+fn has_invisible_format(s: &str) -> bool {
+    const ZWJ: char = '\u{200D}';
+    let chars: Vec<char> = s.chars().collect();
+    chars.iter().enumerate().any(|(i, &c)| {
+        if c.general_category() != GeneralCategory::Format {
+            return false;
+        }
+        let joins_emoji = c == ZWJ
+            && i > 0
+            && chars[i - 1].is_emoji_char_or_emoji_component()
+            && chars.get(i + 1).is_some_and(|n| n.is_emoji_char());
+        !joins_emoji
+    })
 }
 
 /// A profile picture: an absolute `http`/`https` URL of at most 2048 characters with a host.
@@ -273,7 +300,8 @@ impl MessageContent {
     }
 }
 
-/// A group name: 1–100 characters after trimming, no control characters.
+/// A group name: 1–100 characters after trimming, no control or invisible format
+/// characters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupName(String);
 
@@ -345,6 +373,33 @@ impl Nonce {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_reject_invisible_format_characters_but_keep_emoji_sequences() {
+        // A right-to-left override (reads as "alice" reversed), zero-width space, joiner,
+        // non-joiner, word joiner, byte-order mark, left-to-right mark.
+        for spoof in [
+            "ecila\u{202E}",
+            "al\u{200B}ice",
+            "al\u{200D}ice",
+            "al\u{200C}ice",
+            "al\u{2060}ice",
+            "\u{FEFF}alice",
+            "alice\u{200E}",
+        ] {
+            assert!(DisplayName::parse(spoof).is_err(), "{spoof:?}");
+            assert!(GroupName::parse(spoof).is_err(), "{spoof:?}");
+        }
+        for fine in [
+            "Ayşe 👩\u{200D}💻",
+            "🏳\u{FE0F}\u{200D}🌈 team",
+            "Çağrı",
+            "عربي",
+        ] {
+            assert!(DisplayName::parse(fine).is_ok(), "{fine:?}");
+            assert!(GroupName::parse(fine).is_ok(), "{fine:?}");
+        }
+    }
 
     #[test]
     fn usernames_are_lowercased_and_restricted() {

@@ -37,6 +37,10 @@ impl From<ApiError> for Refusal {
         match e {
             ApiError::NotFound(_) => Self::new(refusal::NOT_FOUND, "group not found"),
             ApiError::Forbidden(why) => Self::new(refusal::FORBIDDEN, why),
+            ApiError::RateLimited { retry_after_secs } => Self::new(
+                refusal::RATE_LIMITED,
+                format!("too many; retry in {retry_after_secs} s"),
+            ),
             other => {
                 tracing::warn!(error = ?other, "call frame failed");
                 Self::new(

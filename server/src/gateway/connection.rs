@@ -10,13 +10,20 @@ use protocol::{
     UserId,
 };
 use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::Error as WsError;
 
 use super::{
     calls::{self, Caller, Refusal},
     hub::Outbound,
     presence, replay, Gateway,
 };
-use crate::{domain::groups, error::ApiError, session::Session, state::AppState};
+use crate::{
+    domain::groups,
+    error::ApiError,
+    rate_limit::{self, Action},
+    session::Session,
+    state::AppState,
+};
 
 /// A peer that does not accept a frame within this time is as good as gone.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -24,12 +31,26 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 const TYPING_SHOWN_MS: u64 = 6000;
 /// At most one typing event per user and group in this window.
 const TYPING_THROTTLE_MS: u64 = 3000;
+/// The window over which a connection's frame rate is capped: long enough that a burst (a
+/// call's candidates) averages out, short enough that a flood is cut off within it.
+const FRAME_RATE_WINDOW: Duration = Duration::from_secs(10);
 
 /// Why a connection ended.
 enum End {
     Close(u16, &'static str),
     /// The peer closed or the socket failed: nothing more to send.
     Gone,
+}
+
+impl End {
+    /// A store failed mid-way: "try again later" when it is unreachable (the client backs off
+    /// and resumes, missing nothing), "internal error" for anything else.
+    fn store_failed(e: ApiError) -> Self {
+        match e {
+            ApiError::Unavailable => Self::Close(close::TRY_AGAIN_LATER, "temporarily unavailable"),
+            _ => Self::Close(1011, "internal error"),
+        }
+    }
 }
 
 struct Conn<'a, S> {
@@ -70,7 +91,7 @@ where
                 Some(last) if seq > last + 1 => {
                     let missing = replay::messages_between(&self.state.db, group_id, last, seq)
                         .await
-                        .map_err(|_| End::Close(1011, "internal error"))?;
+                        .map_err(End::store_failed)?;
                     for (missing_seq, frame) in missing {
                         self.send_text(frame.into()).await?;
                         self.positions.insert(group_id, missing_seq);
@@ -99,7 +120,7 @@ where
             }
             let messages = replay::messages_after(&self.state.db, group_id, from.max(0), limit + 1)
                 .await
-                .map_err(|_| End::Close(1011, "internal error"))?;
+                .map_err(End::store_failed)?;
             if messages.len() as i64 > limit {
                 resync_groups.push(group_id);
                 continue;
@@ -191,6 +212,9 @@ where
                 reference,
             } => {
                 let user_id = session.data.user_id;
+                if let Err(refusal) = limited(self.state, user_id, Action::VoiceJoin).await {
+                    return self.refuse(refusal, reference).await;
+                }
                 if self.voice.is_some_and(|g| g != group_id) {
                     self.voice_leave(user_id).await;
                 }
@@ -228,6 +252,11 @@ where
                 signal,
                 reference,
             } => {
+                if let Err(refusal) =
+                    limited(self.state, session.data.user_id, Action::VoiceSignal).await
+                {
+                    return self.refuse(refusal, reference).await;
+                }
                 let caller = self.caller(session.data.user_id);
                 let done = calls::signal(&caller, self.voice, group_id, to, signal).await;
                 self.answer(done, reference).await
@@ -243,6 +272,11 @@ where
                 group_id,
                 reference,
             } => {
+                if let Err(refusal) =
+                    limited(self.state, session.data.user_id, Action::Typing).await
+                {
+                    return self.refuse(refusal, reference).await;
+                }
                 let done = typing(self.state, session.data.user_id, group_id).await;
                 self.answer(done, reference).await
             }
@@ -289,9 +323,17 @@ async fn typing(state: &AppState, user_id: UserId, group_id: GroupId) -> Result<
     Ok(())
 }
 
-fn parse_frame<E>(msg: Option<Result<Message, E>>) -> Result<Option<ClientFrame>, End> {
+fn parse_frame<E>(msg: Option<Result<Message, E>>) -> Result<Option<ClientFrame>, End>
+where
+    E: std::error::Error + 'static,
+{
     match msg {
+        Some(Err(e)) if too_big(&e) => Err(End::Close(close::TOO_BIG, "frame too big")),
         None | Some(Err(_)) => Err(End::Gone),
+        // serde reads a tagged enum from an array too (`["heartbeat"]`): frames are objects.
+        Some(Ok(Message::Text(text))) if !text.as_str().trim_start().starts_with('{') => {
+            Err(End::Close(close::INVALID_FRAME, "a frame is a JSON object"))
+        }
         Some(Ok(Message::Text(text))) => serde_json::from_str(text.as_str())
             .map(Some)
             .map_err(|_| End::Close(close::INVALID_FRAME, "invalid frame")),
@@ -305,10 +347,31 @@ fn parse_frame<E>(msg: Option<Result<Message, E>>) -> Result<Option<ClientFrame>
     }
 }
 
+/// Counts one `action` of this user against its abuse limit. (A free function: a future
+/// borrowing the connection would need the socket to be `Sync`.)
+async fn limited(state: &AppState, user_id: UserId, action: Action) -> Result<(), Refusal> {
+    rate_limit::limit(state, user_id, &[action])
+        .await
+        .map_err(Refusal::from)
+}
+
+/// Whether a read failed on a frame over the size cap (the socket can still say so).
+fn too_big(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(WsError::Capacity(_)) = e.downcast_ref::<WsError>() {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
+}
+
 /// Runs one connection to its end.
 pub async fn run<S, E>(mut socket: S, state: AppState, gateway: Gateway)
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    E: std::error::Error + 'static,
 {
     let interval = state.settings.heartbeat_interval();
     let mut conn = Conn {
@@ -336,6 +399,7 @@ where
 async fn session<S, E>(conn: &mut Conn<'_, S>, interval: Duration) -> End
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    E: std::error::Error + 'static,
 {
     let hello = ServerFrame::Hello {
         version: GATEWAY_VERSION,
@@ -366,7 +430,7 @@ where
         Err(ApiError::Unauthorized) => {
             return End::Close(close::AUTHENTICATION_FAILED, "authentication failed")
         }
-        Err(_) => return End::Close(1011, "internal error"),
+        Err(e) => return End::store_failed(e),
     };
     let user_id = session.data.user_id;
     let session_id = conn
@@ -414,6 +478,7 @@ async fn identified<S, E>(
 ) -> End
 where
     S: Stream<Item = Result<Message, E>> + Sink<Message> + Unpin,
+    E: std::error::Error + 'static,
 {
     let user_id = session.data.user_id;
     track_presence(
@@ -426,7 +491,7 @@ where
     .await;
     let ready = match replay::ready(conn.state, conn.gateway, user_id, session_id).await {
         Ok(r) => r,
-        Err(_) => return End::Close(1011, "internal error"),
+        Err(e) => return End::store_failed(e),
     };
     if let ServerFrame::Ready { groups, .. } = &ready {
         conn.positions = groups.iter().map(|g| (g.group_id, g.last_seq)).collect();
@@ -441,6 +506,8 @@ where
     let silence_limit = interval * 2;
     let mut last_heard = Instant::now();
     let shutdown = conn.gateway.shutdown.clone();
+    let frame_cap = u64::from(conn.state.settings.gateway_frame_rate) * FRAME_RATE_WINDOW.as_secs();
+    let (mut window_start, mut frames_in_window) = (Instant::now(), 0u64);
     loop {
         let deadline = last_heard + silence_limit;
         tokio::select! {
@@ -448,6 +515,13 @@ where
                 match parse_frame(msg) {
                     Ok(frame) => {
                         last_heard = Instant::now();
+                        if last_heard.duration_since(window_start) >= FRAME_RATE_WINDOW {
+                            (window_start, frames_in_window) = (last_heard, 0);
+                        }
+                        frames_in_window += 1;
+                        if frames_in_window > frame_cap {
+                            return End::Close(close::RATE_LIMITED, "too many frames");
+                        }
                         if let Some(frame) = frame {
                             if let Err(end) = conn.on_frame(session, frame).await {
                                 return end;

@@ -28,7 +28,7 @@ use axum::{extract::State, response::Response};
 use futures::StreamExt;
 use protocol::{gateway::close, UserId};
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{events::Envelope, extract::WebSocketUpgrade, state::AppState};
@@ -46,6 +46,10 @@ pub struct Gateway {
     pub voice: voice::VoiceStore,
     /// Cancelled when the server shuts down: connections close with "going away".
     pub shutdown: CancellationToken,
+    /// Every upgraded connection's task. The HTTP server forgets a connection once it is
+    /// upgraded, so shutdown waits on these before closing the pool: each closes its socket
+    /// with "going away" and announces its user offline first.
+    pub tasks: TaskTracker,
     /// Tests simulate a crashed instance: connections drop without presence clean-up.
     crashed: Arc<AtomicBool>,
 }
@@ -57,6 +61,7 @@ impl Gateway {
             hub: Arc::default(),
             presence,
             shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
             crashed: Arc::default(),
         }
     }
@@ -101,13 +106,18 @@ async fn gateway(
     WebSocketUpgrade(ws): WebSocketUpgrade,
 ) -> Response {
     let gateway = state.gateway.clone();
+    // Tracked from before the upgrade, so a shutdown right after it still waits for it.
+    let tracked = gateway.tasks.token();
     // Frames are small JSON: a 64 KiB cap stops a client from making the server buffer more.
     // Small buffers: tungstenite's defaults (128 KiB each way) cost ~256 KiB per idle
     // connection; events are a few hundred bytes.
     ws.max_message_size(64 * 1024)
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .on_upgrade(move |socket| connection::run(socket, state, gateway))
+        .on_upgrade(move |socket| async move {
+            connection::run(socket, state, gateway).await;
+            drop(tracked);
+        })
 }
 
 /// The two halves of this instance's Redis subscription. The sink is kept, unused: dropping

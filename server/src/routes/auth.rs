@@ -21,6 +21,7 @@ use crate::{
     },
     error::ApiResult,
     extract::{Json, Path},
+    rate_limit::{self, Action},
     state::AppState,
 };
 
@@ -38,9 +39,11 @@ pub fn router() -> OpenApiRouter<AppState> {
     responses(
         (status = 201, body = User),
         (status = 409, description = "`username_taken` or `email_taken`", body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody),
+        (status = 429, description = "`rate_limited`: registrations from this IP", body = ErrorBody)))]
 async fn register(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Json(req): Json<RegisterRequest>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let registration = Registration {
@@ -53,6 +56,7 @@ async fn register(
             .map(DisplayName::parse)
             .transpose()?,
     };
+    rate_limit::limit(&state, peer.ip(), &[Action::Register]).await?;
     let user = accounts::register(&state, registration).await?;
     Ok((StatusCode::CREATED, Json(user)))
 }

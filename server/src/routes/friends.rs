@@ -20,6 +20,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     extract::{Json, Path},
+    rate_limit::{self, Action},
     state::AppState,
 };
 
@@ -81,13 +82,15 @@ fn request_target(req: &FriendRequestBody) -> ApiResult<RequestTarget> {
         (status = 200, description = "now friends", body = FriendRequestOutcome),
         (status = 404, description = "no such user", body = ErrorBody),
         (status = 409, description = "`blocked`: I block this user", body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody)))]
 async fn send_request(
     State(state): State<AppState>,
     auth: Auth,
     Json(req): Json<FriendRequestBody>,
 ) -> ApiResult<(StatusCode, Json<FriendRequestOutcome>)> {
     let target = request_target(&req)?;
+    rate_limit::limit(&state, auth.user_id(), &[Action::FriendRequest]).await?;
     let outcome = friends::send_request(&state, auth.user_id(), &target).await?;
     let status = match outcome.state {
         FriendRequestState::Friends => StatusCode::OK,

@@ -20,6 +20,7 @@ use crate::{
     },
     error::ApiResult,
     extract::{Json, Path},
+    rate_limit::{self, Action},
     state::AppState,
 };
 
@@ -53,7 +54,8 @@ async fn list_groups(
 /// Creates a group with me as its owner.
 #[utoipa::path(post, path = "/api/groups", tag = "groups", security(("bearer" = [])),
     request_body = CreateGroupRequest,
-    responses((status = 201, body = GroupDetail), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = GroupDetail), (status = 422, body = ErrorBody),
+        (status = 429, description = "`rate_limited`", body = ErrorBody)))]
 async fn create_group(
     State(state): State<AppState>,
     auth: Auth,
@@ -66,6 +68,7 @@ async fn create_group(
         .map(Description::parse)
         .transpose()?
         .flatten();
+    rate_limit::limit(&state, auth.user_id(), &[Action::GroupCreate]).await?;
     let detail = groups::create_group(&state, auth.user_id(), &name, description.as_ref()).await?;
     Ok((StatusCode::CREATED, Json(detail)))
 }

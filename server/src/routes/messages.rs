@@ -20,6 +20,7 @@ use crate::{
     },
     error::{ApiError, ApiResult},
     extract::{Json, Path, Query},
+    rate_limit::{self, Action},
     state::AppState,
 };
 
@@ -44,7 +45,8 @@ const MAX_PAGE: i64 = 100;
     security(("bearer" = [])), params(("group_id" = i64, Path)), request_body = SendMessageRequest,
     responses((status = 201, body = Message), (status = 200, description = "nonce replay", body = Message),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, description = "`rate_limited`: a burst or a sustained rate", body = ErrorBody)))]
 async fn send_message(
     State(state): State<AppState>,
     auth: Auth,
@@ -53,6 +55,12 @@ async fn send_message(
 ) -> ApiResult<(StatusCode, Json<Message>)> {
     let content = MessageContent::parse(&req.content)?;
     let nonce = req.nonce.as_deref().map(Nonce::parse).transpose()?;
+    rate_limit::limit(
+        &state,
+        auth.user_id(),
+        &[Action::MessageBurst, Action::MessageSustained],
+    )
+    .await?;
     match messages::send(&state, group_id, auth.user_id(), &content, nonce).await? {
         Sent::Created(message) => Ok((StatusCode::CREATED, Json(message))),
         Sent::Replayed(message) => Ok((StatusCode::OK, Json(message))),

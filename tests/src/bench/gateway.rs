@@ -114,6 +114,9 @@ async fn start_server(db: &TestDatabase, prefix: &str) -> Server {
         .env("SOHBET_LISTEN", format!("127.0.0.1:{port}"))
         .env("SOHBET_REDIS_PREFIX", prefix)
         .env("SOHBET_DB_POOL", "32")
+        // A load generator sends far faster than a person: no abuse limits on messages.
+        .env("SOHBET_LIMIT_MESSAGES_BURST", "1000000000/1")
+        .env("SOHBET_LIMIT_MESSAGES_SUSTAINED", "1000000000/1")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()
