@@ -190,6 +190,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_config_from_before_audio_and_notification_settings_still_loads() {
+        let config: Config = serde_json::from_str(r#"{"server": "http://127.0.0.1:8080"}"#)
+            .expect("an older config");
+        assert_eq!(config.server.as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(config.audio, AudioSettings::default());
+        assert!(config.notifications.is_empty());
+    }
+
+    #[test]
+    fn settings_changes_keep_what_they_do_not_touch() {
+        let dir = std::env::temp_dir().join(format!("sohbet-config-{}", std::process::id()));
+        let profile = Profile::new(dir.clone());
+        profile
+            .update_config(|c| c.server = Some("http://a".into()))
+            .expect("save the server");
+        profile
+            .update_config(|c| {
+                c.notifications.insert(7, NotificationLevel::Muted);
+                c.audio.input = Some("pulse".into());
+            })
+            .expect("save the settings");
+        let config = profile.load_config();
+        assert_eq!(config.server.as_deref(), Some("http://a"));
+        assert_eq!(
+            config.notifications.get(&7),
+            Some(&NotificationLevel::Muted)
+        );
+        assert_eq!(config.audio.input.as_deref(), Some("pulse"));
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
     fn token_file_is_private_to_its_owner() {
         let dir = std::env::temp_dir().join(format!("sohbet-store-{}", std::process::id()));
         let path = dir.join("t");

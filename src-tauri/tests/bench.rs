@@ -95,6 +95,7 @@ async fn desktop_benchmark() {
         }
     }
     seed_messages(&server.db, big, me.user.user_id, 10_000).await;
+    server.befriend(&me, &peer).await;
     server.add_member(&me, big, &peer).await;
 
     // A profile already logged in, as after a first run.

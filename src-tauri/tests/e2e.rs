@@ -345,7 +345,8 @@ const PARTICIPANTS: &str = "return [...document.querySelectorAll('[data-testid=c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
-    let server = TestApp::spawn().await;
+    // Long enough to answer on a loaded machine, short enough to wait for a missed call.
+    let server = TestApp::spawn_with(|s| s.ring_timeout_secs = 8).await;
     let shots = screenshots();
     let (dir_a, _driver_a, a) = start_app("cara").await;
     let (_dir_b, _driver_b, b) = start_app("cem").await;
@@ -358,7 +359,7 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     use_virtual_sound_card(&b).await;
     a.screenshot(&shots.join("settings-audio.png")).await;
 
-    // Cara calls Cem from their DM: it rings on Cem's side, with her name.
+    // Cara calls Cem from their DM: it rings on Cem's side, with her name. He declines.
     a.click("[data-testid=nav-friends]").await;
     a.click("[data-testid=friend][data-username=cem] [data-testid=message-friend]")
         .await;
@@ -367,6 +368,35 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     let caller = b.text("[data-testid=incoming-caller]").await;
     assert_eq!(caller, "cara");
     b.screenshot(&shots.join("call-incoming.png")).await;
+    b.click("[data-testid=decline-call]").await;
+    let notice = a.text("[data-testid=call-notice]").await;
+    assert!(notice.starts_with("The call was declined."), "{notice:?}");
+    a.until(
+        "the call over on Cara's side",
+        "return !document.querySelector('[data-testid=call-panel]')",
+        json!([]),
+    )
+    .await;
+
+    // She calls again and Cem lets it ring out: a missed call for him, "No answer" for her.
+    a.click("[data-testid=start-call]").await;
+    b.find("[data-testid=incoming-call]").await;
+    a.until(
+        "no answer",
+        "const e = document.querySelector('[data-testid=call-notice]'); return e && e.textContent.includes('No answer.')",
+        json!([]),
+    )
+    .await;
+    b.until(
+        "the ringing gone and the missed call listed",
+        "return !document.querySelector('[data-testid=incoming-call]') && document.querySelector('[data-testid=conversation] [data-testid=missed-call]')",
+        json!([]),
+    )
+    .await;
+
+    // The third time he answers.
+    a.click("[data-testid=start-call]").await;
+    b.find("[data-testid=incoming-call]").await;
 
     // Cem accepts: both see both, connected.
     b.click("[data-testid=accept-call]").await;
@@ -382,8 +412,8 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
         .await;
     }
     b.until(
-        "no ringing once answered",
-        "return !document.querySelector('[data-testid=incoming-call]')",
+        "no ringing once answered, and the missed call seen",
+        "return !document.querySelector('[data-testid=incoming-call]') && !document.querySelector('[data-testid=missed-call]')",
         json!([]),
     )
     .await;
