@@ -1,15 +1,21 @@
 //! The desktop around the window: the tray's unread count and which conversations notify.
 
-use protocol::GroupId;
+use protocol::{users::UserStatus, GroupId};
 use serde::Serialize;
 use tauri::{AppHandle, Manager, State};
 
 use crate::{error::CommandResult, state::AppState, store::NotificationLevel, tray};
 
-/// Shows the unread total on the tray icon's tooltip and in the window title.
+/// Shows the unread total in the window title, and my status with it on the tray icon's
+/// tooltip (`status` is `None` while logged out; `connected` false while offline).
 #[tauri::command]
 #[specta::specta]
-pub fn set_unread(app: AppHandle, unread: u32) -> CommandResult<()> {
+pub fn set_unread(
+    app: AppHandle,
+    unread: u32,
+    status: Option<UserStatus>,
+    connected: bool,
+) -> CommandResult<()> {
     let title = if unread == 0 {
         "Sohbet".to_owned()
     } else {
@@ -18,8 +24,24 @@ pub fn set_unread(app: AppHandle, unread: u32) -> CommandResult<()> {
     if let Some(window) = app.get_webview_window("main") {
         let _ = window.set_title(&title);
     }
-    tray::set_tooltip(&app, &title);
+    tray::set_tooltip(&app, &tray_text(unread, status, connected));
     Ok(())
+}
+
+/// The tray's tooltip: who I appear as and what is unread.
+fn tray_text(unread: u32, status: Option<UserStatus>, connected: bool) -> String {
+    let status = match status {
+        None => "logged out",
+        Some(_) if !connected => "offline, reconnecting",
+        Some(UserStatus::Online) => "online",
+        Some(UserStatus::Idle) => "idle",
+        Some(UserStatus::Dnd) => "do not disturb",
+        Some(UserStatus::Invisible) => "invisible",
+    };
+    match unread {
+        0 => format!("Sohbet — {status}"),
+        n => format!("Sohbet — {status} · {n} unread"),
+    }
 }
 
 /// One conversation's notification level.
@@ -58,4 +80,22 @@ pub fn set_notification_level(
         }
     })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tray_says_my_status_and_what_is_unread() {
+        assert_eq!(tray_text(0, None, false), "Sohbet — logged out");
+        assert_eq!(
+            tray_text(3, Some(UserStatus::Dnd), true),
+            "Sohbet — do not disturb · 3 unread"
+        );
+        assert_eq!(
+            tray_text(0, Some(UserStatus::Online), false),
+            "Sohbet — offline, reconnecting"
+        );
+    }
 }

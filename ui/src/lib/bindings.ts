@@ -61,8 +61,11 @@ export const commands = {
 	receipts: (groupId: number, messageId: number) => __TAURI_INVOKE<Receipt[]>("receipts", { groupId, messageId }),
 	/**  Tells the group I am typing (best effort; the UI repeats it while typing). */
 	typing: (groupId: number) => __TAURI_INVOKE<null>("typing", { groupId }),
-	/**  Shows the unread total on the tray icon's tooltip and in the window title. */
-	setUnread: (unread: number) => __TAURI_INVOKE<null>("set_unread", { unread }),
+	/**
+	 *  Shows the unread total in the window title, and my status with it on the tray icon's
+	 *  tooltip (`status` is `None` while logged out; `connected` false while offline).
+	 */
+	setUnread: (unread: number, status: UserStatus | null, connected: boolean) => __TAURI_INVOKE<null>("set_unread", { unread, status, connected }),
 	/**
 	 *  The conversations whose notifications are not `all`. Kept by this profile only: other
 	 *  devices choose their own.

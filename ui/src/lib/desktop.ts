@@ -1,7 +1,7 @@
 // The desktop around the web view: notifications, opening links, the tray's count.
 import { isPermissionGranted, requestPermission, sendNotification } from "@tauri-apps/plugin-notification";
 import { openUrl } from "@tauri-apps/plugin-opener";
-import { commands } from "./backend";
+import { commands, type UserStatus } from "./backend";
 import { isSafeLink } from "./text";
 
 let allowed: boolean | null = null;
@@ -19,6 +19,7 @@ export async function openExternal(href: string) {
   if (isSafeLink(href)) await openUrl(href);
 }
 
-export function setUnread(n: number) {
-  void commands.setUnread(n).catch(() => {});
+/** The unread total for the window title and the tray, with my status for the tray. */
+export function setUnread(n: number, status: UserStatus | null, connected: boolean) {
+  void commands.setUnread(n, status, connected).catch(() => {});
 }
