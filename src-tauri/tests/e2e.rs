@@ -54,6 +54,20 @@ async fn sign_up(s: &Session, username: &str) {
     s.find("[data-testid=me-name]").await;
 }
 
+/// An app on a fresh profile: its folder, its driver (which ends it when dropped), its window.
+type App = (PathBuf, Driver, Session);
+
+/// Two apps on fresh profiles, signed up on `base` as `a_name` and `b_name`, and friends.
+async fn two_friends(base: &str, a_name: &str, b_name: &str) -> (App, App) {
+    let (a, b) = (start_app(a_name).await, start_app(b_name).await);
+    for (s, name) in [(&a.2, a_name), (&b.2, b_name)] {
+        choose_server(s, base).await;
+        sign_up(s, name).await;
+    }
+    befriend(&a.2, a_name, &b.2).await;
+    (a, b)
+}
+
 /// `b` adds `a` (called `a_name`) by friend code; `a` accepts the request as it arrives.
 async fn befriend(a: &Session, a_name: &str, b: &Session) {
     let code = a.text("[data-testid=my-friend-code]").await;
@@ -251,6 +265,7 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
 
     // Ben quits and starts again: still logged in, the conversation is there.
     b.quit().await;
+    driver_b.wait_app_gone().await;
     let b = driver_b.launch().await;
     b.find("[data-testid=me-name]").await;
     b.until(
@@ -275,8 +290,9 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
 }
 
 /// Points the app's calls at the virtual sound card (`cargo xtask test` starts it: a
-/// PipeWire null sink reached through ALSA's `pulse` device) through the audio settings.
-async fn use_virtual_sound_card(s: &Session) {
+/// PipeWire null sink reached through ALSA's `pulse` device) through the audio settings,
+/// with push-to-talk (on the default key, F8) on or off.
+async fn audio_settings(s: &Session, push_to_talk: bool) {
     s.click("[data-testid=nav-settings]").await;
     for picker in ["input-device", "output-device"] {
         let chosen = s
@@ -296,6 +312,11 @@ async fn use_virtual_sound_card(s: &Session) {
             "{chosen}"
         );
     }
+    s.js(
+        "const c = document.querySelector('[data-testid=push-to-talk]'); if (c.checked !== arguments[0]) c.click()",
+        json!([push_to_talk]),
+    )
+    .await;
     s.click("[data-testid=audio-save]").await;
     s.until(
         "the audio settings saved",
@@ -311,6 +332,7 @@ struct Talking(std::process::Child);
 
 impl Talking {
     fn start(dir: &Path) -> Self {
+        use std::os::unix::process::CommandExt;
         let wav = dir.join("speech.wav");
         let made = std::process::Command::new("espeak-ng")
             .args(["-v", "en-us", "-s", "150", "-w"])
@@ -319,13 +341,17 @@ impl Talking {
             .status()
             .expect("run espeak-ng (cargo xtask test checks it is installed)");
         assert!(made.success(), "espeak-ng failed");
+        // A process group of its own, so dropping it ends the `paplay` playing too (killing
+        // only the loop left it playing on, holding the test's output open).
         let child = std::process::Command::new("bash")
             .args([
                 "-c",
                 "while true; do paplay --device=vsink \"$0\" || exit 1; done",
             ])
             .arg(&wav)
+            .process_group(0)
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("run paplay");
         Self(child)
@@ -334,7 +360,9 @@ impl Talking {
 
 impl Drop for Talking {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.wait();
     }
 }
@@ -343,20 +371,53 @@ impl Drop for Talking {
 const PARTICIPANTS: &str = "return [...document.querySelectorAll('[data-testid=call-panel] [data-testid=participant]')]
     .map(e => ({ name: e.dataset.name, muted: e.dataset.muted === 'true', connected: e.dataset.connected === 'true', speaking: e.dataset.speaking === 'true' }))";
 
+/// Waits until `s` shows itself and `other` in its call, `other` connected.
+async fn in_call_with(s: &Session, other: &str) {
+    s.until(
+        "both participants, the other one connected",
+        &format!(
+            "const p = (() => {{ {PARTICIPANTS} }})();
+             return p.length === 2 && p.some(x => x.name === '{other}' && x.connected)"
+        ),
+        json!([]),
+    )
+    .await;
+}
+
+/// Whether `s` shows `who` speaking in its call panel.
+async fn speaking(s: &Session, who: &str) -> bool {
+    s.js(
+        &format!(
+            "const p = (() => {{ {PARTICIPANTS} }})(); return p.some(x => x.name === arguments[0] && x.speaking)"
+        ),
+        json!([who]),
+    )
+    .await
+        == json!(true)
+}
+
+/// Waits until `s` shows `who` speaking (or, with `false`, not speaking).
+async fn until_speaking(s: &Session, who: &str, on: bool) {
+    s.until(
+        if on { "speaking" } else { "no longer speaking" },
+        &format!(
+            "const p = (() => {{ {PARTICIPANTS} }})();
+             return p.some(x => x.name === arguments[0] && x.speaking === arguments[1])"
+        ),
+        json!([who, on]),
+    )
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     // Long enough to answer on a loaded machine, short enough to wait for a missed call.
     let server = TestApp::spawn_with(|s| s.ring_timeout_secs = 8).await;
     let shots = screenshots();
-    let (dir_a, _driver_a, a) = start_app("cara").await;
-    let (_dir_b, _driver_b, b) = start_app("cem").await;
-    for (s, name) in [(&a, "cara"), (&b, "cem")] {
-        choose_server(s, &server.base).await;
-        sign_up(s, name).await;
-    }
-    befriend(&a, "cara", &b).await;
-    use_virtual_sound_card(&a).await;
-    use_virtual_sound_card(&b).await;
+    let ((dir_a, _driver_a, a), (_dir_b, _driver_b, b)) =
+        two_friends(&server.base, "cara", "cem").await;
+    audio_settings(&a, false).await;
+    audio_settings(&b, false).await;
     a.screenshot(&shots.join("settings-audio.png")).await;
 
     // Cara calls Cem from their DM: it rings on Cem's side, with her name. He declines.
@@ -401,15 +462,7 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     // Cem accepts: both see both, connected.
     b.click("[data-testid=accept-call]").await;
     for (s, other) in [(&a, "cem"), (&b, "cara")] {
-        s.until(
-            "both participants, the other one connected",
-            &format!(
-                "const p = (() => {{ {PARTICIPANTS} }})();
-                 return p.length === 2 && p.some(x => x.name === '{other}' && x.connected)"
-            ),
-            json!([]),
-        )
-        .await;
+        in_call_with(s, other).await;
     }
     b.until(
         "no ringing once answered, and the missed call seen",
@@ -427,15 +480,7 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     // other, which lights the other's speaking indicator.
     let talking = Talking::start(&dir_a);
     for (s, other) in [(&a, "cem"), (&b, "cara")] {
-        s.until(
-            "the other one speaking",
-            &format!(
-                "const p = (() => {{ {PARTICIPANTS} }})();
-                 return p.some(x => x.name === '{other}' && x.speaking)"
-            ),
-            json!([]),
-        )
-        .await;
+        until_speaking(s, other, true).await;
     }
     a.screenshot(&shots.join("call.png")).await;
     drop(talking);
@@ -477,7 +522,7 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
         json!([]),
     )
     .await;
-    b.click("[data-testid=leave-call]").await;
+    b.click("[data-testid=hang-up]").await;
     b.until(
         "nobody in voice any more",
         "return !document.querySelector('[data-testid=in-voice]')",
@@ -485,6 +530,93 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     )
     .await;
 
+    a.quit().await;
+    b.quit().await;
+}
+
+/// WebDriver's key code of F8, the default push-to-talk key.
+const F8: &str = "\u{E038}";
+
+/// Presses or releases a key on the X display as a keyboard does (XTEST, through the X
+/// server, so a key grabbed by an app goes to that app wherever the focus is).
+fn x_key(action: &str, key: &str) {
+    let done = std::process::Command::new("xdotool")
+        .args([action, key])
+        .status()
+        .expect("run xdotool (cargo xtask test installs it)");
+    assert!(done.success(), "xdotool {action} {key} failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_to_talk_sends_only_while_the_key_is_held_globally_or_in_the_window() {
+    let server = TestApp::spawn().await;
+    let shots = screenshots();
+    let ((dir_a, _driver_a, a), (_dir_b, _driver_b, b)) =
+        two_friends(&server.base, "dila", "emre").await;
+    audio_settings(&a, true).await;
+    audio_settings(&b, false).await;
+
+    // Dila calls Emre, who answers.
+    a.click("[data-testid=nav-friends]").await;
+    a.click("[data-testid=friend][data-username=emre] [data-testid=message-friend]")
+        .await;
+    a.click("[data-testid=start-call]").await;
+    b.click("[data-testid=accept-call]").await;
+    in_call_with(&a, "emre").await;
+    in_call_with(&b, "dila").await;
+
+    // Dila's app registered the key as a global shortcut: no "in this window" fallback.
+    let hint = a.text("[data-testid=ptt-hint]").await;
+    assert_eq!(hint.trim(), "Push to talk: hold F8");
+
+    // Speech plays into the sound card, which both microphones hear: Emre, without
+    // push-to-talk, is heard by Dila at once…
+    let talking = Talking::start(&dir_a);
+    until_speaking(&a, "emre", true).await;
+    // …while Dila's microphone hears the speech too but, her key up, sends none of it.
+    let mut heard_by_her_mic = false;
+    for _ in 0..20 {
+        assert!(
+            !speaking(&b, "dila").await,
+            "Emre heard Dila with her push-to-talk key up"
+        );
+        let level = a
+            .js(
+                "return Number(document.querySelector('[data-testid=call-panel] [role=meter]').getAttribute('aria-valuenow'))",
+                json!([]),
+            )
+            .await;
+        heard_by_her_mic |= level.as_f64().is_some_and(|db| db > -50.0);
+        tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    }
+    assert!(
+        heard_by_her_mic,
+        "Dila's microphone level never showed the speech"
+    );
+
+    // Her key goes down on the display (not in her window): Emre hears her; up: silence.
+    x_key("keydown", "F8");
+    until_speaking(&b, "dila", true).await;
+    a.screenshot(&shots.join("call-push-to-talk.png")).await;
+    x_key("keyup", "F8");
+    until_speaking(&b, "dila", false).await;
+
+    // Emre turns push-to-talk on with the same key during the call. Dila's app holds the key
+    // on the display, so his cannot register it: it listens in his window instead, says
+    // so, and he is silent until he holds the key there.
+    audio_settings(&b, true).await;
+    b.click("[data-testid=conversation]").await;
+    let hint = b.text("[data-testid=ptt-hint]").await;
+    assert_eq!(hint.trim(), "Push to talk: hold F8 (in this window)");
+    until_speaking(&a, "emre", false).await;
+    b.key(true, F8).await;
+    until_speaking(&a, "emre", true).await;
+    b.key(false, F8).await;
+    until_speaking(&a, "emre", false).await;
+    drop(talking);
+
+    a.click("[data-testid=hang-up]").await;
+    b.click("[data-testid=hang-up]").await;
     a.quit().await;
     b.quit().await;
 }

@@ -50,6 +50,8 @@ const TEST_PACKAGES: &[&str] = &[
     "xauth",
     "webkit2gtk-driver",
     "imagemagick",
+    // Key presses through the X server, for the push-to-talk global shortcut.
+    "xdotool",
 ];
 
 pub fn repo_root() -> Result<PathBuf> {

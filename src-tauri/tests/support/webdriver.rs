@@ -45,6 +45,7 @@ pub struct Driver {
     base: String,
     http: reqwest::Client,
     app: PathBuf,
+    profile: PathBuf,
 }
 
 impl Driver {
@@ -76,6 +77,7 @@ impl Driver {
                 .build()
                 .expect("http client"),
             app: app.to_owned(),
+            profile: profile.to_owned(),
         };
         let started = Instant::now();
         while driver
@@ -94,6 +96,21 @@ impl Driver {
     /// The driver's process id (the app runs below it).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Waits (up to [`WAIT`]) until the app of a closed session has exited and the session
+    /// bus has let go of its single-instance name: a launch before that finds the name
+    /// taken, tries to hand over to the instance that is going away, and fails.
+    pub async fn wait_app_gone(&self) {
+        let started = Instant::now();
+        let name = format!(
+            "{}.SingleInstance",
+            sohbet_desktop::instance_id(Some(&self.profile))
+        );
+        while !app_tree(self.pid()).is_empty() || bus_name_owned(&name) {
+            assert!(started.elapsed() < WAIT, "the app did not exit");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Launches the app and opens a session on its window.
@@ -123,6 +140,22 @@ impl Driver {
     }
 }
 
+/// Whether a D-Bus name has an owner on the session bus (false where there is no bus).
+fn bus_name_owned(name: &str) -> bool {
+    Command::new("dbus-send")
+        .args([
+            "--session",
+            "--print-reply",
+            "--dest=org.freedesktop.DBus",
+            "/org/freedesktop/DBus",
+            "org.freedesktop.DBus.NameHasOwner",
+        ])
+        .arg(format!("string:{name}"))
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("boolean true"))
+}
+
 /// Every process below `pid` (WebKitWebDriver, the app, WebKit's helpers).
 pub fn descendants(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -148,13 +181,74 @@ pub fn descendants(pid: u32) -> Vec<u32> {
 
 impl Drop for Driver {
     fn drop(&mut self) {
-        // End what the driver started too, so nothing outlives the test.
-        for pid in descendants(self.child.id()).into_iter().rev() {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+        // End what the driver started too (WebKitWebDriver, the app, WebKit's processes),
+        // and wait for it: they write to the test's output, and one still exiting after the
+        // test would hold it open (nextest reports the test as leaky).
+        let below = descendants(self.child.id());
+        signal(&below, "TERM");
+        if !all_gone(&below, Duration::from_secs(5)) {
+            signal(&below, "KILL");
+            all_gone(&below, Duration::from_secs(2));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn signal(pids: &[u32], name: &str) {
+    if pids.is_empty() {
+        return;
+    }
+    let _ = Command::new("kill")
+        .arg(format!("-{name}"))
+        .args(pids.iter().map(u32::to_string))
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether process `pid` has exited (a zombie has: it only waits to be reaped).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+        })
+        .unwrap_or(true)
+}
+
+/// Waits up to `wait` for every one of `pids` to exit; whether they all did.
+fn all_gone(pids: &[u32], wait: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if pids.iter().all(|p| gone(*p)) {
+            return true;
+        }
+        if started.elapsed() > wait {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The app process a driver launched (below WebKitWebDriver) and every process below it,
+/// with their names: the app and WebKit's web and network processes.
+pub fn app_tree(driver_pid: u32) -> Vec<(u32, String)> {
+    let comm = |p: u32| {
+        std::fs::read_to_string(format!("/proc/{p}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    };
+    let Some(app) = descendants(driver_pid)
+        .into_iter()
+        .find(|p| comm(*p).starts_with("sohbet-desktop") && !gone(*p))
+    else {
+        return Vec::new();
+    };
+    std::iter::once(app)
+        .chain(descendants(app))
+        .map(|p| (p, comm(p)))
+        .collect()
 }
 
 /// One running app window.
@@ -288,6 +382,19 @@ impl Session {
             .as_str()
             .unwrap_or_default()
             .to_owned()
+    }
+
+    /// Presses (`down`) or releases a key in the window through WebDriver's input actions,
+    /// which WebKit delivers to the page itself, not through the X server.
+    pub async fn key(&self, down: bool, key: &str) {
+        let kind = if down { "keyDown" } else { "keyUp" };
+        self.cmd(
+            reqwest::Method::POST,
+            "/actions",
+            Some(json!({"actions": [{"type": "key", "id": "keyboard",
+                "actions": [{"type": kind, "value": key}]}]})),
+        )
+        .await;
     }
 
     /// Saves a PNG of the window to `path`.

@@ -69,9 +69,12 @@ export class Calls {
   notice = $state<string | null>(null);
   /** The saved audio settings (devices, noise suppression, push-to-talk). */
   audio = $state<AudioSettings | null>(null);
-  /** Push-to-talk listens in this window only: the global shortcut could not be registered. */
-  pttFallback = $state(false);
+  /** Where the push-to-talk key is listened for once bound: anywhere on the desktop (a
+   * global shortcut), or in this window only (the shortcut could not be registered). */
+  pttScope = $state<"desktop" | "window" | null>(null);
   private ptt: PttBinding | null = null;
+  /** Counts bindings, so one overtaken by a newer one (settings saved twice) lets go. */
+  private pttBinds = 0;
   /** Missed calls already seen (their conversation was opened). */
   seenMissed = new Set<number>();
 
@@ -155,12 +158,18 @@ export class Calls {
 
   /** Binds (or unbinds) the push-to-talk key to match the settings and the call. */
   async bindPtt() {
+    const bind = ++this.pttBinds;
     this.ptt?.unbind();
     this.ptt = null;
-    this.pttFallback = false;
+    this.pttScope = null;
     if (!this.active || !this.audio?.push_to_talk) return;
-    this.ptt = await bindPushToTalk(this.audio.ptt_key, (pressed) => void commands.pushToTalk(pressed).catch(() => {}));
-    this.pttFallback = this.ptt.fallback;
+    const binding = await bindPushToTalk(this.audio.ptt_key, (pressed) => void commands.pushToTalk(pressed).catch(() => {}));
+    if (bind !== this.pttBinds) {
+      binding.unbind();
+      return;
+    }
+    this.ptt = binding;
+    this.pttScope = binding.fallback ? "window" : "desktop";
   }
 
   /** Missed calls of a conversation not yet seen. */

@@ -54,6 +54,35 @@ describe("Calls", () => {
     expect(calls.notice).toBe("The call is full.");
   });
 
+  it("binds push-to-talk as a global shortcut, else to the key in this window, and lets go after the call", async () => {
+    let taken = false;
+    const pressed: boolean[] = [];
+    mockIPC((cmd, args) => {
+      if (cmd === "plugin:global-shortcut|register" && taken) throw "HotKey already registered";
+      if (cmd === "audio_settings") return { input: null, output: null, noise_suppression: true, push_to_talk: true, ptt_key: "F8" };
+      if (cmd === "push_to_talk") pressed.push((args as { pressed: boolean }).pressed);
+      return null;
+    });
+    const calls = new Calls(() => ME);
+    await calls.loadAudio();
+    await inCall(calls);
+    expect(calls.pttScope).toBe("desktop");
+
+    // Another app holds the key: the window listens instead, for the key alone.
+    taken = true;
+    await calls.bindPtt();
+    expect(calls.pttScope).toBe("window");
+    window.dispatchEvent(new KeyboardEvent("keydown", { key: "F8", code: "F8", ctrlKey: true }));
+    window.dispatchEvent(new KeyboardEvent("keydown", { key: "F8", code: "F8" }));
+    window.dispatchEvent(new KeyboardEvent("keyup", { key: "F8", code: "F8" }));
+    expect(pressed).toEqual([true, false]);
+
+    await calls.leave();
+    expect(calls.pttScope).toBeNull();
+    window.dispatchEvent(new KeyboardEvent("keydown", { key: "F8", code: "F8" }));
+    expect(pressed).toEqual([true, false]);
+  });
+
   it("rings until answered elsewhere, and never for my own call", () => {
     mockIPC(() => ({ missed_calls: [] }));
     const calls = new Calls(() => ME);
