@@ -1,26 +1,53 @@
 //! `cargo xtask bench desktop`: the desktop app's figures, measured on the real app in Xvfb
-//! against a real server. Printed, never asserted (the machine is shared and noisy).
+//! against a real server. Printed as each phase ends, never asserted (the machine is shared
+//! and noisy), so a run cut short still shows what it measured.
 //!
+//! - launch to an interactive conversation list, median of several launches: from the app
+//!   process's start (its `/proc` start time) to the UI's `sohbet:interactive` mark;
 //! - resident memory of all the app's processes (the app and WebKit's web and network
 //!   processes), idle with 50 conversations listed: RSS and PSS (shared pages split);
-//! - launch to an interactive conversation list: from the app process's start (its
-//!   `/proc` start time) to the UI's `sohbet:interactive` performance mark;
-//! - scrolling a 10,000-message conversation from end to start: frame times;
+//! - a 10,000-message conversation (seeded in one SQL statement): scrolling up from its end
+//!   at a steady speed while its history pages in as the list nears the top (as a reader
+//!   does), then scrolling the whole loaded list back down; frame times from
+//!   `requestAnimationFrame` in the web view, and the waits at the top for a page;
 //! - resident memory during a call with one other participant (an SDK peer sending a tone),
 //!   the app on the virtual sound card that `cargo xtask bench` starts.
 //!
-//! Built in the test profile like the end-to-end tests (one build for CI); a release
-//! build's Rust side would be smaller and faster, the web view the same.
+//! The app binary is `SOHBET_DESKTOP_APP` when set (`cargo xtask bench desktop` builds and
+//! passes the release binary, which is what users run), else the test build's.
 
 mod support;
 
-use std::{path::Path, time::Duration};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
-use serde_json::json;
+use serde_json::{json, Value};
 use sohbet_tests::{seed_messages, TestApp};
-use support::webdriver::{descendants, Driver};
+use support::webdriver::{app_tree, Driver, Session};
 
-const APP: &str = env!("CARGO_BIN_EXE_sohbet-desktop");
+/// Launches measured; the median is reported (the first one also pays for cold caches).
+const LAUNCHES: usize = 5;
+/// How far a frame scrolls up through the history: a brisk wheel or a flick (~6,000 px/s at
+/// 60 frames a second), fast enough to reach the top of each page before the next is in.
+const SCROLL_UP_PX: u32 = 100;
+/// Scrolling back down the loaded list: fast, to cross all of it in a few hundred frames.
+const SCROLL_DOWN_PX: u32 = 400;
+/// Scrolling up through the history stops here if it has not reached the first message.
+const SCROLL_UP_LIMIT: Duration = Duration::from_secs(300);
+/// One display frame at 60 Hz, in ms: a frame interval over 1.5 of these missed a frame.
+const FRAME_MS: f64 = 1000.0 / 60.0;
+
+fn app_binary() -> (PathBuf, &'static str) {
+    match std::env::var_os("SOHBET_DESKTOP_APP") {
+        Some(path) => (PathBuf::from(path), "release build"),
+        None => (
+            PathBuf::from(env!("CARGO_BIN_EXE_sohbet-desktop")),
+            "test build (debug Rust side)",
+        ),
+    }
+}
 
 /// Pages of the system's `/proc` in kB: (RSS, PSS) of a process.
 fn memory_kb(pid: u32) -> (u64, u64) {
@@ -35,35 +62,39 @@ fn memory_kb(pid: u32) -> (u64, u64) {
     (field(&rollup, "Rss:"), field(&rollup, "Pss:"))
 }
 
-/// (RSS, PSS) in kB of a process tree, summed.
-fn tree_memory_kb(tree: &[(u32, String)]) -> (u64, u64) {
-    tree.iter().fold((0, 0), |(r, p), (pid, _)| {
+/// (RSS, PSS) in MB of a process tree, summed.
+fn tree_memory_mb(tree: &[(u32, String)]) -> (f64, f64) {
+    let (rss, pss) = tree.iter().fold((0, 0), |(r, p), (pid, _)| {
         let (a, b) = memory_kb(*pid);
         (r + a, p + b)
-    })
+    });
+    (rss as f64 / 1024.0, pss as f64 / 1024.0)
 }
 
-/// The app process (launched by WebKitWebDriver under tauri-driver) and all below it.
-fn app_tree(driver_pid: u32) -> Vec<(u32, String)> {
-    let comm = |p: u32| {
-        std::fs::read_to_string(format!("/proc/{p}/comm"))
-            .unwrap_or_default()
-            .trim()
-            .to_owned()
-    };
-    let Some(app) = descendants(driver_pid)
-        .into_iter()
-        .find(|p| comm(*p).starts_with("sohbet-desktop"))
-    else {
-        return Vec::new();
-    };
-    std::iter::once(app)
-        .chain(descendants(app))
-        .map(|p| (p, comm(p)))
-        .collect()
+fn describe_tree(tree: &[(u32, String)]) -> String {
+    tree.iter()
+        .map(|(pid, name)| {
+            let (rss, _) = memory_kb(*pid);
+            format!("{name} {:.0} MB", rss as f64 / 1024.0)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-/// Milliseconds since the epoch at which process `pid` started.
+/// Measures and prints the memory of the app's processes now: (RSS, PSS) in MB and how
+/// many processes.
+fn report_memory(what: &str, driver_pid: u32) -> (f64, f64, usize) {
+    let tree = app_tree(driver_pid);
+    let (rss, pss) = tree_memory_mb(&tree);
+    println!(
+        "{what}: RSS {rss:.0} MB, PSS {pss:.0} MB over {} processes ({})",
+        tree.len(),
+        describe_tree(&tree)
+    );
+    (rss, pss, tree.len())
+}
+
+/// Milliseconds since the epoch at which process `pid` started (10 ms resolution).
 fn start_ms(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
@@ -81,9 +112,91 @@ fn start_ms(pid: u32) -> f64 {
     (boot + ticks / hz) * 1000.0
 }
 
+/// The value at fraction `q` of sorted `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Frame intervals (ms) summarised: percentiles, and frames missed at 60 Hz.
+fn frame_summary(intervals: &[f64]) -> String {
+    let mut v = intervals.to_vec();
+    v.sort_by(f64::total_cmp);
+    let missed: f64 = v
+        .iter()
+        .filter(|t| **t > 1.5 * FRAME_MS)
+        .map(|t| (t / FRAME_MS).round() - 1.0)
+        .sum();
+    format!(
+        "{} frames; frame time p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms; \
+         {} intervals over 25 ms, {missed:.0} frames missed at 60 Hz ({:.0} %)",
+        v.len(),
+        quantile(&v, 0.5),
+        quantile(&v, 0.95),
+        quantile(&v, 0.99),
+        v.last().copied().unwrap_or(f64::NAN),
+        v.iter().filter(|t| **t > 1.5 * FRAME_MS).count(),
+        100.0 * missed / (v.len() as f64 + missed).max(1.0),
+    )
+}
+
+fn numbers(v: &Value) -> Vec<f64> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default()
+}
+
+/// Starts scrolling the timeline by `px` a frame (negative: up) in the page, recording each
+/// frame's interval and, while the list sits at its top waiting for older messages, how
+/// long each wait lasts. Runs until `window.__bench.stop` or the end it scrolls towards.
+const SCROLL_LOOP: &str = "
+const el = document.querySelector('[data-testid=timeline]');
+const px = arguments[0];
+const b = window.__bench = { frames: [], waits: [], waitingSince: null, stop: false, ended: false };
+let last = null;
+const step = (now) => {
+  if (last !== null) b.frames.push(now - last);
+  last = now;
+  const atTop = el.scrollTop <= 0;
+  const atEnd = el.scrollTop + el.clientHeight >= el.scrollHeight - 1;
+  if (px < 0 && atTop && b.waitingSince === null) b.waitingSince = now;
+  if (px < 0 && !atTop && b.waitingSince !== null) { b.waits.push(now - b.waitingSince); b.waitingSince = null; }
+  if (b.stop || (px > 0 && atEnd)) { b.ended = true; return; }
+  el.scrollTop = Math.max(0, el.scrollTop + px);
+  requestAnimationFrame(step);
+};
+requestAnimationFrame(step);
+return true";
+
+/// Where the scroll is: the earliest seeded message on screen (`seeded message N`), whether
+/// the conversation's first message is on screen, and the frames so far.
+const SCROLL_STATE: &str = "
+const el = document.querySelector('[data-testid=timeline]');
+const texts = [...document.querySelectorAll('[data-testid=message-text]')].map(e => e.textContent);
+const seeded = texts.map(t => /^seeded message (\\d+)$/.exec(t)).filter(Boolean).map(m => Number(m[1]));
+return { earliest: seeded.length ? Math.min(...seeded) : null, first: texts.includes('hello 0'),
+         top: el.scrollTop <= 0, frames: window.__bench.frames.length, ended: window.__bench.ended }";
+
+async fn scroll_results(s: &Session) -> (Vec<f64>, Vec<f64>) {
+    let v = s
+        .js(
+            "window.__bench.stop = true; return { frames: window.__bench.frames, waits: window.__bench.waits }",
+            json!([]),
+        )
+        .await;
+    (numbers(&v["frames"]), numbers(&v["waits"]))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a benchmark: cargo xtask bench desktop"]
 async fn desktop_benchmark() {
+    let (app, build) = app_binary();
+    println!("desktop benchmark: {} ({build})", app.display());
+
+    // 50 conversations; the first one holds 10,001 messages, 10,000 of them seeded in bulk.
+    let seeding = Instant::now();
     let server = TestApp::spawn().await;
     let [me, peer] = server.users(["bench", "peer"]).await;
     let mut big = 0;
@@ -97,6 +210,10 @@ async fn desktop_benchmark() {
     seed_messages(&server.db, big, me.user.user_id, 10_000).await;
     server.befriend(&me, &peer).await;
     server.add_member(&me, big, &peer).await;
+    println!(
+        "seeded 50 conversations and a 10,001-message one in {:.1} s",
+        seeding.elapsed().as_secs_f64()
+    );
 
     // A profile already logged in, as after a first run.
     let dir = std::env::temp_dir().join(format!("sohbet-bench-{}", std::process::id()));
@@ -111,11 +228,13 @@ async fn desktop_benchmark() {
     .expect("config");
     std::fs::write(dir.join("session-token"), &me.token).expect("token");
 
-    let driver = Driver::start(Path::new(APP), &dir).await;
+    let driver = Driver::start(&app, &dir).await;
+
+    // Launch to an interactive list, several times; the last launch stays for the rest.
     let mut launches = Vec::new();
-    let mut memory = (0, 0, 0);
-    let mut in_call = (0, 0);
-    for round in 0..3 {
+    let mut session = None;
+    for round in 1..=LAUNCHES {
+        driver.wait_app_gone().await;
         let s = driver.launch().await;
         s.until(
             "50 conversations",
@@ -136,96 +255,134 @@ async fn desktop_benchmark() {
             .expect("the interactive mark");
         let tree = app_tree(driver.pid());
         let app_pid = tree.first().map(|(p, _)| *p).expect("the app process");
-        launches.push(mark - start_ms(app_pid));
-        if round == 2 {
-            // Idle: let start-up work settle before measuring.
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            let tree = app_tree(driver.pid());
-            let (rss, pss) = tree_memory_kb(&tree);
-            memory = (rss, pss, tree.len());
-            println!(
-                "processes: {}",
-                tree.iter()
-                    .map(|(p, n)| format!("{n}({p})"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-
-            // Scroll the 10,000-message conversation from its end to its start.
-            s.click("[data-testid=conversation][data-title='group 00']")
-                .await;
-            s.find("[data-testid=timeline]").await;
-            // Page the whole history in by scrolling to the top until the first message shows.
-            let started = std::time::Instant::now();
-            s.until_for(
-                Duration::from_secs(600),
-                "all 10,001 messages loaded",
-                "const el = document.querySelector('[data-testid=timeline]'); el.scrollTop = 0;
-                 const first = document.querySelector('[data-testid=message-text]');
-                 return first && first.textContent === 'hello 0'",
-                json!([]),
-            )
-            .await;
-            println!(
-                "loading 10,001 messages by scrolling up: {:.1} s",
-                started.elapsed().as_secs_f64()
-            );
-            let frames = s
-                .js(
-                    "const el = document.querySelector('[data-testid=timeline]');
-                     el.scrollTop = el.scrollHeight;
-                     return new Promise((resolve) => {
-                       const times = []; let last = performance.now();
-                       const step = () => {
-                         const now = performance.now(); times.push(now - last); last = now;
-                         el.scrollTop = Math.max(0, el.scrollTop - 400);
-                         if (el.scrollTop > 0 && times.length < 5000) requestAnimationFrame(step); else resolve(times);
-                       };
-                       requestAnimationFrame(step);
-                     });",
-                    json!([]),
-                )
-                .await;
-            let mut times: Vec<f64> = frames
-                .as_array()
-                .map(|a| a.iter().filter_map(|v| v.as_f64()).collect())
-                .unwrap_or_default();
-            times.remove(0);
-            times.sort_by(f64::total_cmp);
-            let n = times.len().max(1);
-            let mean = times.iter().sum::<f64>() / n as f64;
-            let p95 = times.get(n * 95 / 100).copied().unwrap_or(0.0);
-            let long = times.iter().filter(|t| **t > 33.4).count();
-            println!("\nscrolling 10,000 messages end to start, 400 px a frame: {} frames, mean {mean:.1} ms, p95 {p95:.1} ms, max {:.1} ms, {long} frames over 33 ms", times.len(), times.last().copied().unwrap_or(0.0));
-
-            // A call: the peer is in group 00's call; the app joins it.
-            let gw = server.online(&peer.token).await;
-            let _peer_call = server
-                .join_call(&peer.token, &gw, big, 440.0)
-                .await
-                .expect("the peer joins the call");
-            s.click("[data-testid=start-call]").await;
-            s.until(
-                "the peer connected in the call",
-                "return document.querySelector('[data-testid=participant][data-name=peer][data-connected=true]')",
-                json!([]),
-            )
-            .await;
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            in_call = tree_memory_kb(&app_tree(driver.pid()));
-            s.click("[data-testid=hang-up]").await;
+        let launch = mark - start_ms(app_pid);
+        println!("launch {round}: {launch:.0} ms to an interactive list of 50 conversations");
+        launches.push(launch);
+        if round == LAUNCHES {
+            session = Some(s);
+        } else {
+            s.quit().await;
         }
-        s.quit().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     launches.sort_by(f64::total_cmp);
+    let launch_median = quantile(&launches, 0.5);
     println!(
-        "\n| desktop app (test profile, Xvfb) | figure |\n|---|---|\n| launch to interactive list, median of 3 | {:.0} ms |\n| idle with 50 conversations, RSS of {} processes | {:.0} MB |\n| same, PSS (shared pages split) | {:.0} MB |\n| in a call with one peer, RSS / PSS | {:.0} / {:.0} MB |",
-        launches[1],
-        memory.2,
-        memory.0 as f64 / 1024.0,
-        memory.1 as f64 / 1024.0,
-        in_call.0 as f64 / 1024.0,
-        in_call.1 as f64 / 1024.0
+        "launch to interactive list: median {launch_median:.0} ms of {LAUNCHES} (min {:.0}, max {:.0})",
+        launches[0],
+        launches[launches.len() - 1]
+    );
+    let s = session.expect("the last launch");
+
+    // Idle: let start-up work settle before measuring.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let idle = report_memory("idle with 50 conversations", driver.pid());
+
+    // The 10,000-message conversation opens at its end; scroll up through all of it.
+    s.click("[data-testid=conversation][data-title='group 00']")
+        .await;
+    s.until(
+        "the end of the long conversation",
+        "return [...document.querySelectorAll('[data-testid=message-text]')].some(e => e.textContent === 'seeded message 10000')",
+        json!([]),
+    )
+    .await;
+    s.js(SCROLL_LOOP, json!([-i64::from(SCROLL_UP_PX)])).await;
+    let started = Instant::now();
+    let mut reported = Instant::now();
+    let reached_first = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let state = s.js(SCROLL_STATE, json!([])).await;
+        if state["first"].as_bool() == Some(true) && state["top"].as_bool() == Some(true) {
+            break true;
+        }
+        if started.elapsed() > SCROLL_UP_LIMIT {
+            break false;
+        }
+        if reported.elapsed() > Duration::from_secs(15) {
+            reported = Instant::now();
+            println!(
+                "  … {:.0} s: scrolled up to seeded message {} ({} frames)",
+                started.elapsed().as_secs_f64(),
+                state["earliest"],
+                state["frames"]
+            );
+        }
+    };
+    let took = started.elapsed().as_secs_f64();
+    let (frames, mut waits) = scroll_results(&s).await;
+    waits.sort_by(f64::total_cmp);
+    let earliest = s.js(SCROLL_STATE, json!([])).await["earliest"].clone();
+    if reached_first {
+        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame, pages of 100 loading on the way): reached the first message in {took:.1} s");
+    } else {
+        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame): stopped after {took:.0} s at seeded message {earliest}");
+    }
+    println!("  {}", frame_summary(&frames));
+    println!(
+        "  waits at the top for the next page: {}, median {:.0} ms, p95 {:.0} ms, total {:.1} s",
+        waits.len(),
+        quantile(&waits, 0.5),
+        quantile(&waits, 0.95),
+        waits.iter().sum::<f64>() / 1000.0
+    );
+    let scroll_up = frames;
+
+    // Everything loaded is in the list now: scroll it all the way down.
+    s.js(SCROLL_LOOP, json!([SCROLL_DOWN_PX])).await;
+    s.until_for(
+        Duration::from_secs(300),
+        "the scroll down to end",
+        "return window.__bench.ended",
+        json!([]),
+    )
+    .await;
+    let (scroll_down, _) = scroll_results(&s).await;
+    println!(
+        "scrolling the loaded list down, {SCROLL_DOWN_PX} px a frame:\n  {}",
+        frame_summary(&scroll_down)
+    );
+    report_memory("after loading the long conversation", driver.pid());
+
+    // A call: the peer is in group 00's call; the app joins it.
+    let gw = server.online(&peer.token).await;
+    let _peer_call = server
+        .join_call(&peer.token, &gw, big, 440.0)
+        .await
+        .expect("the peer joins the call");
+    s.click("[data-testid=start-call]").await;
+    s.until(
+        "the peer connected in the call",
+        "return document.querySelector('[data-testid=participant][data-name=peer][data-connected=true]')",
+        json!([]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let in_call = report_memory("in a call with one peer", driver.pid());
+    s.click("[data-testid=hang-up]").await;
+    s.quit().await;
+
+    let p = |v: &[f64], q: f64| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        quantile(&v, q)
+    };
+    println!(
+        "\n| desktop app ({build}, Xvfb) | figure |\n|---|---|\n\
+         | launch to interactive list, median of {LAUNCHES} | {launch_median:.0} ms |\n\
+         | idle with 50 conversations, RSS / PSS of {} processes | {:.0} / {:.0} MB |\n\
+         | in a call with one peer, RSS / PSS | {:.0} / {:.0} MB |\n\
+         | scrolling up 10,001 messages as pages load: frame p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms |\n\
+         | scrolling down the loaded list: frame p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms |",
+        idle.2,
+        idle.0,
+        idle.1,
+        in_call.0,
+        in_call.1,
+        p(&scroll_up, 0.5),
+        p(&scroll_up, 0.95),
+        p(&scroll_up, 0.99),
+        p(&scroll_down, 0.5),
+        p(&scroll_down, 0.95),
+        p(&scroll_down, 0.99),
     );
 }

@@ -53,24 +53,48 @@ fn npm(dir: &Path) -> Command {
     cmd
 }
 
-/// The app, built and started in the background (cargo waits for the server's build to
-/// release the build folder first), preset to `server`. Stops when `up` ends.
-pub fn launch_app(server: &str) -> Result<AppProcess> {
+/// The app, built and started in the background, preset to `server`. Stops when `up` ends.
+pub fn launch_app(server: &str) -> Result<Stopped> {
     let child = Command::new(crate::cargo())
         .args(["run", "--quiet", "-p", "sohbet-desktop"])
         .env("SOHBET_SERVER", server)
         .stdin(Stdio::null())
         .spawn()
         .context("starting the desktop app")?;
-    Ok(AppProcess(child))
+    Ok(Stopped(child))
 }
 
-pub struct AppProcess(std::process::Child);
+/// A child process that is stopped when this is dropped (when `up` ends or fails).
+pub struct Stopped(pub std::process::Child);
 
-impl Drop for AppProcess {
+impl Drop for Stopped {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+/// Waits until something accepts connections at `url`'s host and port (the server, once
+/// built and started), or fails if `server` exits first.
+pub fn wait_until_listening(url: &str, server: &mut std::process::Child) -> Result<()> {
+    use std::net::{TcpStream, ToSocketAddrs};
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    step(&format!("waiting for the server to answer on {authority}"));
+    loop {
+        let addrs: Vec<_> = authority
+            .to_socket_addrs()
+            .with_context(|| format!("server address {authority}"))?
+            .collect();
+        if addrs
+            .iter()
+            .any(|a| TcpStream::connect_timeout(a, Duration::from_millis(500)).is_ok())
+        {
+            return Ok(());
+        }
+        if let Some(status) = server.try_wait()? {
+            bail!("sohbet-server exited before answering: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 

@@ -4,8 +4,8 @@
 //!   cluster and Redis under `.data/`, and runs the server.
 //! - `cargo xtask test`  the same set-up plus the desktop app's (UI packages and build,
 //!   Xvfb, tauri-driver), then the UI's unit tests and every test of the workspace.
-//! - `cargo xtask bench` the same set-up, then the benchmarks (release build; the desktop
-//!   app's in the test build, like its end-to-end tests).
+//! - `cargo xtask bench` the same set-up, then the benchmarks (release builds; the desktop
+//!   app's benchmark is a test of the test build driving the release app).
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
 //! - `cargo xtask prepare` rewrites the offline query data (`.sqlx/`) after a query or a
 //!   migration changed; `test` fails while it is stale.
@@ -99,31 +99,61 @@ fn prepare(for_tests: bool) -> Result<Prepared> {
 fn up(rest: &[String]) -> Result<()> {
     let env = prepare(false)?;
     let root = system::repo_root()?;
-    let _app = if std::env::var_os("DISPLAY").is_some() {
-        step("building the desktop UI; the app starts once the server is built");
+    let has_display = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|d| !d.is_empty()));
+    if has_display {
         desktop::install_ui(&root)?;
         desktop::build_ui(&root)?;
-        Some(desktop::launch_app(&listen_url(rest))?)
-    } else {
-        step(
-            "no display: to use the desktop app, run on a machine with one \
-             `npm --prefix ui ci && npm --prefix ui run build && cargo run -p sohbet-desktop` \
-             and enter this server's address",
-        );
-        None
-    };
+    }
     step("building and starting sohbet-server (Ctrl-C stops it)");
     let mut cmd = Command::new(cargo());
     cmd.args(["run", "--release", "-p", "sohbet-server", "--"])
         .args(rest);
     env.apply(&mut cmd);
-    run(&mut cmd)
+    let mut server = desktop::Stopped(cmd.spawn().context("starting cargo run")?);
+    let url = server_url(rest);
+    let _app = if has_display {
+        // The app starts once the server answers, so its first screen can reach it.
+        desktop::wait_until_listening(&url, &mut server.0)?;
+        step(&format!(
+            "building and starting the desktop app, preset to {url} (a profile that already has a server keeps it)"
+        ));
+        Some(desktop::launch_app(&url)?)
+    } else {
+        step(&format!(
+            "no display (DISPLAY/WAYLAND_DISPLAY unset): to use the desktop app, run on a \
+             machine with one `npm --prefix ui ci && npm --prefix ui run build && \
+             SOHBET_SERVER={url} cargo run -p sohbet-desktop`"
+        ));
+        None
+    };
+    let status = server.0.wait().context("waiting for the server")?;
+    if !status.success() {
+        bail!("sohbet-server stopped: {status}");
+    }
+    Ok(())
 }
 
-/// The server's address as `up` will start it (`--listen` among the arguments, if given).
-fn listen_url(args: &[String]) -> String {
-    let listen = args
-        .iter()
+/// The server's address as a client reaches it: `--listen` among the arguments (or
+/// `SOHBET_LISTEN`), a wildcard address replaced by loopback.
+fn server_url(args: &[String]) -> String {
+    let listen = listen_addr(args);
+    let reachable = listen
+        .strip_prefix("0.0.0.0:")
+        .map(|port| format!("127.0.0.1:{port}"))
+        .or_else(|| {
+            listen
+                .strip_prefix("[::]:")
+                .map(|port| format!("[::1]:{port}"))
+        })
+        .unwrap_or(listen);
+    format!("http://{reachable}")
+}
+
+/// The address `up` starts the server on (`--listen` among the arguments, if given).
+fn listen_addr(args: &[String]) -> String {
+    args.iter()
         .position(|a| a == "--listen")
         .and_then(|i| args.get(i + 1).cloned())
         .or_else(|| {
@@ -131,8 +161,7 @@ fn listen_url(args: &[String]) -> String {
                 .find_map(|a| a.strip_prefix("--listen=").map(str::to_owned))
         })
         .or_else(|| std::env::var("SOHBET_LISTEN").ok())
-        .unwrap_or_else(|| "127.0.0.1:8080".into());
-    format!("http://{listen}")
+        .unwrap_or_else(|| "127.0.0.1:8080".into())
 }
 
 fn test(rest: &[String]) -> Result<()> {
@@ -188,11 +217,7 @@ fn bench(args: &[String]) -> Result<()> {
         build.args(["--bin", "sohbet-server", "--bin", "sohbet-bench"]);
         run(&mut build)?;
         step("running the server benchmarks");
-        let target = match std::env::var("CARGO_TARGET_DIR") {
-            Ok(dir) => std::path::PathBuf::from(dir),
-            Err(_) => system::repo_root()?.join("target"),
-        };
-        let mut cmd = Command::new(target.join("release").join("sohbet-bench"));
+        let mut cmd = Command::new(target_dir()?.join("release").join("sohbet-bench"));
         cmd.args(suites);
         env.apply(&mut cmd);
         run(&mut cmd)?;
@@ -210,13 +235,24 @@ fn bench(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// The desktop app's benchmark: the real app in Xvfb, built like the end-to-end tests.
+/// The build folder cargo uses.
+fn target_dir() -> Result<std::path::PathBuf> {
+    Ok(match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) => std::path::PathBuf::from(dir),
+        Err(_) => system::repo_root()?.join("target"),
+    })
+}
+
+/// The desktop app's benchmark: the real app in Xvfb, driven by a test of the test build;
+/// the app it measures is the release build, what users run.
 fn bench_desktop(env: &Prepared) -> Result<()> {
     let root = system::repo_root()?;
     desktop::install_ui(&root)?;
     desktop::build_ui(&root)?;
     desktop::ensure_tauri_driver()?;
     let display = desktop::display(&root)?;
+    step("building the desktop app (release)");
+    run(Command::new(cargo()).args(["build", "--release", "-p", "sohbet-desktop"]))?;
     step("running the desktop benchmark");
     let mut cmd = Command::new(cargo());
     if system::has_nextest() {
@@ -244,6 +280,10 @@ fn bench_desktop(env: &Prepared) -> Result<()> {
     for (k, v) in display {
         cmd.env(k, v);
     }
+    cmd.env(
+        "SOHBET_DESKTOP_APP",
+        target_dir()?.join("release").join("sohbet-desktop"),
+    );
     run(&mut cmd)
 }
 
