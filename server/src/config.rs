@@ -6,13 +6,13 @@
 
 pub mod file;
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::rate_limit::Rate;
+use crate::{rate_limit::Rate, tls::CertStore};
 
 /// A value that never prints (connection strings can carry passwords).
 #[derive(Clone)]
@@ -99,6 +99,21 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "SOHBET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// A PEM file with the server's certificate chain, leaf first (e.g. Let's Encrypt's
+    /// `fullchain.pem`): serve `https://` and `wss://` on the listen address. Needs
+    /// `--tls-key`. SIGHUP reloads both files, so a renewed certificate needs no restart.
+    #[arg(long, env = "SOHBET_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// A PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SOHBET_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The certificate and key read from `tls_cert` / `tls_key`, reloadable.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub tls: Option<Arc<CertStore>>,
 
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     /// Empty by default, giving the seed's `session:{token}`.
@@ -269,6 +284,9 @@ impl Settings {
             trusted_proxies: Vec::new(),
             redis_url: Secret(redis_url.into()),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            tls: None,
             redis_prefix: String::new(),
             session_ttl_secs: 3600,
             db_pool_size: 16,
@@ -318,6 +336,16 @@ impl Settings {
             }
             self.turn_secret = Some(file::read_secret("turn_secret_file", path)?);
         }
+        Ok(())
+    }
+
+    /// Reads the TLS certificate and key named by `tls_cert` / `tls_key`, if any.
+    pub fn load_tls(&mut self) -> Result<(), file::ConfigError> {
+        self.tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(Arc::new(CertStore::load(cert, key)?)),
+            _ => return Err(file::ConfigError::Together("tls_cert", "tls_key")),
+        };
         Ok(())
     }
 

@@ -21,6 +21,8 @@
 //! - [`events`]: the event bus between REST handlers and the gateway, across instances.
 //! - [`gateway`]: the WebSocket gateway, presence, typing and voice state; it uses the
 //!   domain layer, never a route.
+//! - [`tls`]: https/wss with rustls (`--tls-cert`/`--tls-key`), the certificate reloaded on
+//!   SIGHUP.
 //!
 //! [`run`] is the whole server: tests start it on port 0 exactly as `main` does.
 
@@ -41,11 +43,18 @@ pub mod routes;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
-use axum::{extract::DefaultBodyLimit, response::IntoResponse, Router};
+use axum::{extract::DefaultBodyLimit, response::IntoResponse, serve::ListenerExt, Router};
 use redis::aio::ConnectionManagerConfig;
 use sqlx::{
     postgres::{PgConnection, PgPoolOptions},
@@ -254,19 +263,39 @@ pub async fn serve(
     // On shutdown, close the gateway's sockets first: graceful shutdown waits for every
     // connection, and WebSockets would otherwise hold it open forever.
     let stop = state.gateway.shutdown.clone();
-    // Said once everything is up (tests and scripts wait for it).
-    tracing::info!(addr = %listener.local_addr()?, "serving");
     let tasks = state.gateway.tasks.clone();
+    let addr = listener.local_addr()?;
+    let tls = state.settings.tls.clone();
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let until = stop.clone().cancelled_owned();
+    let served: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &tls {
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until)
+                .into_future(),
+        ),
+        Some(store) => {
+            #[cfg(unix)]
+            store
+                .reload_on_sighup(stop.clone())
+                .context("listening for SIGHUP")?;
+            // `tap_io` only to get the client's address as connect info (axum provides it
+            // for plain TCP and for tapped listeners).
+            let listener = tls::listener(listener, Arc::clone(store))?.tap_io(|_| {});
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(until)
+                    .into_future(),
+            )
+        }
+    };
+    // Said once everything is up, SIGHUP handling included (tests and scripts wait for it).
+    tracing::info!(%addr, tls = tls.is_some(), "serving");
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
     });
-    let served = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned());
     let grace = async {
         stop.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;

@@ -119,6 +119,14 @@ impl Cli {
         file::require(&cmd, &matches, REQUIRED)?;
         let mut cli = Self::from_arg_matches(&matches)?;
         cli.settings.read_secret_files()?;
+        // Only what serves reads the certificate: the admin commands must work for a user
+        // who may not read the private key.
+        if matches!(
+            cli.command,
+            None | Some(Command::Serve(_) | Command::CheckConfig)
+        ) {
+            cli.settings.load_tls()?;
+        }
         Ok(cli)
     }
 
