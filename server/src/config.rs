@@ -62,8 +62,14 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", required = false)]
     pub database_url: Secret,
 
+    /// A PostgreSQL connection string for read-only load that may go to a replica: history
+    /// pages and the group, friend and block lists. Unset: everything goes to `database_url`.
+    /// A replica lags its primary (see the README on what that means).
+    #[arg(long, env = "SOHBET_DATABASE_READ_URL")]
+    pub database_read_url: Option<Secret>,
+
     /// A file holding the PostgreSQL password (one line), used instead of any password in
-    /// the database URL, so the URL can live in a world-readable config file.
+    /// the database URLs, so the URLs can live in a world-readable config file.
     #[arg(long, env = "SOHBET_DATABASE_PASSWORD_FILE")]
     pub database_password_file: Option<PathBuf>,
 
@@ -277,6 +283,7 @@ impl Settings {
     pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
         Self {
             database_url: Secret(database_url.into()),
+            database_read_url: None,
             database_password_file: None,
             database_password: None,
             log_format: LogFormat::Text,
@@ -351,11 +358,23 @@ impl Settings {
 
     /// How to reach PostgreSQL: the URL, with the password from its file if one is given.
     pub fn pg_connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        self.pg_options(&self.database_url, "database_url")
+    }
+
+    /// How to reach the PostgreSQL that serves read-only load, if it is not the primary.
+    pub fn pg_read_connect_options(&self) -> anyhow::Result<Option<PgConnectOptions>> {
+        self.database_read_url
+            .as_ref()
+            .map(|url| self.pg_options(url, "database_read_url"))
+            .transpose()
+    }
+
+    fn pg_options(&self, url: &Secret, key: &str) -> anyhow::Result<PgConnectOptions> {
         // JIT off: every query here is short and index-driven, but PostgreSQL's cost estimate
         // for one with correlated subqueries (the group list's unread counts) can pass the JIT
         // threshold, and compiling then takes ~0.4 s for a query that runs in ~20 ms.
-        let options = PgConnectOptions::from_str(self.database_url.expose())
-            .context("parsing database_url")?
+        let options = PgConnectOptions::from_str(url.expose())
+            .with_context(|| format!("parsing {key}"))?
             .options([("jit", "off")]);
         Ok(match &self.database_password {
             Some(password) => options.password(password.expose()),

@@ -57,7 +57,7 @@ use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, response::IntoResponse, serve::ListenerExt, Router};
 use redis::aio::ConnectionManagerConfig;
 use sqlx::{
-    postgres::{PgConnection, PgPoolOptions},
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
     Connection, PgPool,
 };
 use tokio::net::TcpListener;
@@ -108,12 +108,28 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 
 /// Connects the request pool to PostgreSQL.
 pub async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
+    connect_pool(settings, settings.pg_connect_options()?).await
+}
+
+/// Connects the pool for read-only load: to `database_read_url` (e.g. a replica), or the
+/// request pool itself when that is unset.
+pub async fn connect_postgres_reads(
+    settings: &Settings,
+    primary: &PgPool,
+) -> anyhow::Result<PgPool> {
+    match settings.pg_read_connect_options()? {
+        Some(options) => connect_pool(settings, options)
+            .await
+            .context("connecting to the read-only PostgreSQL (database_read_url)"),
+        None => Ok(primary.clone()),
+    }
+}
+
+async fn connect_pool(settings: &Settings, options: PgConnectOptions) -> anyhow::Result<PgPool> {
     let statement_timeout = settings.db_statement_timeout_ms.to_string();
     // No separate connect timeout: the acquire timeout bounds connecting too (the pool
     // retries a refused connection until then), so a request never waits longer than it.
-    let options = settings
-        .pg_connect_options()?
-        .options([("statement_timeout", statement_timeout.as_str())]);
+    let options = options.options([("statement_timeout", statement_timeout.as_str())]);
     PgPoolOptions::new()
         .max_connections(settings.db_pool_size)
         .acquire_timeout(Duration::from_millis(settings.db_acquire_timeout_ms))
@@ -129,6 +145,7 @@ pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Resu
         self::migrate(&settings).await?;
     }
     let db = connect_postgres(&settings).await?;
+    let db_read = connect_postgres_reads(&settings, &db).await?;
 
     let redis_config = ConnectionManagerConfig::new()
         .set_number_of_retries(REDIS_RETRIES)
@@ -175,6 +192,7 @@ pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Resu
     let gateway = gateway::Gateway::new(presence, voice);
     Ok(AppState {
         db,
+        db_read,
         redis,
         keys,
         sessions,
@@ -256,7 +274,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     metrics::init();
-    let db = state.db.clone();
+    let (db, db_read) = (state.db.clone(), state.db_read.clone());
     gateway::start(&state)
         .await
         .context("starting the gateway")?;
@@ -317,6 +335,7 @@ pub async fn serve(
         );
     }
     db.close().await;
+    db_read.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -142,6 +142,7 @@ impl Cli {
             }
             Command::CheckConfig => {
                 settings.pg_connect_options()?;
+                settings.pg_read_connect_options()?;
                 redis::Client::open(settings.redis_url.expose()).context("parsing redis_url")?;
                 // The settings as a config file would give them (secrets as `***`).
                 print!(
