@@ -3,7 +3,8 @@
 //! - `cargo xtask up`    installs missing system packages, starts a private PostgreSQL
 //!   cluster and Redis under `.data/`, and runs the server.
 //! - `cargo xtask test`  the same set-up plus the desktop app's (UI packages and build,
-//!   Xvfb, tauri-driver), then the UI's unit tests and every test of the workspace.
+//!   Xvfb, tauri-driver), then the UI's unit tests and every test of the workspace, then
+//!   the server's Debian package (see `package`).
 //! - `cargo xtask bench` the same set-up, then the benchmarks (release build; the desktop
 //!   app's in the test build, like its end-to-end tests).
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
@@ -14,6 +15,7 @@
 //! services.
 
 mod desktop;
+mod package;
 mod queries;
 mod services;
 mod system;
@@ -159,7 +161,12 @@ fn test(rest: &[String]) -> Result<()> {
             .args(rest);
     }
     env.apply(&mut cmd);
-    run(&mut cmd)
+    run(&mut cmd)?;
+    // A focused run (`-E …`) is about those tests; the whole run also checks the package.
+    if rest.is_empty() {
+        package::test(&root, &env)?;
+    }
+    Ok(())
 }
 
 fn bench(args: &[String]) -> Result<()> {
