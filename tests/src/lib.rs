@@ -528,6 +528,29 @@ pub fn gateway_of(client: &sohbet_client::Client) -> Gateway {
     Gateway { handle, events }
 }
 
+/// Registers `name` through the SDK client `anon` and logs in: the client of the session.
+pub async fn sdk_sign_up(anon: &sohbet_client::Client, name: &str) -> sohbet_client::Client {
+    use protocol::auth::{LoginRequest, RegisterRequest};
+    let password = "a long enough password".to_owned();
+    anon.register(&RegisterRequest {
+        username: name.into(),
+        email: format!("{name}@example.org"),
+        password: password.clone(),
+        display_name: None,
+    })
+    .await
+    .expect("register");
+    let (client, _) = anon
+        .login(&LoginRequest {
+            login: name.into(),
+            password,
+            device_info: Some("sdk test".into()),
+        })
+        .await
+        .expect("login");
+    client
+}
+
 /// A gateway connection of the SDK, with helpers to wait for what it receives.
 pub struct Gateway {
     pub handle: sohbet_client::gateway::GatewayHandle,

@@ -11,15 +11,12 @@ use std::{
 };
 
 use protocol::{
-    auth::{LoginRequest, RegisterRequest},
-    gateway::Event,
-    groups::CreateGroupRequest,
-    messages::SendMessageRequest,
+    auth::RegisterRequest, gateway::Event, groups::CreateGroupRequest, messages::SendMessageRequest,
 };
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use sohbet_client::{Client, ClientError, Tls};
 use sohbet_server::tls::CertStore;
-use sohbet_tests::{gateway_of, services::free_port, Gateway, GatewayEvent, TestApp};
+use sohbet_tests::{gateway_of, sdk_sign_up, services::free_port, Gateway, GatewayEvent, TestApp};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     sync::mpsc,
@@ -92,27 +89,6 @@ async fn tls_app(ca: &TestCa, dir: &Path) -> TestApp {
     TestApp::spawn_with(|s| s.tls = Some(store)).await
 }
 
-async fn signed_in(anon: &Client, name: &str) -> Client {
-    let password = "a long enough password".to_owned();
-    anon.register(&RegisterRequest {
-        username: name.into(),
-        email: format!("{name}@example.org"),
-        password: password.clone(),
-        display_name: None,
-    })
-    .await
-    .expect("register over https");
-    let (client, _) = anon
-        .login(&LoginRequest {
-            login: name.into(),
-            password,
-            device_info: Some("tls test".into()),
-        })
-        .await
-        .expect("login over https");
-    client
-}
-
 /// Waits for the message `content` on `gw`; fails if the connection dropped first.
 async fn delivered_without_reconnecting(gw: &mut Gateway, content: &str) {
     gw.expect(content, |e| match e {
@@ -155,7 +131,7 @@ async fn the_sdk_registers_logs_in_and_sends_over_https_and_wss_with_an_extra_ca
     let anon = Client::with_tls(app.base.clone(), ca.trust(&dir)).expect("client");
     assert!(anon.gateway_url().starts_with("wss://"));
 
-    let ada = signed_in(&anon, "ada").await;
+    let ada = sdk_sign_up(&anon, "ada").await;
     let group = ada
         .create_group(&CreateGroupRequest {
             name: "over tls".into(),
@@ -201,7 +177,7 @@ async fn a_client_without_the_ca_is_refused_with_a_tls_error() {
     assert_eq!(serde_json::to_value(&err).expect("json")["code"], "tls");
     // Nothing was written: with the CA, the name is still free.
     let trusting = Client::with_tls(app.base.clone(), ca.trust(&dir)).expect("client");
-    signed_in(&trusting, "eve").await;
+    sdk_sign_up(&trusting, "eve").await;
 
     // An extra CA file that is not a certificate is refused, naming the file.
     let junk = dir.join("junk.pem");
@@ -234,7 +210,7 @@ async fn plain_http_to_the_tls_port_fails_cleanly_and_the_server_keeps_serving()
     assert!(plain_ws.is_err(), "plain ws connected");
 
     let trusting = Client::with_tls(app.base.clone(), ca.trust(&dir)).expect("client");
-    signed_in(&trusting, "still").await;
+    sdk_sign_up(&trusting, "still").await;
 }
 
 /// A `sohbet-server` process serving TLS on the database and Redis prefix of `app`.
@@ -320,7 +296,7 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections_and_keeps_open_o
     let tls = ca.trust(&dir);
     let app = TestApp::spawn().await;
     let mut server = TlsServer::start(&app, &cert, &key, &tls).await;
-    let ada = signed_in(
+    let ada = sdk_sign_up(
         &Client::with_tls(server.base(), tls.clone()).expect("client"),
         "ada",
     )

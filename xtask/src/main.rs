@@ -8,6 +8,7 @@
 //! - `cargo xtask bench` the same set-up, then the benchmarks (release build; the desktop
 //!   app's in the test build, like its end-to-end tests).
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
+//! - `cargo xtask package` only that package check, on the binary of the last test build.
 //! - `cargo xtask prepare` rewrites the offline query data (`.sqlx/`) after a query or a
 //!   migration changed; `test` fails while it is stale.
 //!
@@ -43,6 +44,10 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        "package" => {
+            let env = prepare(false)?;
+            package::test(&system::repo_root()?, &env)
+        }
         "prepare" => {
             let env = prepare(false)?;
             queries::prepare(&system::repo_root()?, env.var("DATABASE_URL")?)
@@ -54,11 +59,12 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <up|test|bench|services|prepare|stop>\n\
+                "usage: cargo xtask <up|test|bench|services|package|prepare|stop>\n\
                  \n  up        start PostgreSQL + Redis under .data/ and run the server\
                  \n  test      start them and run every test (extra args go to the test runner)\
                  \n  bench     start them and run the benchmarks\
                  \n  services  start them and print DATABASE_URL / REDIS_URL\
+                 \n  package   check the Debian package of the last test build's server binary\
                  \n  prepare   rewrite the offline query data (.sqlx/) from a migrated database\
                  \n  stop      stop the private PostgreSQL and Redis"
             );

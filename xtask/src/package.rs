@@ -36,7 +36,7 @@ const CHECK_DB: &str = "sohbet_package_check";
 const EXPOSURE_THRESHOLD: &str = "20";
 
 pub fn test(root: &Path, env: &Prepared) -> Result<()> {
-    ensure_cargo_deb()?;
+    system::ensure_cargo_tool("deb", "cargo-deb", CARGO_DEB_VERSION, &[])?;
     step("building the Debian package from the test build's binary (cargo deb --no-build)");
     let scratch = std::env::temp_dir().join(format!("sohbet-deb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
@@ -81,27 +81,6 @@ pub fn test(root: &Path, env: &Prepared) -> Result<()> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
-}
-
-fn ensure_cargo_deb() -> Result<()> {
-    let installed = Command::new(crate::cargo())
-        .args(["deb", "--version"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION))
-        .unwrap_or(false);
-    if installed {
-        return Ok(());
-    }
-    step(&format!(
-        "installing cargo-deb {CARGO_DEB_VERSION} (cargo install --locked)"
-    ));
-    run(Command::new(crate::cargo()).args([
-        "install",
-        "cargo-deb",
-        "--version",
-        &format!("={CARGO_DEB_VERSION}"),
-        "--locked",
-    ]))
 }
 
 fn may_install() -> Result<bool> {

@@ -96,6 +96,40 @@ pub fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
+/// `cargo <subcommand>` at `version`, installed with `cargo install <krate> --locked` (and
+/// `extra` arguments) when missing or another version.
+pub fn ensure_cargo_tool(
+    subcommand: &str,
+    krate: &str,
+    version: &str,
+    extra: &[&str],
+) -> Result<()> {
+    let installed = Command::new(crate::cargo())
+        .args([subcommand, "--version"])
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .any(|word| word == version)
+        })
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    step(&format!(
+        "installing {krate} {version} (cargo install --locked)"
+    ));
+    run(Command::new(crate::cargo())
+        .args([
+            "install",
+            krate,
+            "--version",
+            &format!("={version}"),
+            "--locked",
+        ])
+        .args(extra))
+}
+
 /// Installs whichever of the packages are missing, with apt-get (as root).
 pub fn ensure_packages(for_tests: bool) -> Result<()> {
     if !Path::new("/usr/bin/dpkg-query").exists() {
