@@ -96,8 +96,9 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
-/// The rustls error somewhere in `error`'s chain: tokio-rustls wraps it in an `io::Error`,
-/// whose `source()` skips it, so each `io::Error` is looked into as well.
+/// The rustls error somewhere in `error`'s chain. tokio-rustls wraps it in an `io::Error`
+/// (itself wrapped in another by hyper's connector), and `io::Error::source()` skips the
+/// error it wraps, so each `io::Error` is looked into instead.
 pub(crate) fn tls_cause<'a>(
     error: &'a (dyn std::error::Error + 'static),
 ) -> Option<&'a rustls::Error> {
@@ -106,14 +107,13 @@ pub(crate) fn tls_cause<'a>(
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
         }
-        let wrapped = e
+        next = match e
             .downcast_ref::<std::io::Error>()
             .and_then(std::io::Error::get_ref)
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>());
-        if wrapped.is_some() {
-            return wrapped;
-        }
-        next = e.source();
+        {
+            Some(wrapped) => Some(wrapped as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

@@ -48,13 +48,13 @@ pub mod tls;
 use std::{
     future::{Future, IntoFuture},
     net::SocketAddr,
-    pin::Pin,
     sync::Arc,
     time::Duration,
 };
 
 use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, response::IntoResponse, serve::ListenerExt, Router};
+use futures::future::BoxFuture;
 use redis::aio::ConnectionManagerConfig;
 use sqlx::{
     postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
@@ -286,7 +286,7 @@ pub async fn serve(
     let tls = state.settings.tls.clone();
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let until = stop.clone().cancelled_owned();
-    let served: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match &tls {
+    let served: BoxFuture<'static, std::io::Result<()>> = match &tls {
         None => Box::pin(
             axum::serve(listener, app)
                 .with_graceful_shutdown(until)

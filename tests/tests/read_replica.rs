@@ -63,7 +63,7 @@ async fn reads_go_through_the_read_url_and_writes_to_the_primary() {
     // Writes (registration, a group, messages) work: none went to the read-only role.
     let ada = app.user("ada").await;
     let bob = app.user("bob").await;
-    app.befriend(&ada, &bob).await;
+    // Befriends them, then makes the group.
     let group = app.group_with(&ada, &[&bob]).await;
     for text in ["one", "two", "three"] {
         app.send(&ada, group, text).await;

@@ -101,13 +101,16 @@ async fn delivered_without_reconnecting(gw: &mut Gateway, content: &str) {
     .await;
 }
 
-/// The certificate a new `wss://` connection to `addr` is served (DER).
+/// The certificate a new `wss://` connection to `addr` is served (DER). Without session
+/// resumption: a resumed session shows the certificate of the session it resumes.
 async fn served_certificate(addr: &str, tls: &Tls) -> Vec<u8> {
+    let mut config = rustls::ClientConfig::clone(&tls.config());
+    config.resumption = rustls::client::Resumption::disabled();
     let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
         format!("wss://{addr}/api/gateway"),
         None,
         false,
-        Some(Connector::Rustls(tls.config())),
+        Some(Connector::Rustls(Arc::new(config))),
     )
     .await
     .expect("a wss connection trusting the CA");
