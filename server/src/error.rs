@@ -183,6 +183,15 @@ impl From<redis::RedisError> for ApiError {
     }
 }
 
+impl From<crate::domain::values::Invalid> for ApiError {
+    fn from(e: crate::domain::values::Invalid) -> Self {
+        Self::Validation {
+            field: e.field,
+            message: e.message,
+        }
+    }
+}
+
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         Self::InvalidParameter(rejection.body_text())

@@ -131,8 +131,8 @@ pub async fn run(settings: Settings, cmd: UserCommand) -> anyhow::Result<()> {
 }
 
 /// The error as an operator reads it: which value is wrong and why, or the cause chain.
-fn explain(e: ApiError) -> anyhow::Error {
-    match e {
+fn explain(e: impl Into<ApiError>) -> anyhow::Error {
+    match e.into() {
         ApiError::Validation { field, message } => anyhow!("{field}: {message}"),
         ApiError::Internal(cause) => cause,
         other => anyhow!("{other}"),

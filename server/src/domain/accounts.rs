@@ -4,14 +4,12 @@ use protocol::{auth::LoginResponse, users::User};
 
 use crate::{
     domain::{
-        admin,
-        users::{UserRow, FRIEND_CODE_ATTEMPTS},
+        users::{fetch_user, UserRow, FRIEND_CODE_ATTEMPTS},
         DisplayName, Email, FriendCode, LoginName, Password, Username,
     },
     error::{violated_constraint, ApiError, ApiResult},
     rate_limit,
     state::AppState,
-    user_columns,
 };
 
 /// What registration needs, validated.
@@ -27,17 +25,19 @@ pub struct Registration {
 pub async fn register(state: &AppState, new: Registration) -> ApiResult<User> {
     let hash = state.passwords.hash(new.password.expose()).await?;
     for _ in 0..FRIEND_CODE_ATTEMPTS {
-        let inserted = sqlx::query_as::<_, UserRow>(concat!(
+        let friend_code = FriendCode::random();
+        let inserted = sqlx::query_as!(
+            UserRow,
             "insert into users (username, email, password_hash, friend_code, display_name)
              values ($1, $2, $3, $4, $5)
-             returning ",
-            user_columns!()
-        ))
-        .bind(new.username.as_str())
-        .bind(new.email.as_str())
-        .bind(&hash)
-        .bind(FriendCode::random().as_str())
-        .bind(new.display_name.as_ref().map(DisplayName::as_str))
+             returning user_id, username, email, display_name, profile_pic, friend_code, status,
+                       last_seen, created_at, updated_at",
+            new.username.as_str(),
+            new.email.as_str(),
+            hash.as_str(),
+            friend_code.as_str(),
+            new.display_name.as_ref().map(DisplayName::as_str)
+        )
         .fetch_one(&state.db)
         .await;
         match inserted {
@@ -68,11 +68,11 @@ pub async fn register(state: &AppState, new: Registration) -> ApiResult<User> {
     )))
 }
 
-#[derive(sqlx::FromRow)]
+/// The account a login names, and what its password must match.
 struct LoginRow {
+    user_id: i64,
     password_hash: String,
-    #[sqlx(flatten)]
-    user: UserRow,
+    disabled: bool,
 }
 
 /// A login attempt as it arrived.
@@ -103,30 +103,32 @@ pub async fn login(state: &AppState, creds: Credentials<'_>) -> ApiResult<LoginR
     let account_key = state.keys.login_failures(login.as_str(), &ip);
     rate_limit::check(&state.redis, &account_key, settings.login_account_limit).await?;
 
-    let query = if login.is_email() {
-        concat!(
-            "select password_hash, ",
-            user_columns!(),
-            " from users where lower(email) = $1"
+    let row = if login.is_email() {
+        sqlx::query_as!(
+            LoginRow,
+            r#"select user_id, password_hash, disabled_at is not null as "disabled!"
+                 from users where lower(email) = $1"#,
+            login.as_str()
         )
-    } else {
-        concat!(
-            "select password_hash, ",
-            user_columns!(),
-            " from users where username = $1"
-        )
-    };
-    let row: Option<LoginRow> = sqlx::query_as(query)
-        .bind(login.as_str())
         .fetch_optional(&state.db)
-        .await?;
-    let (hash, user) = match row {
-        Some(r) => (Some(r.password_hash), Some(r.user)),
+        .await?
+    } else {
+        sqlx::query_as!(
+            LoginRow,
+            r#"select user_id, password_hash, disabled_at is not null as "disabled!"
+                 from users where username = $1"#,
+            login.as_str()
+        )
+        .fetch_optional(&state.db)
+        .await?
+    };
+    let (hash, account) = match row {
+        Some(r) => (Some(r.password_hash), Some((r.user_id, r.disabled))),
         None => (None, None),
     };
     let verified = state.passwords.verify(creds.password, hash).await?;
-    let user = match user {
-        Some(user) if verified => user,
+    let (user_id, disabled) = match account {
+        Some(account) if verified => account,
         _ => {
             crate::metrics::login_failure();
             rate_limit::record(&state.redis, &account_key, settings.login_window_secs).await?;
@@ -134,9 +136,14 @@ pub async fn login(state: &AppState, creds: Credentials<'_>) -> ApiResult<LoginR
         }
     };
     // Only after the password matched: nobody learns an account is disabled but its owner.
-    if admin::is_disabled(&state.db, user.user_id).await? {
+    if disabled {
         return Err(ApiError::AccountDisabled);
     }
+    // An account deleted since the lookup is as unknown as any other.
+    let user = fetch_user(&state.db, user_id).await.map_err(|e| match e {
+        ApiError::Unauthorized => ApiError::InvalidCredentials,
+        other => other,
+    })?;
     rate_limit::reset(&state.redis, &account_key).await?;
     let token = state
         .sessions
@@ -145,7 +152,7 @@ pub async fn login(state: &AppState, creds: Credentials<'_>) -> ApiResult<LoginR
     tracing::info!(user_id = user.user_id, client_ip = %ip, "logged in");
     Ok(LoginResponse {
         token,
-        user: user.into(),
+        user,
         expires_at: state.sessions.expires_at(),
     })
 }

@@ -34,17 +34,6 @@ pub async fn list(db: impl PgExecutor<'_>) -> ApiResult<Vec<Account>> {
     .await?)
 }
 
-/// Whether an operator disabled the account.
-pub async fn is_disabled(db: impl PgExecutor<'_>, user_id: UserId) -> ApiResult<bool> {
-    let disabled = sqlx::query_scalar!(
-        r#"select disabled_at is not null as "disabled!" from users where user_id = $1"#,
-        user_id
-    )
-    .fetch_optional(db)
-    .await?;
-    Ok(disabled.unwrap_or(true))
-}
-
 /// Disables (`true`) or enables the account; disabling ends every session of it. Returns the
 /// user's id; 404 for an unknown username.
 pub async fn set_disabled(

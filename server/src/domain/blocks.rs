@@ -5,33 +5,31 @@
 use protocol::{friends::Friend, gateway::Event, UserId};
 
 use super::{
-    friends::{list, other_user, publish_pair, strangers},
-    relation::{insert_or_lock, lock_pair, pair, Relation},
+    friends::{other_user, publish_pair, strangers, FriendRow},
+    relation::{insert_or_lock, lock_pair, on_pair, Relation},
 };
 use crate::{
     error::{ApiError, ApiResult},
-    public_user_columns,
     state::AppState,
 };
 
 /// Users I block, most recent first.
 pub async fn list_blocked(state: &AppState, me: UserId) -> ApiResult<Vec<Friend>> {
-    let blocked = list(
-        &state.db,
-        concat!(
-            "select ",
-            public_user_columns!(),
-            ", f.since from (
-                 select user_id_2 as other, updated_at as since from friendships
-                  where user_id_1 = $1 and status = 'blocked'
-                 union all
-                 select user_id_1, updated_at from friendships
-                  where user_id_2 = $1 and status = 'blocked' and user_2_blocked
-             ) f join users u on u.user_id = f.other
-             order by f.since desc"
-        ),
-        me,
+    let blocked = sqlx::query_as!(
+        FriendRow,
+        r#"select u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen,
+                  f.since as "since!"
+             from (select user_id_2 as other, updated_at as since from friendships
+                    where user_id_1 = $1 and status = 'blocked'
+                   union all
+                   select user_id_1, updated_at from friendships
+                    where user_id_2 = $1 and status = 'blocked' and user_2_blocked
+                  ) f
+             join users u on u.user_id = f.other
+            order by f.since desc"#,
+        me
     )
+    .fetch_all(&state.db)
     .await?;
     Ok(strangers(blocked))
 }
@@ -43,32 +41,46 @@ pub async fn block(state: &AppState, me: UserId, other: UserId) -> ApiResult<()>
     let mut tx = state.db.begin().await?;
     let (_, row) = insert_or_lock(&mut tx, me, other, "blocked").await?;
     let relation = Relation::of(row.as_ref(), me);
-    let query = match relation {
+    match relation {
         // Just inserted (or already blocked by me): nothing more to do.
-        Relation::IBlocked => None,
+        Relation::IBlocked => {}
         // Only if the row kept vanishing under concurrent deletes: see insert_or_lock.
         Relation::None => return Err(ApiError::Unavailable),
-        Relation::BlockedByThem => Some(concat!(
-            "update friendships set user_2_blocked = true, blocked_request_at = null where ",
-            pair!()
-        )),
-        // Their request stays visible to them as pending, as if I had never seen it.
-        Relation::Incoming => Some(concat!(
-            "update friendships set user_id_1 = $1, user_id_2 = $2, status = 'blocked',
-                 blocked_request_at = created_at where ",
-            pair!()
-        )),
-        Relation::Outgoing | Relation::Friends => Some(concat!(
-            "update friendships set user_id_1 = $1, user_id_2 = $2, status = 'blocked' where ",
-            pair!()
-        )),
-    };
-    if let Some(query) = query {
-        sqlx::query(query)
-            .bind(me)
-            .bind(other)
+        Relation::BlockedByThem => {
+            on_pair!(
+                query,
+                "update friendships set user_2_blocked = true, blocked_request_at = null where ",
+                "",
+                me,
+                other
+            )
             .execute(&mut *tx)
             .await?;
+        }
+        // Their request stays visible to them as pending, as if I had never seen it.
+        Relation::Incoming => {
+            on_pair!(
+                query,
+                "update friendships set user_id_1 = $1, user_id_2 = $2, status = 'blocked',
+                     blocked_request_at = created_at where ",
+                "",
+                me,
+                other
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
+        Relation::Outgoing | Relation::Friends => {
+            on_pair!(
+                query,
+                "update friendships set user_id_1 = $1, user_id_2 = $2, status = 'blocked' where ",
+                "",
+                me,
+                other
+            )
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     tx.commit().await?;
     match relation {
@@ -104,23 +116,37 @@ pub async fn unblock(state: &AppState, me: UserId, other: UserId) -> ApiResult<(
     let Some(row) = row else {
         return Err(ApiError::NotFound("block"));
     };
-    let query = match (row.user_id_1 == me, row.user_2_blocked) {
-        (true, false) => concat!("delete from friendships where ", pair!()),
+    let done = match (row.user_id_1 == me, row.user_2_blocked) {
+        (true, false) => {
+            on_pair!(query, "delete from friendships where ", "", me, other)
+                .execute(&mut *tx)
+                .await
+        }
         // Mutual: the row becomes their block of me alone.
-        (true, true) => concat!(
+        (true, true) => {
+            on_pair!(
+            query,
             "update friendships set user_id_1 = $2, user_id_2 = $1, user_2_blocked = false where ",
-            pair!()
-        ),
-        (false, _) => concat!(
-            "update friendships set user_2_blocked = false where ",
-            pair!()
-        ),
+            "",
+            me,
+            other
+        )
+            .execute(&mut *tx)
+            .await
+        }
+        (false, _) => {
+            on_pair!(
+                query,
+                "update friendships set user_2_blocked = false where ",
+                "",
+                me,
+                other
+            )
+            .execute(&mut *tx)
+            .await
+        }
     };
-    sqlx::query(query)
-        .bind(me)
-        .bind(other)
-        .execute(&mut *tx)
-        .await?;
+    done?;
     tx.commit().await?;
     Ok(())
 }

@@ -16,26 +16,25 @@ use protocol::{
 };
 use sqlx::{PgConnection, PgExecutor};
 
-use super::relation::{insert_or_lock, lock_pair, pair, Relation};
+use super::relation::{insert_or_lock, lock_pair, on_pair, Relation};
 use crate::{
     domain::{
-        users::{apply_presence, as_stranger, fetch_public_user, PublicUserRow},
+        users::{apply_presence, as_stranger, fetch_public_user, public_user_row, PublicUserRow},
         FriendCode, Username,
     },
     error::{ApiError, ApiResult},
-    public_user_columns,
     state::AppState,
 };
 
 /// True when `a` and `b` are friends (accepted), which also means neither blocks the other.
 pub async fn are_friends(db: impl PgExecutor<'_>, a: UserId, b: UserId) -> ApiResult<bool> {
-    Ok(sqlx::query_scalar::<_, bool>(concat!(
+    Ok(on_pair!(
+        query_scalar,
         "select exists (select 1 from friendships where ",
-        pair!(),
-        " and status = 'accepted')"
-    ))
-    .bind(a)
-    .bind(b)
+        " and status = 'accepted') as \"friends!\"",
+        a,
+        b
+    )
     .fetch_one(db)
     .await?)
 }
@@ -75,94 +74,90 @@ async fn seen_by_me(
     Ok(user)
 }
 
-#[derive(sqlx::FromRow)]
-struct FriendRow {
-    #[sqlx(flatten)]
-    user: PublicUserRow,
-    since: DateTime<Utc>,
+/// Another user and when our relation began, as the friend, request and block lists read
+/// them (`query_as!` fills flat rows only).
+pub(super) struct FriendRow {
+    pub user_id: i64,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub profile_pic: Option<String>,
+    pub status: String,
+    pub last_seen: Option<DateTime<Utc>>,
+    pub since: DateTime<Utc>,
 }
 
 impl From<FriendRow> for Friend {
     fn from(r: FriendRow) -> Self {
+        let user = public_user_row!(r);
         Self {
-            user: r.user.into(),
+            user: user.into(),
             since: r.since,
         }
     }
 }
 
 /// Users who are not (or not yet) friends see no presence of each other.
-pub(super) fn strangers(list: Vec<Friend>) -> Vec<Friend> {
-    list.into_iter()
-        .map(|f| Friend {
-            user: as_stranger(f.user),
-            since: f.since,
+pub(super) fn strangers(rows: Vec<FriendRow>) -> Vec<Friend> {
+    rows.into_iter()
+        .map(|row| {
+            let f = Friend::from(row);
+            Friend {
+                user: as_stranger(f.user),
+                since: f.since,
+            }
         })
         .collect()
 }
 
-/// Runs a query listing users with a `since`, bound to `me`.
-pub(super) async fn list(
-    db: &sqlx::PgPool,
-    query: &'static str,
-    me: UserId,
-) -> ApiResult<Vec<Friend>> {
-    let rows: Vec<FriendRow> = sqlx::query_as(query).bind(me).fetch_all(db).await?;
-    Ok(rows.into_iter().map(Friend::from).collect())
-}
-
 /// My friends, by name, with their presence.
 pub async fn list_friends(state: &AppState, me: UserId) -> ApiResult<Vec<Friend>> {
-    let mut friends = list(
-        &state.db,
-        concat!(
-            "select ",
-            public_user_columns!(),
-            ", f.updated_at as since
-             from friendships f
-             join users u on u.user_id = case when f.user_id_1 = $1 then f.user_id_2 else f.user_id_1 end
-             where (f.user_id_1 = $1 or f.user_id_2 = $1) and f.status = 'accepted'
-             order by lower(coalesce(u.display_name, u.username)), u.user_id"
-        ),
-        me,
+    let rows = sqlx::query_as!(
+        FriendRow,
+        "select u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen,
+                f.updated_at as since
+           from friendships f
+           join users u
+             on u.user_id = case when f.user_id_1 = $1 then f.user_id_2 else f.user_id_1 end
+          where (f.user_id_1 = $1 or f.user_id_2 = $1) and f.status = 'accepted'
+          order by lower(coalesce(u.display_name, u.username)), u.user_id",
+        me
     )
+    .fetch_all(&state.db)
     .await?;
+    let mut friends: Vec<Friend> = rows.into_iter().map(Friend::from).collect();
     apply_presence(state, friends.iter_mut().map(|f| &mut f.user)).await?;
     Ok(friends)
 }
 
 /// Requests sent to me and by me, newest first.
 pub async fn list_requests(state: &AppState, me: UserId) -> ApiResult<FriendRequests> {
-    let incoming = list(
-        &state.db,
-        concat!(
-            "select ",
-            public_user_columns!(),
-            ", f.created_at as since
-             from friendships f join users u on u.user_id = f.user_id_1
-             where f.user_id_2 = $1 and f.status = 'pending'
-             order by f.created_at desc"
-        ),
-        me,
+    let incoming = sqlx::query_as!(
+        FriendRow,
+        "select u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen,
+                f.created_at as since
+           from friendships f join users u on u.user_id = f.user_id_1
+          where f.user_id_2 = $1 and f.status = 'pending'
+          order by f.created_at desc",
+        me
     )
+    .fetch_all(&state.db)
     .await?;
     // A request to someone who blocked me shows as pending, like any other.
-    let outgoing = list(
-        &state.db,
-        concat!(
-            "select ",
-            public_user_columns!(),
-            ", f.since from (
-                 select user_id_2 as other, created_at as since from friendships
-                  where user_id_1 = $1 and status = 'pending'
-                 union all
-                 select user_id_1, blocked_request_at from friendships
-                  where user_id_2 = $1 and status = 'blocked' and blocked_request_at is not null
-             ) f join users u on u.user_id = f.other
-             order by f.since desc"
-        ),
-        me,
+    let outgoing = sqlx::query_as!(
+        FriendRow,
+        r#"select u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen,
+                  f.since as "since!"
+             from (select user_id_2 as other, created_at as since from friendships
+                    where user_id_1 = $1 and status = 'pending'
+                   union all
+                   select user_id_1, blocked_request_at from friendships
+                    where user_id_2 = $1 and status = 'blocked' and blocked_request_at is not null
+                  ) f
+             join users u on u.user_id = f.other
+            order by f.since desc"#,
+        me
     )
+    .fetch_all(&state.db)
     .await?;
     Ok(FriendRequests {
         incoming: strangers(incoming),
@@ -178,24 +173,24 @@ pub enum RequestTarget {
 }
 
 async fn find_target(db: &sqlx::PgPool, target: &RequestTarget) -> ApiResult<PublicUser> {
-    let row: Option<PublicUserRow> = match target {
+    let row = match target {
         RequestTarget::FriendCode(code) => {
-            sqlx::query_as(concat!(
-                "select ",
-                public_user_columns!(),
-                " from users u where u.friend_code = $1"
-            ))
-            .bind(code.as_str())
+            sqlx::query_as!(
+                PublicUserRow,
+                "select u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen
+                   from users u where u.friend_code = $1",
+                code.as_str()
+            )
             .fetch_optional(db)
             .await?
         }
         RequestTarget::Username(name) => {
-            sqlx::query_as(concat!(
-                "select ",
-                public_user_columns!(),
-                " from users u where u.username = $1"
-            ))
-            .bind(name.as_str())
+            sqlx::query_as!(
+                PublicUserRow,
+                "select u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen
+                   from users u where u.username = $1",
+                name.as_str()
+            )
             .fetch_optional(db)
             .await?
         }
@@ -227,12 +222,13 @@ pub async fn send_request(
         Relation::Outgoing | Relation::BlockedByThem => FriendRequestState::Pending,
         Relation::Friends => FriendRequestState::Friends,
         Relation::Incoming => {
-            sqlx::query(concat!(
+            on_pair!(
+                query,
                 "update friendships set status = 'accepted' where ",
-                pair!()
-            ))
-            .bind(me)
-            .bind(target.user_id)
+                "",
+                me,
+                target.user_id
+            )
             .execute(&mut *tx)
             .await?;
             FriendRequestState::Friends
@@ -247,12 +243,13 @@ pub async fn send_request(
         Relation::None => return Err(ApiError::Unavailable),
     };
     if relation == Relation::BlockedByThem {
-        sqlx::query(concat!(
+        on_pair!(
+            query,
             "update friendships set blocked_request_at = coalesce(blocked_request_at, now()) where ",
-            pair!()
-        ))
-        .bind(me)
-        .bind(target.user_id)
+            "",
+            me,
+            target.user_id
+        )
         .execute(&mut *tx)
         .await?;
     }
@@ -289,9 +286,7 @@ pub async fn cancel_request(state: &AppState, me: UserId, other: UserId) -> ApiR
     let row = lock_pair(&mut tx, me, other).await?;
     match Relation::of(row.as_ref(), me) {
         Relation::Outgoing => {
-            sqlx::query(concat!("delete from friendships where ", pair!()))
-                .bind(me)
-                .bind(other)
+            on_pair!(query, "delete from friendships where ", "", me, other)
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
@@ -301,12 +296,13 @@ pub async fn cancel_request(state: &AppState, me: UserId, other: UserId) -> ApiR
             .await;
         }
         Relation::BlockedByThem if had_hidden_request(&mut tx, me, other).await? => {
-            sqlx::query(concat!(
+            on_pair!(
+                query,
                 "update friendships set blocked_request_at = null where ",
-                pair!()
-            ))
-            .bind(me)
-            .bind(other)
+                "",
+                me,
+                other
+            )
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -321,12 +317,13 @@ pub async fn cancel_request(state: &AppState, me: UserId, other: UserId) -> ApiR
 }
 
 async fn had_hidden_request(tx: &mut PgConnection, me: UserId, other: UserId) -> ApiResult<bool> {
-    Ok(sqlx::query_scalar::<_, bool>(concat!(
-        "select blocked_request_at is not null from friendships where ",
-        pair!()
-    ))
-    .bind(me)
-    .bind(other)
+    Ok(on_pair!(
+        query_scalar,
+        "select blocked_request_at is not null as \"hidden!\" from friendships where ",
+        "",
+        me,
+        other
+    )
     .fetch_optional(tx)
     .await?
     .unwrap_or(false))
@@ -335,13 +332,13 @@ async fn had_hidden_request(tx: &mut PgConnection, me: UserId, other: UserId) ->
 /// Accepts `other`'s pending request to me: we become friends. 404 if there is none.
 pub async fn accept_request(state: &AppState, me: UserId, other: UserId) -> ApiResult<Friend> {
     let user = seen_by_me(state, other_user(&state.db, me, other).await?, true).await?;
-    let since: Option<DateTime<Utc>> = sqlx::query_scalar(
+    let since = sqlx::query_scalar!(
         "update friendships set status = 'accepted'
          where user_id_1 = $1 and user_id_2 = $2 and status = 'pending'
          returning updated_at",
+        other,
+        me
     )
-    .bind(other)
-    .bind(me)
     .fetch_optional(&state.db)
     .await?;
     let since = since.ok_or(ApiError::NotFound("friend request"))?;
@@ -368,11 +365,11 @@ async fn befriended(state: &AppState, a: PublicUser, b: PublicUser) {
 
 /// Declines `other`'s pending request to me. 404 if there is none.
 pub async fn decline_request(state: &AppState, me: UserId, other: UserId) -> ApiResult<()> {
-    let deleted = sqlx::query(
+    let deleted = sqlx::query!(
         "delete from friendships where user_id_1 = $1 and user_id_2 = $2 and status = 'pending'",
+        other,
+        me
     )
-    .bind(other)
-    .bind(me)
     .execute(&state.db)
     .await?;
     if deleted.rows_affected() == 0 {
@@ -387,13 +384,13 @@ pub async fn decline_request(state: &AppState, me: UserId, other: UserId) -> Api
 
 /// Ends a friendship. 404 if we are not friends.
 pub async fn remove_friend(state: &AppState, me: UserId, other: UserId) -> ApiResult<()> {
-    let deleted = sqlx::query(concat!(
+    let deleted = on_pair!(
+        query,
         "delete from friendships where ",
-        pair!(),
-        " and status = 'accepted'"
-    ))
-    .bind(me)
-    .bind(other)
+        " and status = 'accepted'",
+        me,
+        other
+    )
     .execute(&state.db)
     .await?;
     if deleted.rows_affected() == 0 {

@@ -24,7 +24,7 @@ use crate::{
     domain::{
         friends::are_friends,
         members::insert_member,
-        users::{apply_presence, fetch_public_user, PublicUserRow},
+        users::{apply_presence, fetch_public_user, public_user_row, PublicUserRow},
         Description, GroupName,
     },
     error::{ApiError, ApiResult},
@@ -141,14 +141,7 @@ pub(super) struct MemberRow {
 
 impl From<MemberRow> for Member {
     fn from(r: MemberRow) -> Self {
-        let user = PublicUserRow {
-            user_id: r.user_id,
-            username: r.username,
-            display_name: r.display_name,
-            profile_pic: r.profile_pic,
-            status: r.status,
-            last_seen: r.last_seen,
-        };
+        let user = public_user_row!(r);
         Self {
             user: user.into(),
             role: role_of(&r.role),

@@ -11,16 +11,26 @@ use sqlx::PgConnection;
 
 use crate::error::ApiResult;
 
-/// Matches the row of the unordered pair ($1, $2) through `friendships_pair_key`.
-macro_rules! pair {
-    () => {
-        "least(user_id_1, user_id_2) = least($1::bigint, $2::bigint) \
-         and greatest(user_id_1, user_id_2) = greatest($1::bigint, $2::bigint)"
+/// A query on the row of the unordered pair (`$1`, `$2`), matched through
+/// `friendships_pair_key`: `$before`, the pair's condition, then `$after`, given to the
+/// `sqlx` macro `$kind` (`query`, `query_scalar`, or `query_as` with its row type). The
+/// condition is written only here, and every such query is still one literal that the
+/// compiler checks against the schema.
+macro_rules! on_pair {
+    ($kind:ident $(($row:path))?, $before:literal, $after:literal, $me:expr, $other:expr $(,)?) => {
+        sqlx::$kind!(
+            $($row,)?
+            $before
+                + "least(user_id_1, user_id_2) = least($1::bigint, $2::bigint) \
+                   and greatest(user_id_1, user_id_2) = greatest($1::bigint, $2::bigint)"
+                + $after,
+            $me,
+            $other
+        )
     };
 }
-pub(super) use pair;
+pub(super) use on_pair;
 
-#[derive(sqlx::FromRow)]
 pub(super) struct PairRow {
     pub user_id_1: i64,
     pub status: String,
@@ -64,13 +74,13 @@ pub(super) async fn lock_pair(
     me: UserId,
     other: UserId,
 ) -> ApiResult<Option<PairRow>> {
-    Ok(sqlx::query_as(concat!(
+    Ok(on_pair!(
+        query_as(PairRow),
         "select user_id_1, status, user_2_blocked, created_at from friendships where ",
-        pair!(),
-        " for update"
-    ))
-    .bind(me)
-    .bind(other)
+        " for update",
+        me,
+        other
+    )
     .fetch_optional(tx)
     .await?)
 }
@@ -87,13 +97,13 @@ pub(super) async fn insert_or_lock(
     const ATTEMPTS: usize = 3;
     let mut result = (false, None);
     for _ in 0..ATTEMPTS {
-        let inserted = sqlx::query_scalar::<_, bool>(
-            "insert into friendships (user_id_1, user_id_2, status) values ($1, $2, $3)
-             on conflict do nothing returning true",
+        let inserted = sqlx::query_scalar!(
+            r#"insert into friendships (user_id_1, user_id_2, status) values ($1, $2, $3)
+               on conflict do nothing returning true as "inserted!""#,
+            me,
+            other,
+            status
         )
-        .bind(me)
-        .bind(other)
-        .bind(status)
         .fetch_optional(&mut *tx)
         .await?
         .is_some();

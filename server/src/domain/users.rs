@@ -20,17 +20,7 @@ use crate::{
 /// `values::FRIEND_CODE_ALPHABET`).
 pub const FRIEND_CODE_ATTEMPTS: usize = 5;
 
-/// The columns of `users` a [`User`] is made of, as a literal so queries stay `&'static str`
-/// (built with `concat!`, never from runtime values).
-#[macro_export]
-macro_rules! user_columns {
-    () => {
-        "user_id, username, email, display_name, profile_pic, friend_code, status, last_seen, \
-         created_at, updated_at"
-    };
-}
-
-#[derive(sqlx::FromRow)]
+/// A `users` row as a [`User`] is made of it.
 pub struct UserRow {
     pub user_id: i64,
     pub username: String,
@@ -62,15 +52,8 @@ impl From<UserRow> for User {
     }
 }
 
-/// The columns of `users u` a [`PublicUser`] is made of (see [`user_columns!`]).
-#[macro_export]
-macro_rules! public_user_columns {
-    () => {
-        "u.user_id, u.username, u.display_name, u.profile_pic, u.status, u.last_seen"
-    };
-}
-
-#[derive(sqlx::FromRow, serde::Deserialize)]
+/// A `users` row as others see it.
+#[derive(serde::Deserialize)]
 pub struct PublicUserRow {
     pub user_id: i64,
     pub username: String,
@@ -79,6 +62,22 @@ pub struct PublicUserRow {
     pub status: String,
     pub last_seen: Option<DateTime<Utc>>,
 }
+
+/// The [`PublicUserRow`] inside a flat row that selected the public columns of `users`
+/// next to others (`query_as!` fills flat rows only).
+macro_rules! public_user_row {
+    ($row:ident) => {
+        $crate::domain::users::PublicUserRow {
+            user_id: $row.user_id,
+            username: $row.username,
+            display_name: $row.display_name,
+            profile_pic: $row.profile_pic,
+            status: $row.status,
+            last_seen: $row.last_seen,
+        }
+    };
+}
+pub(crate) use public_user_row;
 
 impl From<PublicUserRow> for PublicUser {
     fn from(r: PublicUserRow) -> Self {

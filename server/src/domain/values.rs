@@ -1,10 +1,35 @@
 //! Validated values. A value of one of these types has passed its rule, so code past the
 //! edge never re-checks it (and the database's CHECK constraints say the same rules again).
+//!
+//! This module depends on nothing else of the server (the API turns an [`Invalid`] into its
+//! 422 `validation_failed`), so the fuzz targets (`fuzz/`) build it on its own.
 
 use rand::Rng;
 use unicode_properties::{GeneralCategory, UnicodeEmoji, UnicodeGeneralCategory};
 
-use crate::error::ApiError;
+/// A value that breaks its rule: the field it came in, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for Invalid {}
 
 /// 3–32 characters of `a-z 0-9 _ .`, lower-cased on the way in so that uniqueness does not
 /// depend on case.
@@ -12,11 +37,11 @@ use crate::error::ApiError;
 pub struct Username(String);
 
 impl Username {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let s = raw.trim().to_lowercase();
         let len = s.chars().count();
         if !(3..=32).contains(&len) {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "username",
                 "username must be 3 to 32 characters",
             ));
@@ -25,7 +50,7 @@ impl Username {
             .chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.')
         {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "username",
                 "username may contain only letters a-z, digits, '_' and '.'",
             ));
@@ -45,9 +70,9 @@ impl Username {
 pub struct Email(String);
 
 impl Email {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let s = raw.trim();
-        let invalid = || ApiError::validation("email", "email is not a valid address");
+        let invalid = || Invalid::new("email", "email is not a valid address");
         if s.is_empty() || s.len() > 254 || s.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(invalid());
         }
@@ -82,10 +107,10 @@ impl Email {
 pub struct LoginName(String);
 
 impl LoginName {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let s = raw.trim().to_lowercase();
         if s.chars().count() > 254 || s.chars().any(char::is_control) {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "login",
                 "login must be a username or an email of at most 254 characters",
             ));
@@ -108,10 +133,10 @@ impl LoginName {
 pub struct Password(String);
 
 impl Password {
-    pub fn parse(raw: String) -> Result<Self, ApiError> {
+    pub fn parse(raw: String) -> Result<Self, Invalid> {
         let len = raw.chars().count();
         if !(8..=128).contains(&len) {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "password",
                 "password must be 8 to 128 characters",
             ));
@@ -135,7 +160,7 @@ impl std::fmt::Debug for Password {
 pub struct DisplayName(String);
 
 impl DisplayName {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         single_line(raw, "display_name", 64).map(Self)
     }
 
@@ -148,23 +173,23 @@ impl DisplayName {
 /// invisible format characters (Unicode category Cf: bidi overrides like U+202E, zero-width
 /// spaces and joiners), which let a name pose as another. A zero-width joiner between two
 /// emoji (as in 👩‍💻) stays: it is how those emoji are written.
-fn single_line(raw: &str, field: &'static str, max: usize) -> Result<String, ApiError> {
+fn single_line(raw: &str, field: &'static str, max: usize) -> Result<String, Invalid> {
     let s = raw.trim();
     let len = s.chars().count();
     if !(1..=max).contains(&len) {
-        return Err(ApiError::validation(
+        return Err(Invalid::new(
             field,
             format!("{field} must be 1 to {max} characters"),
         ));
     }
     if s.chars().any(char::is_control) {
-        return Err(ApiError::validation(
+        return Err(Invalid::new(
             field,
             format!("{field} may not contain control characters"),
         ));
     }
     if has_invisible_format(s) {
-        return Err(ApiError::validation(
+        return Err(Invalid::new(
             field,
             format!("{field} may not contain invisible formatting characters"),
         ));
@@ -194,9 +219,9 @@ fn has_invisible_format(s: &str) -> bool {
 pub struct ProfilePicUrl(String);
 
 impl ProfilePicUrl {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let s = raw.trim();
-        let invalid = || ApiError::validation("profile_pic", "profile_pic must be an http(s) URL");
+        let invalid = || Invalid::new("profile_pic", "profile_pic must be an http(s) URL");
         let rest = s
             .strip_prefix("https://")
             .or_else(|| s.strip_prefix("http://"))
@@ -242,7 +267,7 @@ impl FriendCode {
     }
 
     /// Normalizes a typed friend code: case-insensitive, spaces and dashes ignored.
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let code: String = raw
             .chars()
             .filter(|c| !c.is_whitespace() && *c != '-')
@@ -250,7 +275,7 @@ impl FriendCode {
             .collect();
         if code.len() != FRIEND_CODE_LEN || !code.bytes().all(|b| FRIEND_CODE_ALPHABET.contains(&b))
         {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "friend_code",
                 "friend_code must be 8 characters like 7KQ4-M2XP",
             ));
@@ -276,18 +301,18 @@ pub struct MessageContent(String);
 impl MessageContent {
     pub const MAX_CHARS: usize = 4000;
 
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let s = raw.replace("\r\n", "\n");
         let s = s.trim();
         let len = s.chars().count();
         if !(1..=Self::MAX_CHARS).contains(&len) {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "content",
                 "content must be 1 to 4000 characters after trimming",
             ));
         }
         if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "content",
                 "content may not contain NUL or control characters other than newline and tab",
             ));
@@ -306,7 +331,7 @@ impl MessageContent {
 pub struct GroupName(String);
 
 impl GroupName {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         single_line(raw, "name", 100).map(Self)
     }
 
@@ -322,16 +347,16 @@ impl GroupName {
 pub struct Description(String);
 
 impl Description {
-    pub fn parse(raw: &str) -> Result<Option<Self>, ApiError> {
+    pub fn parse(raw: &str) -> Result<Option<Self>, Invalid> {
         let s = raw.trim();
         if s.chars().count() > 1000 {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "description",
                 "description must be at most 1000 characters",
             ));
         }
         if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "description",
                 "description may not contain control characters other than newline and tab",
             ));
@@ -350,10 +375,10 @@ impl Description {
 pub struct Nonce(String);
 
 impl Nonce {
-    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let len = raw.chars().count();
         if !(1..=64).contains(&len) || raw.chars().any(char::is_control) {
-            return Err(ApiError::validation(
+            return Err(Invalid::new(
                 "nonce",
                 "nonce must be 1 to 64 characters without control characters",
             ));
