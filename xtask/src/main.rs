@@ -9,11 +9,14 @@
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
 //! - `cargo xtask prepare` rewrites the offline query data (`.sqlx/`) after a query or a
 //!   migration changed; `test` fails while it is stale.
+//! - `cargo xtask fuzz [--seconds N] [target…]` runs the fuzz targets (`fuzz/`) longer than
+//!   `test` does (5 minutes each by default).
 //!
 //! `DATABASE_URL` and `REDIS_URL`, when set, are used as they are instead of the private
 //! services.
 
 mod desktop;
+mod fuzz;
 mod queries;
 mod services;
 mod system;
@@ -41,6 +44,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        "fuzz" => fuzz::command(&system::repo_root()?, rest),
         "prepare" => {
             let env = prepare(false)?;
             queries::prepare(&system::repo_root()?, env.var("DATABASE_URL")?)
@@ -52,12 +56,13 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <up|test|bench|services|prepare|stop>\n\
+                "usage: cargo xtask <up|test|bench|services|prepare|fuzz|stop>\n\
                  \n  up        start PostgreSQL + Redis under .data/ and run the server\
                  \n  test      start them and run every test (extra args go to the test runner)\
                  \n  bench     start them and run the benchmarks\
                  \n  services  start them and print DATABASE_URL / REDIS_URL\
                  \n  prepare   rewrite the offline query data (.sqlx/) from a migrated database\
+                 \n  fuzz      run the fuzz targets [--seconds N per target] [target…]\
                  \n  stop      stop the private PostgreSQL and Redis"
             );
             Ok(())
@@ -141,6 +146,7 @@ fn test(rest: &[String]) -> Result<()> {
     // First, as it is quick to fail: the build reads the schema from .sqlx/, which must
     // match the migrations and the queries.
     queries::check(&root, env.var("DATABASE_URL")?)?;
+    fuzz::run_targets(&root, fuzz::TARGETS, fuzz::TEST_SECONDS)?;
     // The desktop binary embeds ui/dist when compiled, so the UI is built before cargo
     // builds the workspace; its end-to-end tests drive that binary in Xvfb.
     desktop::install_ui(&root)?;
@@ -253,6 +259,36 @@ pub fn step(what: &str) {
 
 pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Installs the cargo subcommand `cargo <subcommand>` from crate `krate` at exactly
+/// `version` (`cargo install --locked`, with `extra` arguments) unless that version answers.
+pub fn ensure_cargo_tool(
+    subcommand: &str,
+    krate: &str,
+    version: &str,
+    extra: &[&str],
+) -> Result<()> {
+    let installed = Command::new(cargo())
+        .args([subcommand, "--version"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().ends_with(version))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    step(&format!(
+        "installing {krate} {version} (cargo install --locked)"
+    ));
+    run(Command::new(cargo())
+        .args([
+            "install",
+            krate,
+            "--version",
+            &format!("={version}"),
+            "--locked",
+        ])
+        .args(extra))
 }
 
 pub fn run(cmd: &mut Command) -> Result<()> {
