@@ -6,6 +6,8 @@
 //!   Xvfb, tauri-driver), then the UI's unit tests and every test of the workspace.
 //! - `cargo xtask bench` the same set-up, then the benchmarks (release build; the desktop
 //!   app's in the test build, like its end-to-end tests).
+//! - `cargo xtask soak [--minutes N] [--users N]` runs simulated users against two server
+//!   instances and reports lost or duplicated messages, latency and memory over time.
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
 //! - `cargo xtask prepare` rewrites the offline query data (`.sqlx/`) after a query or a
 //!   migration changed; `test` fails while it is stale.
@@ -37,6 +39,7 @@ fn main() -> Result<()> {
         "up" => up(rest),
         "test" => test(rest),
         "bench" => bench(rest),
+        "soak" => soak(rest),
         "services" => {
             let env = prepare(false)?;
             for (k, v) in &env.vars {
@@ -56,10 +59,11 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <up|test|bench|services|prepare|fuzz|stop>\n\
+                "usage: cargo xtask <up|test|bench|soak|services|prepare|fuzz|stop>\n\
                  \n  up        start PostgreSQL + Redis under .data/ and run the server\
                  \n  test      start them and run every test (extra args go to the test runner)\
                  \n  bench     start them and run the benchmarks\
+                 \n  soak      simulated users on two instances [--minutes N] [--users N] [--release]\
                  \n  services  start them and print DATABASE_URL / REDIS_URL\
                  \n  prepare   rewrite the offline query data (.sqlx/) from a migrated database\
                  \n  fuzz      run the fuzz targets [--seconds N per target] [target…]\
@@ -180,25 +184,8 @@ fn bench(args: &[String]) -> Result<()> {
     let run_voice = args.is_empty() || args.iter().any(|a| a == "voice");
     let run_desktop = args.is_empty() || args.iter().any(|a| a == "desktop");
     if args.is_empty() || !suites.is_empty() {
-        step("building the server and benchmarks (release)");
-        // The gateway suites run the server as its own process, found next to the bench.
-        let mut build = Command::new(cargo());
-        build.args([
-            "build",
-            "--release",
-            "-p",
-            "sohbet-server",
-            "-p",
-            "sohbet-tests",
-        ]);
-        build.args(["--bin", "sohbet-server", "--bin", "sohbet-bench"]);
-        run(&mut build)?;
+        let mut cmd = build_bench(true)?;
         step("running the server benchmarks");
-        let target = match std::env::var("CARGO_TARGET_DIR") {
-            Ok(dir) => std::path::PathBuf::from(dir),
-            Err(_) => system::repo_root()?.join("target"),
-        };
-        let mut cmd = Command::new(target.join("release").join("sohbet-bench"));
         cmd.args(suites);
         env.apply(&mut cmd);
         run(&mut cmd)?;
@@ -214,6 +201,40 @@ fn bench(args: &[String]) -> Result<()> {
         run(&mut cmd)?;
     }
     Ok(())
+}
+
+/// Builds `sohbet-bench` and the `sohbet-server` it runs as separate processes (found next
+/// to it), in release or in the tests' debug build; returns the command that runs it.
+fn build_bench(release: bool) -> Result<Command> {
+    let profile = if release { "release" } else { "debug" };
+    step(&format!("building the server and sohbet-bench ({profile})"));
+    let mut build = Command::new(cargo());
+    build.args(["build", "-p", "sohbet-server", "-p", "sohbet-tests"]);
+    build.args(["--bin", "sohbet-server", "--bin", "sohbet-bench"]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    let target = match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) => std::path::PathBuf::from(dir),
+        Err(_) => system::repo_root()?.join("target"),
+    };
+    Ok(Command::new(target.join(profile).join("sohbet-bench")))
+}
+
+/// `cargo xtask soak [--minutes N] [--users N] [--release]`: simulated users against two
+/// server instances (see `sohbet-bench soak`). The debug build by default: the soak looks
+/// for lost messages and growing memory, and the release build takes long on small
+/// machines.
+fn soak(args: &[String]) -> Result<()> {
+    let env = prepare(false)?;
+    let release = args.iter().any(|a| a == "--release");
+    let mut cmd = build_bench(release)?;
+    step("soaking two server instances");
+    cmd.arg("soak")
+        .args(args.iter().filter(|a| *a != "--release"));
+    env.apply(&mut cmd);
+    run(&mut cmd)
 }
 
 /// The desktop app's benchmark: the real app in Xvfb, built like the end-to-end tests.
