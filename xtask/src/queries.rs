@@ -89,31 +89,12 @@ fn workspace_sqlx_version(root: &Path) -> Result<String> {
 /// when CARGO_HOME is kept).
 fn ensure_cli(root: &Path) -> Result<()> {
     let version = workspace_sqlx_version(root)?;
-    let installed = Command::new(crate::cargo())
-        .args(["sqlx", "--version"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .ends_with(&version)
-        })
-        .unwrap_or(false);
-    if installed {
-        return Ok(());
-    }
-    step(&format!(
-        "installing sqlx-cli {version} (cargo install --locked)"
-    ));
-    run(Command::new(crate::cargo()).args([
-        "install",
+    crate::ensure_cargo_tool(
+        "sqlx",
         "sqlx-cli",
-        "--version",
-        &format!("={version}"),
-        "--locked",
-        "--no-default-features",
-        "--features",
-        "rustls,postgres",
-    ]))
+        &version,
+        &["--no-default-features", "--features", "rustls,postgres"],
+    )
 }
 
 #[cfg(test)]
