@@ -1,14 +1,15 @@
 //! The server's Debian package (`cargo deb`; metadata in `server/Cargo.toml`, unit and
-//! maintainer script in `server/debian/`), built and checked by `cargo xtask test` from the
-//! binary the tests just built (`--no-build --profile dev`: no second build):
+//! maintainer script in `server/debian/`), built and checked by `cargo xtask package` from
+//! the binary of the last test build (`--no-build --profile dev`: no second build). Not yet
+//! part of `cargo xtask test`: it has not run to completion on the project's machines.
 //!
 //! - always: its file list and control fields (`dpkg-deb`), its maintainer script, and its
 //!   systemd unit (`systemd-analyze verify`, and `security` under an exposure threshold);
-//! - where the machine may be changed (`CI` or `SOHBET_TEST_DPKG=1`, as root; `.ci/run` sets
-//!   it): installed with `dpkg -i`; the `sohbet` user, the config file's owner and mode,
-//!   `check-config`, and the installed binary run as `sohbet` against the test PostgreSQL
-//!   and Redis until `GET /api/health` answers and a SIGTERM stops it cleanly; then purged.
-//!   systemd is not PID 1 on the test machines, so the unit is verified, not started.
+//! - where the machine may be changed (`CI` or `SOHBET_TEST_DPKG=1`, as root): installed
+//!   with `dpkg -i`; the `sohbet` user, the config file's owner and mode, `check-config`,
+//!   and the installed binary run as `sohbet` against the test PostgreSQL and Redis until
+//!   `GET /api/health` answers and a SIGTERM stops it cleanly; then purged. systemd is not
+//!   PID 1 on the test machines, so the unit is verified, not started.
 
 use std::{
     path::{Path, PathBuf},
@@ -36,7 +37,7 @@ const CHECK_DB: &str = "sohbet_package_check";
 const EXPOSURE_THRESHOLD: &str = "20";
 
 pub fn test(root: &Path, env: &Prepared) -> Result<()> {
-    system::ensure_cargo_tool("deb", "cargo-deb", CARGO_DEB_VERSION, &[])?;
+    crate::ensure_cargo_tool("deb", "cargo-deb", CARGO_DEB_VERSION, &[])?;
     step("building the Debian package from the test build's binary (cargo deb --no-build)");
     let scratch = std::env::temp_dir().join(format!("sohbet-deb-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);

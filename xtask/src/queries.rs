@@ -11,7 +11,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{run, step, system};
+use crate::{run, step};
 
 /// The database the query data is checked against, recreated from the migrations each time.
 const CHECK_DB: &str = "sohbet_offline_queries";
@@ -94,7 +94,7 @@ fn workspace_sqlx_version(root: &Path) -> Result<String> {
 /// when CARGO_HOME is kept).
 fn ensure_cli(root: &Path) -> Result<()> {
     let version = workspace_sqlx_version(root)?;
-    system::ensure_cargo_tool(
+    crate::ensure_cargo_tool(
         "sqlx",
         "sqlx-cli",
         &version,

@@ -42,6 +42,8 @@ const TEST_PACKAGES: &[&str] = &[
     "espeak-ng",
     "sox",
     "python3-pip",
+    // schemathesis (the generated API tests) gets a virtualenv of its own.
+    "python3-venv",
     "chromium",
     // TURN relay for the calls tests (started per test on loopback).
     "coturn",
@@ -96,40 +98,6 @@ pub fn has_nextest() -> bool {
         .unwrap_or(false)
 }
 
-/// `cargo <subcommand>` at `version`, installed with `cargo install <krate> --locked` (and
-/// `extra` arguments) when missing or another version.
-pub fn ensure_cargo_tool(
-    subcommand: &str,
-    krate: &str,
-    version: &str,
-    extra: &[&str],
-) -> Result<()> {
-    let installed = Command::new(crate::cargo())
-        .args([subcommand, "--version"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split_whitespace()
-                .any(|word| word == version)
-        })
-        .unwrap_or(false);
-    if installed {
-        return Ok(());
-    }
-    step(&format!(
-        "installing {krate} {version} (cargo install --locked)"
-    ));
-    run(Command::new(crate::cargo())
-        .args([
-            "install",
-            krate,
-            "--version",
-            &format!("={version}"),
-            "--locked",
-        ])
-        .args(extra))
-}
-
 /// Installs whichever of the packages are missing, with apt-get (as root).
 pub fn ensure_packages(for_tests: bool) -> Result<()> {
     if !Path::new("/usr/bin/dpkg-query").exists() {
@@ -176,7 +144,8 @@ pub fn ensure_packages(for_tests: bool) -> Result<()> {
 
 /// Extra environment for tests: set up by scripts of the parts that need more than the
 /// databases. The voice engine's tests need Python and npm packages (setup-test-env.sh) and
-/// a virtual sound card (virtual-audio.sh, which prints the variables that reach it).
+/// a virtual sound card (virtual-audio.sh); the generated API tests need schemathesis
+/// (setup-schemathesis.sh). Each prints the variables that reach the tests.
 pub fn test_environment(root: &Path) -> Result<Vec<(String, String)>> {
     let mut vars = Vec::new();
     for (script, what) in [
@@ -187,6 +156,10 @@ pub fn test_environment(root: &Path) -> Result<Vec<(String, String)>> {
         (
             "voice/scripts/virtual-audio.sh",
             "virtual sound card (PipeWire null sink)",
+        ),
+        (
+            "tests/scripts/setup-schemathesis.sh",
+            "generated API tests (schemathesis, pinned, in .data/schemathesis)",
         ),
     ] {
         let path = root.join(script);

@@ -3,7 +3,11 @@
 
 use axum::{routing::get, Json, Router};
 use utoipa::{
-    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+    openapi::{
+        path::Operation,
+        security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+        Content, Ref, RefOr, ResponseBuilder,
+    },
     Modify, OpenApi,
 };
 use utoipa_axum::router::OpenApiRouter;
@@ -41,7 +45,7 @@ impl Modify for BearerAuth {
 /// The API router and its OpenAPI document, built from the same route list so the document
 /// cannot miss a route.
 pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::router())
         .merge(auth::router())
         .merge(users::router())
@@ -50,7 +54,74 @@ pub fn api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(messages::router())
         .merge(voice::router())
         .merge(crate::gateway::router())
-        .split_for_parts()
+        .split_for_parts();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            document_common_errors(operation);
+        }
+    }
+    (router, doc)
+}
+
+/// Adds to an operation the error answers that come from its shape rather than its
+/// handler, unless it documents them itself: a session token → 401; path or query
+/// parameters → 400; a JSON body → 400, 413, 415, 422; a session or a body (the stores are
+/// reached) → 503. Every one is an `ErrorBody`.
+fn document_common_errors(operation: &mut Operation) {
+    let secured = operation.security.is_some();
+    let has_parameters = operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let has_body = operation.request_body.is_some();
+    let mut errors: Vec<(&str, &str)> = Vec::new();
+    if secured {
+        errors.push(("401", "`unauthorized`: no valid session token"));
+    }
+    if has_parameters {
+        errors.push((
+            "400",
+            "`invalid_parameter`: a path or query parameter of the wrong form",
+        ));
+    }
+    if has_body {
+        errors.extend([
+            ("400", "`malformed_json`: the body is not JSON"),
+            ("413", "`payload_too_large`"),
+            (
+                "415",
+                "`unsupported_media_type`: the body is not declared as JSON",
+            ),
+            (
+                "422",
+                "`invalid_body` or `validation_failed`: JSON of the wrong shape or value",
+            ),
+        ]);
+    }
+    if secured || has_body {
+        errors.push(("503", "`unavailable`: a backing store is down"));
+    }
+    for (status, description) in errors {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| {
+                RefOr::T(
+                    ResponseBuilder::new()
+                        .description(description)
+                        .content(
+                            "application/json",
+                            Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+                        )
+                        .build(),
+                )
+            });
+    }
 }
 
 pub fn router() -> Router<AppState> {
