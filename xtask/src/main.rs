@@ -6,14 +6,22 @@
 //!   Xvfb, tauri-driver), then the UI's unit tests and every test of the workspace.
 //! - `cargo xtask bench` the same set-up, then the benchmarks (release builds; the desktop
 //!   app's benchmark is a test of the test build driving the release app).
+//! - `cargo xtask soak [--minutes N] [--users N]` runs simulated users against two server
+//!   instances and reports lost or duplicated messages, latency and memory over time.
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
+//! - `cargo xtask package` builds the server's Debian package from the binary of the last
+//!   test build and checks it (see `package`; not yet part of `test`).
 //! - `cargo xtask prepare` rewrites the offline query data (`.sqlx/`) after a query or a
 //!   migration changed; `test` fails while it is stale.
+//! - `cargo xtask fuzz [--seconds N] [target…]` runs the fuzz targets (`fuzz/`) longer than
+//!   `test` does (5 minutes each by default).
 //!
 //! `DATABASE_URL` and `REDIS_URL`, when set, are used as they are instead of the private
 //! services.
 
 mod desktop;
+mod fuzz;
+mod package;
 mod queries;
 mod services;
 mod system;
@@ -34,6 +42,7 @@ fn main() -> Result<()> {
         "up" => up(rest),
         "test" => test(rest),
         "bench" => bench(rest),
+        "soak" => soak(rest),
         "services" => {
             let env = prepare(false)?;
             for (k, v) in &env.vars {
@@ -41,6 +50,11 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        "package" => {
+            let env = prepare(false)?;
+            package::test(&system::repo_root()?, &env)
+        }
+        "fuzz" => fuzz::command(&system::repo_root()?, rest),
         "prepare" => {
             let env = prepare(false)?;
             queries::prepare(&system::repo_root()?, env.var("DATABASE_URL")?)
@@ -52,12 +66,15 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <up|test|bench|services|prepare|stop>\n\
+                "usage: cargo xtask <up|test|bench|soak|services|package|prepare|fuzz|stop>\n\
                  \n  up        start PostgreSQL + Redis under .data/ and run the server\
                  \n  test      start them and run every test (extra args go to the test runner)\
                  \n  bench     start them and run the benchmarks\
+                 \n  soak      simulated users on two instances [--minutes N] [--users N] [--release]\
                  \n  services  start them and print DATABASE_URL / REDIS_URL\
+                 \n  package   build and check the Debian package from the last test build's server\
                  \n  prepare   rewrite the offline query data (.sqlx/) from a migrated database\
+                 \n  fuzz      run the fuzz targets [--seconds N per target] [target…]\
                  \n  stop      stop the private PostgreSQL and Redis"
             );
             Ok(())
@@ -170,6 +187,7 @@ fn test(rest: &[String]) -> Result<()> {
     // First, as it is quick to fail: the build reads the schema from .sqlx/, which must
     // match the migrations and the queries.
     queries::check(&root, env.var("DATABASE_URL")?)?;
+    fuzz::run_targets(&root, fuzz::TARGETS, fuzz::TEST_SECONDS)?;
     // The desktop binary embeds ui/dist when compiled, so the UI is built before cargo
     // builds the workspace; its end-to-end tests drive that binary in Xvfb.
     desktop::install_ui(&root)?;
@@ -203,21 +221,8 @@ fn bench(args: &[String]) -> Result<()> {
     let run_voice = args.is_empty() || args.iter().any(|a| a == "voice");
     let run_desktop = args.is_empty() || args.iter().any(|a| a == "desktop");
     if args.is_empty() || !suites.is_empty() {
-        step("building the server and benchmarks (release)");
-        // The gateway suites run the server as its own process, found next to the bench.
-        let mut build = Command::new(cargo());
-        build.args([
-            "build",
-            "--release",
-            "-p",
-            "sohbet-server",
-            "-p",
-            "sohbet-tests",
-        ]);
-        build.args(["--bin", "sohbet-server", "--bin", "sohbet-bench"]);
-        run(&mut build)?;
+        let mut cmd = build_bench(true)?;
         step("running the server benchmarks");
-        let mut cmd = Command::new(target_dir()?.join("release").join("sohbet-bench"));
         cmd.args(suites);
         env.apply(&mut cmd);
         run(&mut cmd)?;
@@ -233,6 +238,38 @@ fn bench(args: &[String]) -> Result<()> {
         run(&mut cmd)?;
     }
     Ok(())
+}
+
+/// Builds `sohbet-bench` and the `sohbet-server` it runs as separate processes (found next
+/// to it), in release or in the tests' debug build; returns the command that runs it.
+fn build_bench(release: bool) -> Result<Command> {
+    let profile = if release { "release" } else { "debug" };
+    step(&format!("building the server and sohbet-bench ({profile})"));
+    let mut build = Command::new(cargo());
+    build.args(["build", "-p", "sohbet-server", "-p", "sohbet-tests"]);
+    build.args(["--bin", "sohbet-server", "--bin", "sohbet-bench"]);
+    if release {
+        build.arg("--release");
+    }
+    run(&mut build)?;
+    Ok(Command::new(
+        target_dir()?.join(profile).join("sohbet-bench"),
+    ))
+}
+
+/// `cargo xtask soak [--minutes N] [--users N] [--release]`: simulated users against two
+/// server instances (see `sohbet-bench soak`). The debug build by default: the soak looks
+/// for lost messages and growing memory, and the release build takes long on small
+/// machines.
+fn soak(args: &[String]) -> Result<()> {
+    let env = prepare(false)?;
+    let release = args.iter().any(|a| a == "--release");
+    let mut cmd = build_bench(release)?;
+    step("soaking two server instances");
+    cmd.arg("soak")
+        .args(args.iter().filter(|a| *a != "--release"));
+    env.apply(&mut cmd);
+    run(&mut cmd)
 }
 
 /// The build folder cargo uses.
@@ -293,6 +330,36 @@ pub fn step(what: &str) {
 
 pub fn cargo() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Installs the cargo subcommand `cargo <subcommand>` from crate `krate` at exactly
+/// `version` (`cargo install --locked`, with `extra` arguments) unless that version answers.
+pub fn ensure_cargo_tool(
+    subcommand: &str,
+    krate: &str,
+    version: &str,
+    extra: &[&str],
+) -> Result<()> {
+    let installed = Command::new(cargo())
+        .args([subcommand, "--version"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().ends_with(version))
+        .unwrap_or(false);
+    if installed {
+        return Ok(());
+    }
+    step(&format!(
+        "installing {krate} {version} (cargo install --locked)"
+    ));
+    run(Command::new(cargo())
+        .args([
+            "install",
+            krate,
+            "--version",
+            &format!("={version}"),
+            "--locked",
+        ])
+        .args(extra))
 }
 
 pub fn run(cmd: &mut Command) -> Result<()> {

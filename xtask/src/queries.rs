@@ -53,6 +53,11 @@ fn sqlx(root: &Path, database_url: &str, prepare: &[&str]) -> Result<()> {
 
 /// `database_url` with its database name replaced by [`CHECK_DB`].
 fn check_database_url(database_url: &str) -> Result<String> {
+    with_database(database_url, CHECK_DB)
+}
+
+/// `database_url` with its database name replaced by `db`.
+pub fn with_database(database_url: &str, db: &str) -> Result<String> {
     let (base, query) = database_url
         .split_once('?')
         .map_or((database_url, None), |(b, q)| (b, Some(q)));
@@ -61,8 +66,8 @@ fn check_database_url(database_url: &str) -> Result<String> {
         .filter(|(server, _)| server.contains("//"))
         .context("DATABASE_URL has no database name")?;
     Ok(match query {
-        Some(q) => format!("{server}/{CHECK_DB}?{q}"),
-        None => format!("{server}/{CHECK_DB}"),
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
     })
 }
 
@@ -89,31 +94,12 @@ fn workspace_sqlx_version(root: &Path) -> Result<String> {
 /// when CARGO_HOME is kept).
 fn ensure_cli(root: &Path) -> Result<()> {
     let version = workspace_sqlx_version(root)?;
-    let installed = Command::new(crate::cargo())
-        .args(["sqlx", "--version"])
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .ends_with(&version)
-        })
-        .unwrap_or(false);
-    if installed {
-        return Ok(());
-    }
-    step(&format!(
-        "installing sqlx-cli {version} (cargo install --locked)"
-    ));
-    run(Command::new(crate::cargo()).args([
-        "install",
+    crate::ensure_cargo_tool(
+        "sqlx",
         "sqlx-cli",
-        "--version",
-        &format!("={version}"),
-        "--locked",
-        "--no-default-features",
-        "--features",
-        "rustls,postgres",
-    ]))
+        &version,
+        &["--no-default-features", "--features", "rustls,postgres"],
+    )
 }
 
 #[cfg(test)]

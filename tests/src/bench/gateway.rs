@@ -103,7 +103,7 @@ pub(super) fn cpu_and_rss(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
-async fn start_server(db: &TestDatabase, prefix: &str) -> Server {
+pub(super) async fn start_server(db: &TestDatabase, prefix: &str) -> Server {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         l.local_addr().expect("addr").port()
