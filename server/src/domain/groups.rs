@@ -104,6 +104,10 @@ pub async fn membership(
     })
 }
 
+/// Why nobody can send in a DM whose two members are not (or no longer) friends.
+pub const DM_READ_ONLY: &str =
+    "only friends can send in a direct message; this conversation is read-only";
+
 /// 403 unless the two members of a DM are friends: after an unfriending or a block the DM
 /// stays readable but nobody can send in it (the same answer in both cases, so a blocked
 /// user cannot tell).
@@ -117,9 +121,7 @@ pub async fn ensure_dm_open(db: &sqlx::PgPool, group_id: GroupId, me: UserId) ->
     .await?;
     match other {
         Some(other) if are_friends(db, me, other).await? => Ok(()),
-        _ => Err(ApiError::Forbidden(
-            "only friends can send in a direct message; this conversation is read-only",
-        )),
+        _ => Err(ApiError::Forbidden(DM_READ_ONLY)),
     }
 }
 

@@ -34,6 +34,11 @@ const TYPING_THROTTLE_MS: u64 = 3000;
 /// The window over which a connection's frame rate is capped: long enough that a burst (a
 /// call's candidates) averages out, short enough that a flood is cut off within it.
 const FRAME_RATE_WINDOW: Duration = Duration::from_secs(10);
+/// The most queued events written before one flush. A busy group sends each member
+/// hundreds of frames a second: written one syscall each they cost more than the rest of
+/// the delivery, so what has queued up meanwhile goes out in one write. Bounded so that a
+/// flood still flushes (and notices a stalled peer) regularly.
+const MAX_FRAMES_PER_FLUSH: usize = 64;
 
 /// Why a connection ended.
 enum End {
@@ -76,14 +81,47 @@ where
         }
     }
 
+    /// Queues a frame in the socket's write buffer without flushing it (the buffer is
+    /// written out when it fills, or by [`Self::flush`]).
+    async fn feed_text(&mut self, text: Utf8Bytes) -> Result<(), End> {
+        match timeout(SEND_TIMEOUT, self.socket.feed(Message::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), End> {
+        match timeout(SEND_TIMEOUT, self.socket.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(End::Gone),
+        }
+    }
+
+    /// Delivers `first` and whatever else is already queued (up to a bound), then flushes
+    /// once: one write for a burst instead of one per frame.
+    async fn deliver_queued(
+        &mut self,
+        first: &Outbound,
+        queue: &mut tokio::sync::mpsc::Receiver<std::sync::Arc<Outbound>>,
+    ) -> Result<(), End> {
+        self.deliver(first).await?;
+        for _ in 1..MAX_FRAMES_PER_FLUSH {
+            // Empty or closed: flush what was written; a closed queue is seen by the next recv.
+            let Ok(next) = queue.try_recv() else { break };
+            self.deliver(&next).await?;
+        }
+        self.flush().await
+    }
+
     async fn send(&mut self, frame: &ServerFrame) -> Result<(), End> {
         let text = serde_json::to_string(frame).map_err(|_| End::Close(1011, "internal error"))?;
         self.send_text(text.into()).await
     }
 
-    /// Delivers a queued event; message events go out exactly once and in sequence per group,
-    /// filling any gap from the database (a message whose publish lagged behind a later one
-    /// has already committed: its sender's transaction held the group row first).
+    /// Writes a queued event to the socket's buffer (the caller flushes); message events go
+    /// out exactly once and in sequence per group, filling any gap from the database (a
+    /// message whose publish lagged behind a later one has already committed: its sender's
+    /// transaction held the group row first).
     async fn deliver(&mut self, outbound: &Outbound) -> Result<(), End> {
         if let Some((group_id, seq)) = outbound.position {
             match self.positions.get(&group_id).copied() {
@@ -93,7 +131,7 @@ where
                         .await
                         .map_err(End::store_failed)?;
                     for (missing_seq, frame) in missing {
-                        self.send_text(frame.into()).await?;
+                        self.feed_text(frame.into()).await?;
                         self.positions.insert(group_id, missing_seq);
                     }
                 }
@@ -101,7 +139,7 @@ where
             }
             self.positions.insert(group_id, seq);
         }
-        self.send_text(Utf8Bytes::from(outbound.frame.as_ref()))
+        self.feed_text(Utf8Bytes::from(outbound.frame.as_ref()))
             .await
     }
 
@@ -535,7 +573,7 @@ where
                 let Some(outbound) = outbound else { return End::Close(close::TOO_SLOW, "too slow") };
                 let kick = reg.kick.clone();
                 tokio::select! {
-                    sent = conn.deliver(&outbound) => if let Err(end) = sent { return end },
+                    sent = conn.deliver_queued(&outbound, &mut reg.rx) => if let Err(end) = sent { return end },
                     code = kick.kicked() => return kicked(code),
                 }
             }

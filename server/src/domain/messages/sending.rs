@@ -37,7 +37,7 @@ use tokio::sync::oneshot;
 use super::MessageRow;
 use crate::{
     domain::{
-        groups::{ensure_dm_open, membership},
+        groups::DM_READ_ONLY,
         read_status::{self, SendersRead},
         MessageContent, Nonce,
     },
@@ -93,10 +93,8 @@ pub async fn send(
     content: &MessageContent,
     nonce: Option<Nonce>,
 ) -> ApiResult<Sent> {
-    let member = membership(&state.db, group_id, me).await?;
-    if member.is_dm {
-        ensure_dm_open(&state.db, group_id, me).await?;
-    }
+    // Whether the sender may send here is checked in the batch's transaction, for all
+    // its senders in one query: a round trip per batch instead of one to three per send.
     let (reply, answer) = oneshot::channel();
     let pending = Pending {
         sender: me,
@@ -314,17 +312,26 @@ enum Plan {
     SameAs(usize),
     /// The sender is not a member (any more).
     NotMember,
+    /// A DM whose members are not friends: read-only.
+    ReadOnly,
 }
 
 /// What becomes of each send, given the messages already stored under the batch's nonces
 /// and the senders refused: a plan per send, and which sends are stored (in order).
-fn plan(sends: &[Outgoing], stored: &[Message], refused: &[UserId]) -> (Vec<Plan>, Vec<usize>) {
+fn plan(
+    sends: &[Outgoing],
+    stored: &[Message],
+    refused: &[UserId],
+    read_only: &[UserId],
+) -> (Vec<Plan>, Vec<usize>) {
     let mut plans = Vec::with_capacity(sends.len());
     let mut first_of_nonce: HashMap<(UserId, &str), usize> = HashMap::new();
     let mut new = Vec::new();
     for (i, s) in sends.iter().enumerate() {
         let plan = if refused.contains(&s.sender) {
             Plan::NotMember
+        } else if read_only.contains(&s.sender) {
+            Plan::ReadOnly
         } else if let Some(nonce) = s.nonce.as_deref() {
             if let Some(m) = stored
                 .iter()
@@ -356,6 +363,7 @@ async fn try_commit(
     refused: &[UserId],
 ) -> Result<Try, sqlx::Error> {
     let mut tx = state.db.begin().await?;
+    let (refused, read_only) = check_senders(&mut tx, group_id, sends, refused).await?;
     let (nonce_senders, nonces): (Vec<i64>, Vec<String>) = sends
         .iter()
         .filter_map(|s| Some((s.sender, s.nonce.clone()?)))
@@ -379,7 +387,7 @@ async fn try_commit(
         .map(Message::from)
         .collect()
     };
-    let (plans, new) = plan(sends, &stored, refused);
+    let (plans, new) = plan(sends, &stored, &refused, &read_only);
     let mut created: Vec<Message> = Vec::new();
     let mut read = SendersRead::default();
     if !new.is_empty() {
@@ -455,6 +463,7 @@ async fn try_commit(
                 _ => Err(ApiError::NotFound("group")),
             },
             Plan::NotMember => Err(ApiError::NotFound("group")),
+            Plan::ReadOnly => Err(ApiError::Forbidden(DM_READ_ONLY)),
         })
         .collect();
     Ok(Try::Done(Done {
@@ -462,6 +471,47 @@ async fn try_commit(
         created,
         read,
     }))
+}
+
+/// Which of the batch's senders may not send: those not members (404, the same answer
+/// whether or not the group exists), with `refused` (found removed by an earlier try), and
+/// those in a DM whose two members are not friends (403, read-only).
+async fn check_senders(
+    tx: &mut sqlx::PgConnection,
+    group_id: GroupId,
+    sends: &[Outgoing],
+    refused: &[UserId],
+) -> sqlx::Result<(Vec<UserId>, Vec<UserId>)> {
+    let mut senders: Vec<UserId> = sends.iter().map(|s| s.sender).collect();
+    senders.sort_unstable();
+    senders.dedup();
+    let allowed = sqlx::query!(
+        r#"select m.user_id,
+                  not g.is_direct_msg or exists (
+                      select 1 from group_members o join friendships f
+                        on least(f.user_id_1, f.user_id_2) = least(o.user_id, m.user_id)
+                       and greatest(f.user_id_1, f.user_id_2) = greatest(o.user_id, m.user_id)
+                     where o.group_id = m.group_id and o.user_id <> m.user_id
+                       and f.status = 'accepted') as "may_send!"
+             from group_members m join chat_groups g on g.group_id = m.group_id
+            where m.group_id = $1 and m.user_id = any($2)"#,
+        group_id,
+        &senders
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut not_members = refused.to_vec();
+    not_members.extend(
+        senders
+            .iter()
+            .filter(|u| !allowed.iter().any(|row| row.user_id == **u)),
+    );
+    let read_only = allowed
+        .iter()
+        .filter(|row| !row.may_send)
+        .map(|row| row.user_id)
+        .collect();
+    Ok((not_members, read_only))
 }
 
 /// The `n`-th message the batch stored.
@@ -502,6 +552,7 @@ mod tests {
                 Plan::Replay(m) => format!("replay {}", m.message_id),
                 Plan::SameAs(i) => format!("same as {i}"),
                 Plan::NotMember => "not a member".into(),
+                Plan::ReadOnly => "read-only".into(),
             })
             .collect()
     }
@@ -515,7 +566,7 @@ mod tests {
             send(1, None),
             send(1, None),
         ];
-        let (plans, new) = plan(&sends, &[], &[]);
+        let (plans, new) = plan(&sends, &[], &[], &[]);
         assert_eq!(
             kinds(&plans),
             ["insert 0", "insert 1", "same as 0", "insert 2", "insert 3"]
@@ -524,7 +575,7 @@ mod tests {
     }
 
     #[test]
-    fn a_stored_nonce_replays_and_a_refused_sender_stores_nothing() {
+    fn a_stored_nonce_replays_and_refused_or_read_only_senders_store_nothing() {
         let stored = Message {
             message_id: 7,
             group_id: 1,
@@ -537,9 +588,17 @@ mod tests {
             edited_at: None,
             nonce: Some("a".into()),
         };
-        let sends = [send(1, Some("a")), send(2, None), send(3, Some("b"))];
-        let (plans, new) = plan(&sends, &[stored], &[2]);
-        assert_eq!(kinds(&plans), ["replay 7", "not a member", "insert 0"]);
+        let sends = [
+            send(1, Some("a")),
+            send(2, None),
+            send(3, Some("b")),
+            send(4, Some("c")),
+        ];
+        let (plans, new) = plan(&sends, &[stored], &[2], &[4]);
+        assert_eq!(
+            kinds(&plans),
+            ["replay 7", "not a member", "insert 0", "read-only"]
+        );
         assert_eq!(new, [2]);
     }
 }
