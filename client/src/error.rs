@@ -17,7 +17,11 @@ pub enum ClientError {
     },
     /// The request did not complete (connection refused, timeout...).
     #[error("transport: {0}")]
-    Transport(#[from] reqwest::Error),
+    Transport(reqwest::Error),
+    /// TLS failed: the server's certificate is not trusted (give its CA as the extra CA),
+    /// is for another name or expired, or an extra CA file is unusable.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The server answered something that is not the documented shape.
     #[error("unexpected answer {status}: {body}")]
     Unexpected { status: StatusCode, body: String },
@@ -39,6 +43,15 @@ pub enum ClientError {
     /// The voice engine failed (audio device, WebRTC).
     #[error("voice: {0}")]
     Voice(String),
+}
+
+impl From<reqwest::Error> for ClientError {
+    fn from(e: reqwest::Error) -> Self {
+        match crate::tls::tls_cause(&e) {
+            Some(tls) => Self::Tls(tls.to_string()),
+            None => Self::Transport(e),
+        }
+    }
 }
 
 impl ClientError {
@@ -65,6 +78,7 @@ impl serde::Serialize for ClientError {
         use serde::ser::SerializeStruct;
         let code = self.code().unwrap_or(match self {
             Self::Transport(_) => "unreachable",
+            Self::Tls(_) => "tls",
             Self::Unexpected { .. } => "unexpected_answer",
             Self::NotLoggedIn => "not_logged_in",
             Self::NotConnected => "not_connected",

@@ -18,7 +18,12 @@ use protocol::voice::{CallRing, VoiceParticipant, VoiceSignal};
 use protocol::UserId;
 use rand::Rng;
 use tokio::{sync::mpsc, task::JoinHandle, time::timeout};
-use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
+use tokio_tungstenite::{
+    tungstenite::{protocol::CloseFrame, Message},
+    Connector,
+};
+
+use crate::tls::Tls;
 
 /// What the stream yields.
 #[derive(Debug, Clone, PartialEq)]
@@ -70,6 +75,10 @@ pub struct GatewayOptions {
     /// Events buffered for a slow consumer before the client stops reading the socket (the
     /// server then closes it as too slow and the client resumes: nothing is lost).
     pub buffer: usize,
+    /// Whom a `wss://` connection trusts: give the REST client's ([`Client::tls`]).
+    ///
+    /// [`Client::tls`]: crate::Client::tls
+    pub tls: Tls,
 }
 
 impl Default for GatewayOptions {
@@ -78,6 +87,7 @@ impl Default for GatewayOptions {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(5),
             buffer: 4096,
+            tls: Tls::default(),
         }
     }
 }
@@ -254,6 +264,7 @@ fn start(
     let state = State {
         url,
         token,
+        tls: options.tls.clone(),
         positions,
         events: events_tx,
         shared: Arc::clone(&shared),
@@ -279,6 +290,7 @@ enum Outcome {
 struct State {
     url: String,
     token: String,
+    tls: Tls,
     /// Last message sequence delivered per group; `None` until the first ready.
     positions: Option<HashMap<GroupId, i64>>,
     events: mpsc::Sender<GatewayEvent>,
@@ -351,13 +363,25 @@ impl State {
             code: None,
             fast: false,
         };
-        let Ok(Ok((mut socket, _))) = timeout(
-            Duration::from_secs(10),
-            tokio_tungstenite::connect_async(self.url.as_str()),
-        )
-        .await
-        else {
-            return retry;
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(
+            self.url.as_str(),
+            None,
+            false,
+            Some(Connector::Rustls(self.tls.config())),
+        );
+        let mut socket = match timeout(Duration::from_secs(10), connecting).await {
+            Ok(Ok((socket, _))) => socket,
+            Ok(Err(e)) => {
+                // An untrusted certificate will not fix itself by retrying, but a renewed one
+                // may: keep trying, and say why where someone can see it.
+                if let Some(tls) = crate::tls::tls_cause(&e) {
+                    tracing::warn!(error = %tls, "gateway: TLS failed");
+                } else {
+                    tracing::debug!(error = %e, "gateway: cannot connect");
+                }
+                return retry;
+            }
+            Err(_) => return retry,
         };
         // hello
         let interval = match timeout(Duration::from_secs(10), socket.next()).await {

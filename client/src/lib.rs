@@ -7,12 +7,16 @@
 //!   stream exactly once and in order per group.
 //! - [`calls`]: voice calls through the server ([`Client::join_call`], ring, accept,
 //!   decline), driving the voice engine with the gateway as signaling.
+//! - [`tls`]: [`Tls`], whom `https://` and `wss://` trust: the system's roots and an
+//!   optional extra CA.
 //! - [`error`]: the SDK error type, `ClientError`.
 
 pub mod calls;
 pub mod error;
 pub mod gateway;
 pub mod rest;
+pub mod tls;
 
 pub use error::ClientError;
 pub use rest::Client;
+pub use tls::Tls;

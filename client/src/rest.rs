@@ -20,7 +20,9 @@ use protocol::{
 use reqwest::{Method, StatusCode};
 use serde::{de::DeserializeOwned, Serialize};
 
-use crate::error::ClientError;
+use rustls::ClientConfig;
+
+use crate::{error::ClientError, tls::Tls};
 
 /// REST requests give up after this long; the server answers in milliseconds when healthy.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,6 +33,7 @@ pub struct Client {
     http: reqwest::Client,
     base: String,
     token: Option<String>,
+    tls: Tls,
 }
 
 impl std::fmt::Debug for Client {
@@ -43,16 +46,32 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A client for the server at `base`, e.g. `http://127.0.0.1:8080`.
+    /// A client for the server at `base`, e.g. `http://127.0.0.1:8080` or
+    /// `https://chat.example.org`, trusting the system's root certificates.
     pub fn new(base: impl Into<String>) -> Result<Self, ClientError> {
+        Self::with_tls(base, Tls::default())
+    }
+
+    /// A client for the server at `base` trusting `tls`'s roots (e.g. the system's and the
+    /// server's own CA, [`Tls::with_extra_ca`]).
+    pub fn with_tls(base: impl Into<String>, tls: Tls) -> Result<Self, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
+            .use_preconfigured_tls(ClientConfig::clone(&tls.config()))
             .build()?;
         Ok(Self {
             http,
             base: base.into().trim_end_matches('/').to_owned(),
             token: None,
+            tls,
         })
+    }
+
+    /// Whom this client trusts, for its gateway connection ([`GatewayOptions::tls`]).
+    ///
+    /// [`GatewayOptions::tls`]: crate::gateway::GatewayOptions::tls
+    pub fn tls(&self) -> &Tls {
+        &self.tls
     }
 
     /// The same server with an existing session token.

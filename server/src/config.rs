@@ -6,13 +6,13 @@
 
 pub mod file;
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, time::Duration};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use clap::Parser;
 use sqlx::postgres::PgConnectOptions;
 
-use crate::rate_limit::Rate;
+use crate::{rate_limit::Rate, tls::CertStore};
 
 /// A value that never prints (connection strings can carry passwords).
 #[derive(Clone)]
@@ -62,8 +62,14 @@ pub struct Settings {
     #[arg(long, env = "DATABASE_URL", required = false)]
     pub database_url: Secret,
 
+    /// A PostgreSQL connection string for read-only load that may go to a replica: history
+    /// pages and the group, friend and block lists. Unset: everything goes to `database_url`.
+    /// A replica lags its primary (see the README on what that means).
+    #[arg(long, env = "SOHBET_DATABASE_READ_URL")]
+    pub database_read_url: Option<Secret>,
+
     /// A file holding the PostgreSQL password (one line), used instead of any password in
-    /// the database URL, so the URL can live in a world-readable config file.
+    /// the database URLs, so the URLs can live in a world-readable config file.
     #[arg(long, env = "SOHBET_DATABASE_PASSWORD_FILE")]
     pub database_password_file: Option<PathBuf>,
 
@@ -99,6 +105,21 @@ pub struct Settings {
     /// Address to listen on.
     #[arg(long, env = "SOHBET_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+
+    /// A PEM file with the server's certificate chain, leaf first (e.g. Let's Encrypt's
+    /// `fullchain.pem`): serve `https://` and `wss://` on the listen address. Needs
+    /// `--tls-key`. SIGHUP reloads both files, so a renewed certificate needs no restart.
+    #[arg(long, env = "SOHBET_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// A PEM file with the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SOHBET_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The certificate and key read from `tls_cert` / `tls_key`, reloadable.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub tls: Option<Arc<CertStore>>,
 
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
     /// Empty by default, giving the seed's `session:{token}`.
@@ -262,6 +283,7 @@ impl Settings {
     pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
         Self {
             database_url: Secret(database_url.into()),
+            database_read_url: None,
             database_password_file: None,
             database_password: None,
             log_format: LogFormat::Text,
@@ -269,6 +291,9 @@ impl Settings {
             trusted_proxies: Vec::new(),
             redis_url: Secret(redis_url.into()),
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tls_cert: None,
+            tls_key: None,
+            tls: None,
             redis_prefix: String::new(),
             session_ttl_secs: 3600,
             db_pool_size: 16,
@@ -321,13 +346,35 @@ impl Settings {
         Ok(())
     }
 
+    /// Reads the TLS certificate and key named by `tls_cert` / `tls_key`, if any.
+    pub fn load_tls(&mut self) -> Result<(), file::ConfigError> {
+        self.tls = match (&self.tls_cert, &self.tls_key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some(Arc::new(CertStore::load(cert, key)?)),
+            _ => return Err(file::ConfigError::Together("tls_cert", "tls_key")),
+        };
+        Ok(())
+    }
+
     /// How to reach PostgreSQL: the URL, with the password from its file if one is given.
     pub fn pg_connect_options(&self) -> anyhow::Result<PgConnectOptions> {
+        self.pg_options(&self.database_url, "database_url")
+    }
+
+    /// How to reach the PostgreSQL that serves read-only load, if it is not the primary.
+    pub fn pg_read_connect_options(&self) -> anyhow::Result<Option<PgConnectOptions>> {
+        self.database_read_url
+            .as_ref()
+            .map(|url| self.pg_options(url, "database_read_url"))
+            .transpose()
+    }
+
+    fn pg_options(&self, url: &Secret, key: &str) -> anyhow::Result<PgConnectOptions> {
         // JIT off: every query here is short and index-driven, but PostgreSQL's cost estimate
         // for one with correlated subqueries (the group list's unread counts) can pass the JIT
         // threshold, and compiling then takes ~0.4 s for a query that runs in ~20 ms.
-        let options = PgConnectOptions::from_str(self.database_url.expose())
-            .context("parsing database_url")?
+        let options = PgConnectOptions::from_str(url.expose())
+            .with_context(|| format!("parsing {key}"))?
             .options([("jit", "off")]);
         Ok(match &self.database_password {
             Some(password) => options.password(password.expose()),

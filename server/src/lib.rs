@@ -21,6 +21,8 @@
 //! - [`events`]: the event bus between REST handlers and the gateway, across instances.
 //! - [`gateway`]: the WebSocket gateway, presence, typing and voice state; it uses the
 //!   domain layer, never a route.
+//! - [`tls`]: https/wss with rustls (`--tls-cert`/`--tls-key`), the certificate reloaded on
+//!   SIGHUP.
 //!
 //! [`run`] is the whole server: tests start it on port 0 exactly as `main` does.
 
@@ -41,14 +43,21 @@ pub mod routes;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    future::{Future, IntoFuture},
+    net::SocketAddr,
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context;
-use axum::{extract::DefaultBodyLimit, response::IntoResponse, Router};
+use axum::{extract::DefaultBodyLimit, response::IntoResponse, serve::ListenerExt, Router};
+use futures::future::BoxFuture;
 use redis::aio::ConnectionManagerConfig;
 use sqlx::{
-    postgres::{PgConnection, PgPoolOptions},
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
     Connection, PgPool,
 };
 use tokio::net::TcpListener;
@@ -99,12 +108,28 @@ pub async fn migrate(settings: &Settings) -> anyhow::Result<()> {
 
 /// Connects the request pool to PostgreSQL.
 pub async fn connect_postgres(settings: &Settings) -> anyhow::Result<PgPool> {
+    connect_pool(settings, settings.pg_connect_options()?).await
+}
+
+/// Connects the pool for read-only load: to `database_read_url` (e.g. a replica), or the
+/// request pool itself when that is unset.
+pub async fn connect_postgres_reads(
+    settings: &Settings,
+    primary: &PgPool,
+) -> anyhow::Result<PgPool> {
+    match settings.pg_read_connect_options()? {
+        Some(options) => connect_pool(settings, options)
+            .await
+            .context("connecting to the read-only PostgreSQL (database_read_url)"),
+        None => Ok(primary.clone()),
+    }
+}
+
+async fn connect_pool(settings: &Settings, options: PgConnectOptions) -> anyhow::Result<PgPool> {
     let statement_timeout = settings.db_statement_timeout_ms.to_string();
     // No separate connect timeout: the acquire timeout bounds connecting too (the pool
     // retries a refused connection until then), so a request never waits longer than it.
-    let options = settings
-        .pg_connect_options()?
-        .options([("statement_timeout", statement_timeout.as_str())]);
+    let options = options.options([("statement_timeout", statement_timeout.as_str())]);
     PgPoolOptions::new()
         .max_connections(settings.db_pool_size)
         .acquire_timeout(Duration::from_millis(settings.db_acquire_timeout_ms))
@@ -120,6 +145,7 @@ pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Resu
         self::migrate(&settings).await?;
     }
     let db = connect_postgres(&settings).await?;
+    let db_read = connect_postgres_reads(&settings, &db).await?;
 
     let redis_config = ConnectionManagerConfig::new()
         .set_number_of_retries(REDIS_RETRIES)
@@ -166,6 +192,7 @@ pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Resu
     let gateway = gateway::Gateway::new(presence, voice);
     Ok(AppState {
         db,
+        db_read,
         redis,
         keys,
         sessions,
@@ -247,26 +274,46 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     metrics::init();
-    let db = state.db.clone();
+    let (db, db_read) = (state.db.clone(), state.db_read.clone());
     gateway::start(&state)
         .await
         .context("starting the gateway")?;
     // On shutdown, close the gateway's sockets first: graceful shutdown waits for every
     // connection, and WebSockets would otherwise hold it open forever.
     let stop = state.gateway.shutdown.clone();
-    // Said once everything is up (tests and scripts wait for it).
-    tracing::info!(addr = %listener.local_addr()?, "serving");
     let tasks = state.gateway.tasks.clone();
+    let addr = listener.local_addr()?;
+    let tls = state.settings.tls.clone();
+    let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let until = stop.clone().cancelled_owned();
+    let served: BoxFuture<'static, std::io::Result<()>> = match &tls {
+        None => Box::pin(
+            axum::serve(listener, app)
+                .with_graceful_shutdown(until)
+                .into_future(),
+        ),
+        Some(store) => {
+            #[cfg(unix)]
+            store
+                .reload_on_sighup(stop.clone())
+                .context("listening for SIGHUP")?;
+            // `tap_io` only to get the client's address as connect info (axum provides it
+            // for plain TCP and for tapped listeners).
+            let listener = tls::listener(listener, Arc::clone(store))?.tap_io(|_| {});
+            Box::pin(
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(until)
+                    .into_future(),
+            )
+        }
+    };
+    // Said once everything is up, SIGHUP handling included (tests and scripts wait for it).
+    tracing::info!(%addr, tls = tls.is_some(), "serving");
     let trigger = stop.clone();
     tokio::spawn(async move {
         shutdown.await;
         trigger.cancel();
     });
-    let served = axum::serve(
-        listener,
-        app(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned());
     let grace = async {
         stop.cancelled().await;
         tokio::time::sleep(SHUTDOWN_GRACE).await;
@@ -288,6 +335,7 @@ pub async fn serve(
         );
     }
     db.close().await;
+    db_read.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -58,6 +58,13 @@ impl From<ClientError> for CommandError {
                 };
                 Self::new("unreachable", message)
             }
+            ClientError::Tls(e) => {
+                tracing::info!(error = %e, "TLS failed");
+                Self::new(
+                    "tls",
+                    format!("The secure connection to the server failed: {e}."),
+                )
+            }
             ClientError::Unexpected { status, .. } => Self::new(
                 "bad_answer",
                 format!(

@@ -81,7 +81,11 @@ impl AppState {
     /// Makes `client` (holding a token) the session and connects its gateway.
     pub async fn start_session(&self, client: Client) {
         let token = client.token().unwrap_or_default().to_owned();
-        let (handle, rx) = gateway::connect(client.gateway_url(), token, GatewayOptions::default());
+        let options = GatewayOptions {
+            tls: client.tls().clone(),
+            ..GatewayOptions::default()
+        };
+        let (handle, rx) = gateway::connect(client.gateway_url(), token, options);
         tokio::spawn(events::forward(
             rx,
             self.subscriber.subscribe(),

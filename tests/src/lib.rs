@@ -195,7 +195,10 @@ impl TestApp {
             .expect("redis connection");
         Self {
             addr,
-            base: format!("http://{addr}"),
+            base: match settings.tls {
+                Some(_) => format!("https://{addr}"),
+                None => format!("http://{addr}"),
+            },
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -501,19 +504,51 @@ impl Drop for TestApp {
 /// Connects `token` with the SDK to the gateway of the server at `base` (e.g. a server
 /// process of a test's own), reconnecting quickly as tests want.
 pub fn gateway_at(base: &str, token: &str) -> Gateway {
+    gateway_of(
+        &sohbet_client::Client::new(base.to_owned())
+            .expect("client")
+            .with_token(token),
+    )
+}
+
+/// Connects the session of `client` (logged in) to its server's gateway, trusting what the
+/// client trusts, reconnecting quickly as tests want.
+pub fn gateway_of(client: &sohbet_client::Client) -> Gateway {
     let options = sohbet_client::gateway::GatewayOptions {
         reconnect_min: Duration::from_millis(20),
         reconnect_max: Duration::from_millis(500),
         buffer: 100_000,
+        tls: client.tls().clone(),
     };
     let (handle, events) = sohbet_client::gateway::connect(
-        sohbet_client::Client::new(base.to_owned())
-            .expect("client")
-            .gateway_url(),
-        token.to_owned(),
+        client.gateway_url(),
+        client.token().expect("a logged-in client").to_owned(),
         options,
     );
     Gateway { handle, events }
+}
+
+/// Registers `name` through the SDK client `anon` and logs in: the client of the session.
+pub async fn sdk_sign_up(anon: &sohbet_client::Client, name: &str) -> sohbet_client::Client {
+    use protocol::auth::{LoginRequest, RegisterRequest};
+    let password = "a long enough password".to_owned();
+    anon.register(&RegisterRequest {
+        username: name.into(),
+        email: format!("{name}@example.org"),
+        password: password.clone(),
+        display_name: None,
+    })
+    .await
+    .expect("register");
+    let (client, _) = anon
+        .login(&LoginRequest {
+            login: name.into(),
+            password,
+            device_info: Some("sdk test".into()),
+        })
+        .await
+        .expect("login");
+    client
 }
 
 /// A gateway connection of the SDK, with helpers to wait for what it receives.

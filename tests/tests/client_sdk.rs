@@ -1,34 +1,15 @@
 //! The Rust SDK end to end: the calls a desktop client makes, typed, against the real server.
 
 use protocol::{
-    auth::{LoginRequest, RegisterRequest},
     friends::{FriendRequestBody, FriendRequestState},
     groups::{CreateGroupRequest, Role},
     messages::{HistoryQuery, MarkReadRequest, SendMessageRequest},
 };
 use sohbet_client::Client;
-use sohbet_tests::TestApp;
+use sohbet_tests::{sdk_sign_up, TestApp};
 
 async fn signed_in(app: &TestApp, name: &str) -> Client {
-    let anon = Client::new(app.base.clone()).expect("client");
-    let password = "a long enough password".to_owned();
-    anon.register(&RegisterRequest {
-        username: name.into(),
-        email: format!("{name}@example.org"),
-        password: password.clone(),
-        display_name: None,
-    })
-    .await
-    .expect("register");
-    let (client, _) = anon
-        .login(&LoginRequest {
-            login: name.into(),
-            password,
-            device_info: Some("sdk test".into()),
-        })
-        .await
-        .expect("login");
-    client
+    sdk_sign_up(&Client::new(app.base.clone()).expect("client"), name).await
 }
 
 #[tokio::test]

@@ -9,6 +9,8 @@
 //! - `cargo xtask soak [--minutes N] [--users N]` runs simulated users against two server
 //!   instances and reports lost or duplicated messages, latency and memory over time.
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
+//! - `cargo xtask package` builds the server's Debian package from the binary of the last
+//!   test build and checks it (see `package`; not yet part of `test`).
 //! - `cargo xtask prepare` rewrites the offline query data (`.sqlx/`) after a query or a
 //!   migration changed; `test` fails while it is stale.
 //! - `cargo xtask fuzz [--seconds N] [target…]` runs the fuzz targets (`fuzz/`) longer than
@@ -19,6 +21,7 @@
 
 mod desktop;
 mod fuzz;
+mod package;
 mod queries;
 mod services;
 mod system;
@@ -47,6 +50,10 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        "package" => {
+            let env = prepare(false)?;
+            package::test(&system::repo_root()?, &env)
+        }
         "fuzz" => fuzz::command(&system::repo_root()?, rest),
         "prepare" => {
             let env = prepare(false)?;
@@ -59,12 +66,13 @@ fn main() -> Result<()> {
         }
         _ => {
             eprintln!(
-                "usage: cargo xtask <up|test|bench|soak|services|prepare|fuzz|stop>\n\
+                "usage: cargo xtask <up|test|bench|soak|services|package|prepare|fuzz|stop>\n\
                  \n  up        start PostgreSQL + Redis under .data/ and run the server\
                  \n  test      start them and run every test (extra args go to the test runner)\
                  \n  bench     start them and run the benchmarks\
                  \n  soak      simulated users on two instances [--minutes N] [--users N] [--release]\
                  \n  services  start them and print DATABASE_URL / REDIS_URL\
+                 \n  package   build and check the Debian package from the last test build's server\
                  \n  prepare   rewrite the offline query data (.sqlx/) from a migrated database\
                  \n  fuzz      run the fuzz targets [--seconds N per target] [target…]\
                  \n  stop      stop the private PostgreSQL and Redis"

@@ -53,6 +53,11 @@ fn sqlx(root: &Path, database_url: &str, prepare: &[&str]) -> Result<()> {
 
 /// `database_url` with its database name replaced by [`CHECK_DB`].
 fn check_database_url(database_url: &str) -> Result<String> {
+    with_database(database_url, CHECK_DB)
+}
+
+/// `database_url` with its database name replaced by `db`.
+pub fn with_database(database_url: &str, db: &str) -> Result<String> {
     let (base, query) = database_url
         .split_once('?')
         .map_or((database_url, None), |(b, q)| (b, Some(q)));
@@ -61,8 +66,8 @@ fn check_database_url(database_url: &str) -> Result<String> {
         .filter(|(server, _)| server.contains("//"))
         .context("DATABASE_URL has no database name")?;
     Ok(match query {
-        Some(q) => format!("{server}/{CHECK_DB}?{q}"),
-        None => format!("{server}/{CHECK_DB}"),
+        Some(q) => format!("{server}/{db}?{q}"),
+        None => format!("{server}/{db}"),
     })
 }
 

@@ -47,7 +47,7 @@ pub fn ensure(root: &Path, for_tests: bool) -> Result<Vec<(String, String)>> {
     ])
 }
 
-fn pg_bindir() -> Result<PathBuf> {
+pub fn pg_bindir() -> Result<PathBuf> {
     if system::has_command("initdb") && system::has_command("pg_ctl") {
         let out = Command::new("sh")
             .args(["-c", "dirname \"$(command -v pg_ctl)\""])

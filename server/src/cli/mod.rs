@@ -119,6 +119,14 @@ impl Cli {
         file::require(&cmd, &matches, REQUIRED)?;
         let mut cli = Self::from_arg_matches(&matches)?;
         cli.settings.read_secret_files()?;
+        // Only what serves reads the certificate: the admin commands must work for a user
+        // who may not read the private key.
+        if matches!(
+            cli.command,
+            None | Some(Command::Serve(_) | Command::CheckConfig)
+        ) {
+            cli.settings.load_tls()?;
+        }
         Ok(cli)
     }
 
@@ -134,6 +142,7 @@ impl Cli {
             }
             Command::CheckConfig => {
                 settings.pg_connect_options()?;
+                settings.pg_read_connect_options()?;
                 redis::Client::open(settings.redis_url.expose()).context("parsing redis_url")?;
                 // The settings as a config file would give them (secrets as `***`).
                 print!(

@@ -51,6 +51,10 @@ pub enum ConfigError {
     EmptySecret { key: &'static str, path: PathBuf },
     #[error("set `{0}` or `{1}`, not both")]
     Conflict(&'static str, &'static str),
+    #[error("set both `{0}` and `{1}`, or neither")]
+    Together(&'static str, &'static str),
+    #[error("`tls_cert` / `tls_key`: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The settings in the file at `path` that neither a flag nor the environment set, as flags

@@ -38,11 +38,13 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// GET /api/friends
 ///
-/// My friends, by name.
+/// My friends, by name. Read from `--database-read-url` when set (it may lag the primary).
 #[utoipa::path(get, path = "/api/friends", tag = "friends", security(("bearer" = [])),
     responses((status = 200, body = Vec<Friend>), (status = 401, body = ErrorBody)))]
 async fn list_friends(State(state): State<AppState>, auth: Auth) -> ApiResult<Json<Vec<Friend>>> {
-    Ok(Json(friends::list_friends(&state, auth.user_id()).await?))
+    Ok(Json(
+        friends::list_friends(&state.for_reads(), auth.user_id()).await?,
+    ))
 }
 
 /// GET /api/friends/requests

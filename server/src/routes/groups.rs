@@ -39,14 +39,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 ///
 /// My groups and DMs, most recently active first, each with its latest message and my
 /// unread count (messages from others after my read watermark, computed from sequence
-/// numbers without counting messages).
+/// numbers without counting messages). Read from `--database-read-url` when set (it may
+/// lag the primary).
 #[utoipa::path(get, path = "/api/groups", tag = "groups", security(("bearer" = [])),
     responses((status = 200, body = Vec<GroupListItem>), (status = 401, body = ErrorBody)))]
 async fn list_groups(
     State(state): State<AppState>,
     auth: Auth,
 ) -> ApiResult<Json<Vec<GroupListItem>>> {
-    Ok(Json(groups::list_groups(&state, auth.user_id()).await?))
+    Ok(Json(
+        groups::list_groups(&state.for_reads(), auth.user_id()).await?,
+    ))
 }
 
 /// POST /api/groups

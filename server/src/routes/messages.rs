@@ -72,7 +72,8 @@ async fn send_message(
 /// A page of history, oldest first, by `seq`: the latest messages, or those `before`,
 /// `after` or `around` a message of this group; `limit` 1–100 (default 50). Paging `after`
 /// never skips a message, even one that committed late. Every page is an index range, so
-/// its cost does not grow with the history.
+/// its cost does not grow with the history. Read from `--database-read-url` when set: a page
+/// may lag the primary by the replica's delay (the gateway and its replay never do).
 #[utoipa::path(get, path = "/api/groups/{group_id}/messages", tag = "messages",
     security(("bearer" = [])), params(("group_id" = i64, Path), HistoryQuery),
     responses((status = 200, body = MessagePage), (status = 400, body = ErrorBody),
@@ -104,7 +105,7 @@ async fn history(
         }
     };
     Ok(Json(
-        messages::history(&state, group_id, auth.user_id(), anchor, limit).await?,
+        messages::history(&state.for_reads(), group_id, auth.user_id(), anchor, limit).await?,
     ))
 }
 
