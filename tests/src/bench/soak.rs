@@ -467,21 +467,13 @@ async fn act(world: &World, me: &mut Me, mut socket: Socket) -> Socket {
         return socket;
     };
     let roll = rand::rng().random_range(0..100);
-    let base = &world.servers[me.server];
     match roll {
         0..=59 => {
             let sent_us = world.clock.elapsed().as_micros();
             let body = json!({"content": format!("t={sent_us} from {}", me.user_id)});
-            let url = format!("{base}/api/groups/{group_id}/messages");
-            match world
-                .http
-                .post(&url)
-                .bearer_auth(&me.token)
-                .json(&body)
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => match r.json::<Message>().await {
+            let path = format!("/api/groups/{group_id}/messages");
+            if let Some(answer) = post(world, me, "send", &path, body).await {
+                match answer.json::<Message>().await {
                     Ok(message) => {
                         world.counters.acked.fetch_add(1, Ordering::Relaxed);
                         if let Ok(mut ledger) = world.ledger.lock() {
@@ -491,9 +483,7 @@ async fn act(world: &World, me: &mut Me, mut socket: Socket) -> Socket {
                         }
                     }
                     Err(e) => world.error(&format!("send answer unreadable: {e}")),
-                },
-                Ok(r) => world.error(&format!("send: {}", r.status())),
-                Err(e) => world.error(&format!("send: {e}")),
+                }
             }
         }
         60..=74 => {
@@ -501,20 +491,15 @@ async fn act(world: &World, me: &mut Me, mut socket: Socket) -> Socket {
             let Some(&(_, message_id)) = me.positions.get(&group_id).filter(|p| p.1 > 0) else {
                 return socket;
             };
-            let url = format!("{base}/api/groups/{group_id}/read");
-            let body = json!({"message_id": message_id});
-            match world
-                .http
-                .post(&url)
-                .bearer_auth(&me.token)
-                .json(&body)
-                .send()
-                .await
-            {
-                Ok(r) if r.status().is_success() => {}
-                Ok(r) => world.error(&format!("mark read: {}", r.status())),
-                Err(e) => world.error(&format!("mark read: {e}")),
-            }
+            let path = format!("/api/groups/{group_id}/read");
+            post(
+                world,
+                me,
+                "mark read",
+                &path,
+                json!({"message_id": message_id}),
+            )
+            .await;
         }
         75..=84 => {
             me.next_ref += 1;
@@ -528,6 +513,30 @@ async fn act(world: &World, me: &mut Me, mut socket: Socket) -> Socket {
         _ => socket = reconnect(world, me, socket).await,
     }
     socket
+}
+
+/// POSTs `body` to `path` on my instance: the answer when it succeeded; a failure is
+/// counted as an error of `what`.
+async fn post(
+    world: &World,
+    me: &Me,
+    what: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> Option<reqwest::Response> {
+    let url = format!("{}{path}", world.servers[me.server]);
+    let sent = world.http.post(&url).bearer_auth(&me.token).json(&body);
+    match sent.send().await {
+        Ok(answer) if answer.status().is_success() => Some(answer),
+        Ok(answer) => {
+            world.error(&format!("{what}: {}", answer.status()));
+            None
+        }
+        Err(e) => {
+            world.error(&format!("{what}: {e}"));
+            None
+        }
+    }
 }
 
 /// Leaves the call it is in, or joins `group_id`'s and sends a (fake) offer to each
