@@ -32,6 +32,9 @@ const TYPING_EVERY_MS = 3000;
 /** Conversations whose messages stay in memory after they are left: switching back to a
  * recent one is instant, and a long session of switching does not pile up windows. */
 const KEEP_TIMELINES = 8;
+/** A draft is saved once typing pauses this long: a keystroke costs no file write, and a
+ * crash loses at most this much typing. */
+const DRAFT_SAVE_MS = 400;
 
 export type View = "chat" | "friends" | "settings";
 
@@ -90,6 +93,7 @@ export class App {
   totalUnread = $derived([...this.conversations.values()].reduce((n, c) => n + Math.max(0, c.unread_count), 0));
 
   private lastTyping = new Map<number, number>();
+  private draftTimers = new Map<number, ReturnType<typeof setTimeout>>();
 
   // --- start, server, login ------------------------------------------------------------
 
@@ -163,6 +167,7 @@ export class App {
     this.typing.clear();
     this.voice.clear();
     this.calls.reset();
+    this.drafts.clear();
     this.friends = [];
     this.requests = { incoming: [], outgoing: [] };
     this.blocked = [];
@@ -178,6 +183,7 @@ export class App {
       this.refreshConversations(),
       this.refreshFriends(),
       this.loadNotificationLevels(),
+      this.loadDrafts(),
       this.calls.loadAudio(),
     ]);
     if (this.selected == null && this.sorted.length > 0) this.view = "chat";
@@ -591,6 +597,48 @@ export class App {
     await commands.deleteMessage(groupId, messageId);
     const t = this.timelines.get(groupId);
     if (t) t.messages = t.messages.filter((x) => x.message_id !== messageId);
+  }
+
+  // --- drafts ------------------------------------------------------------------------------
+
+  async loadDrafts() {
+    try {
+      const drafts = await commands.drafts();
+      this.drafts.clear();
+      for (const d of drafts) this.drafts.set(d.group_id, d.text);
+    } catch {
+      // No drafts readable: the composers start empty.
+    }
+  }
+
+  /** Keeps `text` as the conversation's draft; the Rust side saves it once typing pauses. */
+  setDraft(groupId: number, text: string) {
+    if (text) this.drafts.set(groupId, text);
+    else this.drafts.delete(groupId);
+    clearTimeout(this.draftTimers.get(groupId));
+    this.draftTimers.set(
+      groupId,
+      setTimeout(() => {
+        this.draftTimers.delete(groupId);
+        void this.saveDraft(groupId);
+      }, DRAFT_SAVE_MS),
+    );
+  }
+
+  /** Drops the draft now, not after a pause (it is being sent). */
+  clearDraft(groupId: number) {
+    clearTimeout(this.draftTimers.get(groupId));
+    this.draftTimers.delete(groupId);
+    this.drafts.delete(groupId);
+    void this.saveDraft(groupId);
+  }
+
+  private async saveDraft(groupId: number) {
+    try {
+      await commands.setDraft(groupId, this.drafts.get(groupId) ?? "");
+    } catch (e) {
+      this.notice = describeError(e);
+    }
   }
 
   typingIn(groupId: number) {

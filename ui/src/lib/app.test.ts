@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { clearMocks, mockIPC } from "@tauri-apps/api/mocks";
 import { App, Timeline } from "./app.svelte";
 import type { GroupListItem, HistoryQuery, Message, User } from "./bindings";
@@ -157,5 +157,39 @@ describe("switching conversations", () => {
     expect([...a.timelines.keys()]).toEqual([5, 6, 7, 8, 9, 10, 4, 1]);
     expect(loads.filter((id) => id === 1)).toHaveLength(2);
     expect(loads.filter((id) => id === 4)).toHaveLength(1);
+  });
+});
+
+describe("drafts", () => {
+  afterEach(() => {
+    clearMocks();
+    vi.useRealTimers();
+  });
+
+  it("are restored at start and saved once typing pauses, and a sent one at once", async () => {
+    vi.useFakeTimers();
+    const saved: [number, string][] = [];
+    mockIPC((cmd, args) => {
+      if (cmd === "drafts") return [{ group_id: 7, text: "from last time" }];
+      if (cmd === "set_draft") {
+        const { groupId, text } = args as { groupId: number; text: string };
+        saved.push([groupId, text]);
+      }
+      return null;
+    });
+    const a = new App();
+    await a.loadDrafts();
+    expect(a.drafts.get(7)).toBe("from last time");
+    a.setDraft(8, "h");
+    a.setDraft(8, "he");
+    a.setDraft(8, "hello");
+    expect(saved).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(saved).toEqual([[8, "hello"]]);
+    a.setDraft(7, "from last time, edited");
+    a.clearDraft(7);
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(saved).toEqual([[8, "hello"], [7, ""]]);
+    expect(a.drafts.has(7)).toBe(false);
   });
 });
