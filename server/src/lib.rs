@@ -22,7 +22,7 @@
 //! - [`gateway`]: the WebSocket gateway, presence, typing and voice state; it uses the
 //!   domain layer, never a route.
 //! - [`tls`]: https/wss with rustls (`--tls-cert`/`--tls-key`), the certificate reloaded on
-//!   SIGHUP.
+//!   SIGHUP (without TLS, SIGHUP is logged and ignored).
 //!
 //! [`run`] is the whole server: tests start it on port 0 exactly as `main` does.
 
@@ -293,6 +293,8 @@ pub async fn serve(
     let tls = state.settings.tls.clone();
     let app = app(state).into_make_service_with_connect_info::<SocketAddr>();
     let until = stop.clone().cancelled_owned();
+    #[cfg(unix)]
+    tls::handle_sighup(tls.clone(), stop.clone()).context("listening for SIGHUP")?;
     let served: BoxFuture<'static, std::io::Result<()>> = match &tls {
         // TCP_NODELAY: a gateway event is one small write, and with Nagle's algorithm a
         // write behind an unacknowledged one waits for the peer's delayed ACK (up to 40 ms
@@ -303,10 +305,6 @@ pub async fn serve(
                 .into_future(),
         ),
         Some(store) => {
-            #[cfg(unix)]
-            store
-                .reload_on_sighup(stop.clone())
-                .context("listening for SIGHUP")?;
             // `tap_io` also gives the client's address as connect info (axum provides it
             // for plain TCP and for tapped listeners).
             let listener =

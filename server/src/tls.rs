@@ -3,8 +3,9 @@
 //!
 //! [`CertStore`] holds the certificate and key and is the rustls certificate resolver, so a
 //! reload swaps what the *next* handshake gets while open connections keep theirs. On SIGHUP
-//! ([`CertStore::reload_on_sighup`]) both files are read again; a reload that fails (a
-//! half-written file, a key that does not match) keeps the old certificate and logs why.
+//! ([`handle_sighup`]) both files are read again; a reload that fails (a half-written file, a
+//! key that does not match) keeps the old certificate and logs why. Without TLS, SIGHUP is
+//! only logged: its default action would end the server.
 //!
 //! [`listener`] wraps the TCP listener with `tls-listener`, which runs the handshakes
 //! concurrently under a timeout, so a slow or silent client never holds up the others and a
@@ -81,31 +82,6 @@ impl CertStore {
         Ok(())
     }
 
-    /// Reloads on every SIGHUP until `stop` (certbot's deploy hook: `systemctl reload`).
-    #[cfg(unix)]
-    pub fn reload_on_sighup(self: &Arc<Self>, stop: CancellationToken) -> io::Result<()> {
-        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
-        let store = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    got = hangups.recv() => if got.is_none() { return },
-                }
-                match store.reload() {
-                    Ok(()) => {
-                        tracing::info!(cert = %store.cert.display(), "TLS certificate reloaded");
-                    }
-                    Err(e) => tracing::error!(
-                        error = %e,
-                        "TLS certificate not reloaded; still serving the previous one"
-                    ),
-                }
-            }
-        });
-        Ok(())
-    }
-
     fn current(&self) -> Arc<CertifiedKey> {
         Arc::clone(
             &self
@@ -114,6 +90,36 @@ impl CertStore {
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         )
     }
+}
+
+/// Handles every SIGHUP until `stop` (certbot's deploy hook and `systemctl reload` send
+/// one): reloads the certificate when serving TLS, else logs that there is nothing to
+/// reload. Either way the signal no longer has its default action, ending the process.
+#[cfg(unix)]
+pub fn handle_sighup(store: Option<Arc<CertStore>>, stop: CancellationToken) -> io::Result<()> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            let Some(store) = &store else {
+                tracing::info!("SIGHUP: no TLS certificate to reload (TLS is off); ignored");
+                continue;
+            };
+            match store.reload() {
+                Ok(()) => {
+                    tracing::info!(cert = %store.cert.display(), "TLS certificate reloaded");
+                }
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "TLS certificate not reloaded; still serving the previous one"
+                ),
+            }
+        }
+    });
+    Ok(())
 }
 
 impl ResolvesServerCert for CertStore {

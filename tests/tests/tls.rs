@@ -1,7 +1,7 @@
 //! The server terminating TLS itself (`--tls-cert` / `--tls-key`) and the SDK speaking
 //! `https://` and `wss://` to it, with certificates of a CA each test makes (rcgen): the
 //! SDK trusts the server only with that CA as its extra CA; SIGHUP swaps the certificate
-//! without dropping anyone; bad certificate files stop the start naming the file.
+//! without dropping anyone (and, without TLS, is only logged); bad certificate files stop the start naming the file.
 
 use std::{
     path::{Path, PathBuf},
@@ -216,29 +216,30 @@ async fn plain_http_to_the_tls_port_fails_cleanly_and_the_server_keeps_serving()
     sdk_sign_up(&trusting, "still").await;
 }
 
-/// A `sohbet-server` process serving TLS on the database and Redis prefix of `app`.
-struct TlsServer {
+/// A `sohbet-server` process on the database and Redis prefix of `app`, serving TLS when
+/// given a certificate, its key and the trust to reach it.
+struct ServerProcess {
     child: tokio::process::Child,
     addr: String,
     logs: mpsc::UnboundedReceiver<String>,
 }
 
-impl TlsServer {
-    async fn start(app: &TestApp, cert: &Path, key: &Path, tls: &Tls) -> Self {
+impl ServerProcess {
+    async fn start(app: &TestApp, tls: Option<(&Path, &Path, &Tls)>) -> Self {
         let port = free_port();
-        let mut child = tokio::process::Command::new(SERVER)
-            .env("DATABASE_URL", app.settings.database_url.expose())
+        let mut cmd = tokio::process::Command::new(SERVER);
+        cmd.env("DATABASE_URL", app.settings.database_url.expose())
             .env("REDIS_URL", app.settings.redis_url.expose())
             .env("SOHBET_REDIS_PREFIX", &app.prefix)
             .env("SOHBET_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SOHBET_TLS_CERT", cert)
-            .env("SOHBET_TLS_KEY", key)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start a server process");
+            .kill_on_drop(true);
+        if let Some((cert, key, _)) = tls {
+            cmd.env("SOHBET_TLS_CERT", cert).env("SOHBET_TLS_KEY", key);
+        }
+        let mut child = cmd.spawn().expect("start a server process");
         let (tx, logs) = mpsc::unbounded_channel();
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
         tokio::spawn(async move {
@@ -247,7 +248,12 @@ impl TlsServer {
             }
         });
         let addr = format!("127.0.0.1:{port}");
-        let client = Client::with_tls(format!("https://{addr}"), tls.clone()).expect("client");
+        let client = match tls {
+            Some((_, _, tls)) => Client::with_tls(format!("https://{addr}"), tls.clone()),
+            None => Client::new(format!("http://{addr}")),
+        }
+        .expect("client");
+        // Up once it answers; it handles SIGHUP from before it serves.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         while client
             .request::<(), serde_json::Value>(reqwest::Method::GET, "/api/health/live", None)
@@ -298,7 +304,7 @@ async fn sighup_serves_a_renewed_certificate_to_new_connections_and_keeps_open_o
     let first = ca.issue(&cert, &key);
     let tls = ca.trust(&dir);
     let app = TestApp::spawn().await;
-    let mut server = TlsServer::start(&app, &cert, &key, &tls).await;
+    let mut server = ServerProcess::start(&app, Some((&cert, &key, &tls))).await;
     let ada = sdk_sign_up(
         &Client::with_tls(server.base(), tls.clone()).expect("client"),
         "ada",
@@ -391,4 +397,44 @@ async fn missing_or_invalid_certificate_files_stop_the_start_naming_the_file() {
         assert_eq!(code, Some(2), "{cert:?} {key:?}: {stderr}");
         assert!(stderr.contains(&says), "{cert:?} {key:?}: {stderr}");
     }
+}
+
+#[tokio::test]
+async fn sighup_without_tls_is_logged_and_the_server_keeps_serving() {
+    let app = TestApp::spawn().await;
+    let mut server = ServerProcess::start(&app, None).await;
+    let base = format!("http://{}", server.addr);
+    let ada = sdk_sign_up(&Client::new(base.clone()).expect("client"), "ada").await;
+    let group = ada
+        .create_group(&CreateGroupRequest {
+            name: "hang-ups".into(),
+            description: None,
+        })
+        .await
+        .expect("group")
+        .group
+        .group_id;
+    let mut gw = gateway_of(&ada);
+    gw.ready().await;
+
+    // `systemctl reload`, or a hang-up from a terminal the server was started in.
+    server.hang_up();
+    server.logged("no TLS certificate to reload").await;
+    server.hang_up();
+    server.logged("no TLS certificate to reload").await;
+    assert!(
+        server.child.try_wait().expect("status").is_none(),
+        "SIGHUP ended the server"
+    );
+    // Open connections and new requests carry on.
+    ada.send_message(
+        group,
+        &SendMessageRequest {
+            content: "still here".into(),
+            nonce: None,
+        },
+    )
+    .await
+    .expect("send after SIGHUP");
+    delivered_without_reconnecting(&mut gw, "still here").await;
 }

@@ -10,7 +10,7 @@
 //!   instances and reports lost or duplicated messages, latency and memory over time.
 //! - `cargo xtask services` only starts PostgreSQL and Redis and prints their URLs.
 //! - `cargo xtask package` builds the server's Debian package from the binary of the last
-//!   test build and checks it (see `package`; not yet part of `test`).
+//!   test build and checks it (see `package`); `test` does the same after the tests.
 //! - `cargo xtask prepare` rewrites the offline query data (`.sqlx/`) after a query or a
 //!   migration changed; `test` fails while it is stale.
 //! - `cargo xtask fuzz [--seconds N] [target…]` runs the fuzz targets (`fuzz/`) longer than
@@ -206,7 +206,13 @@ fn test(rest: &[String]) -> Result<()> {
             .args(rest);
     }
     env.apply(&mut cmd);
-    run(&mut cmd)
+    let tested = run(&mut cmd);
+    // The Debian package, from the server binary the tests just built; only for a whole
+    // run (a run narrowed to some tests is after something else).
+    if rest.is_empty() {
+        package::test(&root, &env)?;
+    }
+    tested
 }
 
 fn bench(args: &[String]) -> Result<()> {

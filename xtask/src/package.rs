@@ -1,14 +1,15 @@
 //! The server's Debian package (`cargo deb`; metadata in `server/Cargo.toml`, unit and
-//! maintainer script in `server/debian/`), built and checked by `cargo xtask package` from
-//! the binary of the last test build (`--no-build --profile dev`: no second build). Not yet
-//! part of `cargo xtask test`: it has not run to completion on the project's machines.
+//! maintainer script in `server/debian/`), built and checked by `cargo xtask test` (after
+//! the tests) and `cargo xtask package`, from the binary of the last test build
+//! (`--no-build --profile dev`: no second build).
 //!
 //! - always: its file list and control fields (`dpkg-deb`), its maintainer script, and its
 //!   systemd unit (`systemd-analyze verify`, and `security` under an exposure threshold);
 //! - where the machine may be changed (`CI` or `SOHBET_TEST_DPKG=1`, as root): installed
 //!   with `dpkg -i`; the `sohbet` user, the config file's owner and mode, `check-config`,
 //!   and the installed binary run as `sohbet` against the test PostgreSQL and Redis until
-//!   `GET /api/health` answers and a SIGTERM stops it cleanly; then purged. systemd is not
+//!   `GET /api/health` answers, through a SIGHUP (`systemctl reload`), until a SIGTERM
+//!   stops it cleanly; then purged, leaving only the `sohbet` user. systemd is not
 //!   PID 1 on the test machines, so the unit is verified, not started.
 
 use std::{
@@ -231,12 +232,26 @@ fn run_installed(env: &Prepared) -> Result<()> {
         .arg("serve")
         .spawn()
         .context("starting the installed server")?;
-    let healthy = wait_healthy(port);
+    // `systemctl reload` (the unit's ExecReload: SIGHUP) must leave it serving.
+    let healthy = wait_healthy(port).and_then(|()| {
+        signal(&server, "-HUP")?;
+        std::thread::sleep(Duration::from_millis(500));
+        ensure!(
+            server.try_wait()?.is_none(),
+            "the installed server exited on SIGHUP"
+        );
+        wait_healthy(port)
+    });
     // setpriv became the server (exec), so this is its process: it drains and exits 0.
-    let _ = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status();
+    let _ = signal(&server, "-TERM");
     let status = server.wait()?;
+    let _ = Command::new(&psql)
+        .arg(queries::with_database(database_url, "postgres")?)
+        .args([
+            "-qc",
+            &format!("drop database if exists {CHECK_DB} with (force)"),
+        ])
+        .status();
     healthy?;
     ensure!(
         status.success(),
@@ -245,10 +260,20 @@ fn run_installed(env: &Prepared) -> Result<()> {
     Ok(())
 }
 
+fn signal(process: &std::process::Child, signal: &str) -> Result<()> {
+    run(Command::new("kill")
+        .arg(signal)
+        .arg(process.id().to_string()))
+}
+
 /// The installed binary as the `sohbet` user, as the unit runs it (`setpriv` execs it, so
 /// signals reach the server itself).
 fn as_sohbet() -> Command {
     let mut cmd = Command::new("setpriv");
+    // The environment of a systemd service, not root's (whose HOME the user cannot read).
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LANG", "C.UTF-8");
     cmd.args([
         "--reuid=sohbet",
         "--regid=sohbet",

@@ -50,7 +50,9 @@ pub fn ensure(root: &Path, for_tests: bool) -> Result<Vec<(String, String)>> {
 pub fn pg_bindir() -> Result<PathBuf> {
     if system::has_command("initdb") && system::has_command("pg_ctl") {
         let out = Command::new("sh")
-            .args(["-c", "dirname \"$(command -v pg_ctl)\""])
+            // Through symlinks (e.g. /usr/local/bin/pg_ctl), to the folder that also holds
+            // the server's psql.
+            .args(["-c", "dirname \"$(readlink -f \"$(command -v pg_ctl)\")\""])
             .output()?;
         return Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
     }
