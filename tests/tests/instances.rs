@@ -157,9 +157,42 @@ async fn after_sigkill_clients_resume_elsewhere_and_presence_and_calls_expire() 
         assert_eq!(seq, sent.seq);
         last_seen = seq;
     }
+    let killed_at = std::time::Instant::now();
     server.signal("KILL");
     let mut child = server.child;
     child.wait().await.expect("killed");
+    // Carol was only on the dead instance: she goes offline and leaves the call (in
+    // either order), as README says: her connection was last renewed at most one interval
+    // before the crash and expires three intervals after that renewal, and the survivor
+    // sweeps every interval, so two to four intervals after the crash. The upper bound
+    // gets one interval of slack for a loaded machine; the lower bound needs none (load
+    // only makes things later).
+    let (mut offline, mut left) = (false, false);
+    while !(offline && left) {
+        let (is_offline, has_left) = a
+            .expect("carol offline and out of the call", |e| match e {
+                GatewayEvent::Event(Event::PresenceUpdated {
+                    user_id,
+                    presence: Presence::Offline,
+                    ..
+                }) if *user_id == carol_id => Some((true, false)),
+                GatewayEvent::Event(Event::VoiceStateUpdated {
+                    user_id,
+                    in_call: false,
+                    ..
+                }) if *user_id == carol_id => Some((false, true)),
+                _ => None,
+            })
+            .await;
+        offline |= is_offline;
+        left |= has_left;
+    }
+    let after = killed_at.elapsed();
+    let interval = Duration::from_millis(app.settings.heartbeat_interval_ms);
+    assert!(
+        after >= interval * 2 && after <= interval * 5,
+        "carol expired {after:?} after the crash, not within 2–4 heartbeat intervals ({interval:?})"
+    );
     drop(b);
     drop(c);
     let mut missed = Vec::new();
@@ -198,27 +231,4 @@ async fn after_sigkill_clients_resume_elsewhere_and_presence_and_calls_expire() 
             .any(|e| matches!(e, GatewayEvent::Event(Event::MessageCreated { .. }))),
         "a message came twice: {again:?}"
     );
-
-    // Carol was only on the dead instance: she goes offline and leaves the call (in
-    // either order).
-    let (mut offline, mut left) = (false, false);
-    while !(offline && left) {
-        let (is_offline, has_left) = a
-            .expect("carol offline and out of the call", |e| match e {
-                GatewayEvent::Event(Event::PresenceUpdated {
-                    user_id,
-                    presence: Presence::Offline,
-                    ..
-                }) if *user_id == carol_id => Some((true, false)),
-                GatewayEvent::Event(Event::VoiceStateUpdated {
-                    user_id,
-                    in_call: false,
-                    ..
-                }) if *user_id == carol_id => Some((false, true)),
-                _ => None,
-            })
-            .await;
-        offline |= is_offline;
-        left |= has_left;
-    }
 }
