@@ -9,6 +9,7 @@
 //! - [`store`]: the server address and the session token (keyring, else a 0600 file).
 //! - [`error`]: `CommandError`, the `{code, message, field}` every command fails with.
 //! - [`tray`]: the tray icon.
+//! - [`webview`]: WebKitGTK settings that cut the web view's memory.
 //!
 //! `SOHBET_DATA_DIR` chooses the profile folder (default: the OS's app data folder), so
 //! several profiles can run side by side, as the end-to-end tests do. `SOHBET_SERVER`
@@ -20,6 +21,7 @@ pub mod events;
 pub mod state;
 pub mod store;
 pub mod tray;
+pub mod webview;
 
 use std::{
     hash::{Hash, Hasher},
@@ -98,6 +100,9 @@ pub fn run() {
             std::fs::create_dir_all(&dir)?;
             tracing::info!(profile = %dir.display(), "starting");
             app.manage(AppState::new(Profile::new(dir), default_server));
+            if let Some(window) = app.get_webview_window("main") {
+                webview::tune(&window);
+            }
             if let Err(e) = tray::create(app.handle()) {
                 // No status notifier host (e.g. a bare X server): run without a tray.
                 tracing::info!(error = %e, "no tray icon");

@@ -1,7 +1,8 @@
 //! What the app keeps on disk between runs: the server address, the audio settings and the
-//! notification level of each conversation (a small JSON file in the profile folder) and the
-//! session token (the OS keyring when a Secret Service answers,
-//! else a file only the user can read). The web view never sees the token.
+//! notification level of each conversation (a small JSON file in the profile folder), the
+//! unsent draft of each conversation (another, private to the user) and the session token
+//! (the OS keyring when a Secret Service answers, else a file only the user can read). The
+//! web view never sees the token, and keeps nothing in its own storage.
 
 use std::{
     collections::BTreeMap,
@@ -14,6 +15,10 @@ use protocol::GroupId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CommandError;
+
+/// The longest draft kept, in characters: four times a message's limit (4000), room to write
+/// long and cut down, while a pasted file cannot bloat the file read at every start.
+pub const MAX_DRAFT_CHARS: usize = 16_000;
 
 /// Keyring service name; the account is the profile folder, so two profiles on one
 /// machine (as the end-to-end tests run) keep separate sessions.
@@ -74,11 +79,17 @@ pub enum NotificationLevel {
 #[derive(Debug, Clone)]
 pub struct Profile {
     dir: PathBuf,
+    /// Drafts change a (debounced) keystroke at a time: their read-change-write cycles
+    /// take turns so two saves in flight cannot undo each other.
+    drafts_lock: std::sync::Arc<std::sync::Mutex<()>>,
 }
 
 impl Profile {
     pub fn new(dir: PathBuf) -> Self {
-        Self { dir }
+        Self {
+            dir,
+            drafts_lock: Default::default(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -94,10 +105,7 @@ impl Profile {
     }
 
     pub fn load_config(&self) -> Config {
-        fs::read(self.config_path())
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default()
+        read_json(&self.config_path())
     }
 
     /// Changes the saved settings with `change`, keeping whatever it does not touch.
@@ -112,6 +120,54 @@ impl Profile {
         let bytes = serde_json::to_vec_pretty(config).map_err(storage)?;
         fs::create_dir_all(&self.dir).map_err(storage)?;
         fs::write(self.config_path(), bytes).map_err(storage)
+    }
+
+    fn drafts_path(&self) -> PathBuf {
+        self.dir.join("drafts.json")
+    }
+
+    /// The unsent text of each conversation (none if the file is missing or unreadable).
+    pub fn load_drafts(&self) -> BTreeMap<GroupId, String> {
+        read_json(&self.drafts_path())
+    }
+
+    /// Keeps `text` as the draft of `group_id`; blank text drops it. Written whole and
+    /// renamed into place, so a crash leaves the old drafts or the new, never half a file.
+    pub fn set_draft(&self, group_id: GroupId, text: &str) -> Result<(), CommandError> {
+        if group_id <= 0 {
+            return Err(invalid("group_id", "No such conversation."));
+        }
+        if text.chars().count() > MAX_DRAFT_CHARS {
+            return Err(invalid(
+                "text",
+                format!("A draft can hold at most {MAX_DRAFT_CHARS} characters."),
+            ));
+        }
+        let _turn = self
+            .drafts_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut drafts = self.load_drafts();
+        let changed = if text.trim().is_empty() {
+            drafts.remove(&group_id).is_some()
+        } else {
+            drafts.insert(group_id, text.to_owned()).as_deref() != Some(text)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&drafts).map_err(storage)?;
+        fs::create_dir_all(&self.dir).map_err(storage)?;
+        write_private(&self.drafts_path(), &bytes).map_err(storage)
+    }
+
+    /// Forgets every draft (they belong to the account that logs out).
+    pub fn clear_drafts(&self) {
+        let _turn = self
+            .drafts_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = fs::remove_file(self.drafts_path());
     }
 
     fn keyring_entry(&self) -> Option<keyring::Entry> {
@@ -162,6 +218,15 @@ pub enum TokenPlace {
     File,
 }
 
+/// A JSON file's value; the default when it is missing or unreadable (a damaged file must
+/// not stop the app from starting).
+fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> T {
+    fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
 /// Creates (or replaces) a file readable and writable by its owner only, with the mode set
 /// at creation so the secret is never briefly world-readable.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -178,6 +243,12 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     file.write_all(bytes)?;
     file.sync_all()?;
     fs::rename(&tmp, path)
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> CommandError {
+    let mut e = CommandError::new("validation_failed", message);
+    e.field = Some(field.to_owned());
+    e
 }
 
 fn storage(e: impl std::fmt::Display) -> CommandError {
@@ -218,6 +289,59 @@ mod tests {
             Some(&NotificationLevel::Muted)
         );
         assert_eq!(config.audio.input.as_deref(), Some("pulse"));
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn drafts_are_kept_per_conversation_and_blank_ones_dropped() {
+        let dir = std::env::temp_dir().join(format!("sohbet-drafts-{}", std::process::id()));
+        let profile = Profile::new(dir.clone());
+        profile.set_draft(1, "half a thought").expect("save");
+        profile.set_draft(2, "line one\nline two").expect("save");
+        profile.set_draft(1, "a whole thought").expect("replace");
+        // Another handle on the same folder, as after a restart.
+        let again = Profile::new(dir.clone());
+        let drafts = again.load_drafts();
+        assert_eq!(drafts.get(&1).map(String::as_str), Some("a whole thought"));
+        assert_eq!(
+            drafts.get(&2).map(String::as_str),
+            Some("line one\nline two")
+        );
+        again.set_draft(2, "  \n").expect("blank drops it");
+        assert!(!again.load_drafts().contains_key(&2));
+        again.clear_drafts();
+        assert!(again.load_drafts().is_empty());
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn bad_drafts_are_refused_and_change_nothing() {
+        let dir = std::env::temp_dir().join(format!("sohbet-bad-drafts-{}", std::process::id()));
+        let profile = Profile::new(dir.clone());
+        profile.set_draft(3, "kept").expect("save");
+        let too_long = "é".repeat(MAX_DRAFT_CHARS + 1);
+        let e = profile.set_draft(3, &too_long).expect_err("too long");
+        assert_eq!(
+            (e.code.as_str(), e.field.as_deref()),
+            ("validation_failed", Some("text"))
+        );
+        let e = profile.set_draft(0, "x").expect_err("no such group");
+        assert_eq!(e.field.as_deref(), Some("group_id"));
+        assert_eq!(
+            profile.load_drafts().get(&3).map(String::as_str),
+            Some("kept")
+        );
+        profile
+            .set_draft(3, &"é".repeat(MAX_DRAFT_CHARS))
+            .expect("at the limit");
+        // A damaged file reads as no drafts rather than failing the start.
+        fs::write(dir.join("drafts.json"), b"{not json").expect("damage it");
+        assert!(profile.load_drafts().is_empty());
+        profile.set_draft(3, "again").expect("a save replaces it");
+        assert_eq!(
+            profile.load_drafts().get(&3).map(String::as_str),
+            Some("again")
+        );
         fs::remove_dir_all(&dir).expect("clean up");
     }
 

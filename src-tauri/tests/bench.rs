@@ -2,16 +2,20 @@
 //! against a real server. Printed as each phase ends, never asserted (the machine is shared
 //! and noisy), so a run cut short still shows what it measured.
 //!
+//! - the floor: resident memory of the app on its first-run screen (an empty profile: the
+//!   web view with the UI loaded and next to nothing on screen), what any window of this
+//!   web view costs before Sohbet shows anything;
 //! - launch to an interactive conversation list, median of several launches: from the app
 //!   process's start (its `/proc` start time) to the UI's `sohbet:interactive` mark;
 //! - resident memory of all the app's processes (the app and WebKit's web and network
 //!   processes), idle with 50 conversations listed: RSS and PSS (shared pages split);
+//! - resident memory during a call with one other participant (an SDK peer sending a tone),
+//!   the app on the virtual sound card that `cargo xtask bench` starts;
 //! - a 10,000-message conversation (seeded in one SQL statement): scrolling up from its end
 //!   at a steady speed while its history pages in as the list nears the top (as a reader
-//!   does), then scrolling the whole loaded list back down; frame times from
-//!   `requestAnimationFrame` in the web view, and the waits at the top for a page;
-//! - resident memory during a call with one other participant (an SDK peer sending a tone),
-//!   the app on the virtual sound card that `cargo xtask bench` starts.
+//!   does), then all the way back down while the newer pages come back in; frame times from
+//!   `requestAnimationFrame` in the web view, the waits at either end for a page, and the
+//!   memory after.
 //!
 //! The app binary is `SOHBET_DESKTOP_APP` when set (`cargo xtask bench desktop` builds and
 //! passes the release binary, which is what users run), else the test build's.
@@ -32,10 +36,10 @@ const LAUNCHES: usize = 5;
 /// How far a frame scrolls up through the history: a brisk wheel or a flick (~6,000 px/s at
 /// 60 frames a second), fast enough to reach the top of each page before the next is in.
 const SCROLL_UP_PX: u32 = 100;
-/// Scrolling back down the loaded list: fast, to cross all of it in a few hundred frames.
+/// Scrolling back down: fast, to cross the conversation in a few hundred frames.
 const SCROLL_DOWN_PX: u32 = 400;
-/// Scrolling up through the history stops here if it has not reached the first message.
-const SCROLL_UP_LIMIT: Duration = Duration::from_secs(300);
+/// Scrolling through the history either way stops here if it has not reached the end.
+const SCROLL_LIMIT: Duration = Duration::from_secs(300);
 /// One display frame at 60 Hz, in ms: a frame interval over 1.5 of these missed a frame.
 const FRAME_MS: f64 = 1000.0 / 60.0;
 
@@ -142,6 +146,19 @@ fn frame_summary(intervals: &[f64]) -> String {
     )
 }
 
+/// The waits at an edge for the next page, summarised.
+fn wait_summary(waits: &[f64]) -> String {
+    let mut v = waits.to_vec();
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{}, median {:.0} ms, p95 {:.0} ms, total {:.1} s",
+        v.len(),
+        quantile(&v, 0.5),
+        quantile(&v, 0.95),
+        v.iter().sum::<f64>() / 1000.0
+    )
+}
+
 fn numbers(v: &Value) -> Vec<f64> {
     v.as_array()
         .map(|a| a.iter().filter_map(Value::as_f64).collect())
@@ -149,8 +166,9 @@ fn numbers(v: &Value) -> Vec<f64> {
 }
 
 /// Starts scrolling the timeline by `px` a frame (negative: up) in the page, recording each
-/// frame's interval and, while the list sits at its top waiting for older messages, how
-/// long each wait lasts. Runs until `window.__bench.stop` or the end it scrolls towards.
+/// frame's interval and, while the list sits at the edge it scrolls towards waiting for the
+/// next page, how long each wait lasts. Runs until `window.__bench.stop`, or scrolling down,
+/// until the conversation's latest message is at the bottom (the window holds no newer).
 const SCROLL_LOOP: &str = "
 const el = document.querySelector('[data-testid=timeline]');
 const px = arguments[0];
@@ -159,11 +177,11 @@ let last = null;
 const step = (now) => {
   if (last !== null) b.frames.push(now - last);
   last = now;
-  const atTop = el.scrollTop <= 0;
-  const atEnd = el.scrollTop + el.clientHeight >= el.scrollHeight - 1;
-  if (px < 0 && atTop && b.waitingSince === null) b.waitingSince = now;
-  if (px < 0 && !atTop && b.waitingSince !== null) { b.waits.push(now - b.waitingSince); b.waitingSince = null; }
-  if (b.stop || (px > 0 && atEnd)) { b.ended = true; return; }
+  const atEdge = px < 0 ? el.scrollTop <= 0 : el.scrollTop + el.clientHeight >= el.scrollHeight - 1;
+  if (atEdge && b.waitingSince === null) b.waitingSince = now;
+  if (!atEdge && b.waitingSince !== null) { b.waits.push(now - b.waitingSince); b.waitingSince = null; }
+  const latest = px > 0 && atEdge && document.querySelector('[data-has-newer=false]');
+  if (b.stop || latest) { b.ended = true; return; }
   el.scrollTop = Math.max(0, el.scrollTop + px);
   requestAnimationFrame(step);
 };
@@ -228,6 +246,21 @@ async fn desktop_benchmark() {
     .expect("config");
     std::fs::write(dir.join("session-token"), &me.token).expect("token");
 
+    // The floor: the app on an empty profile, showing its first-run screen.
+    let empty = dir.with_extension("empty");
+    let _ = std::fs::remove_dir_all(&empty);
+    std::fs::create_dir_all(&empty).expect("empty profile");
+    let floor = {
+        let driver = Driver::start(&app, &empty).await;
+        let s = driver.launch().await;
+        s.find("[data-testid=server-form]").await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let floor = report_memory("first-run screen (an empty profile)", driver.pid());
+        s.quit().await;
+        driver.wait_app_gone().await;
+        floor
+    };
+
     let driver = Driver::start(&app, &dir).await;
 
     // Launch to an interactive list, several times; the last launch stays for the rest.
@@ -277,7 +310,8 @@ async fn desktop_benchmark() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle = report_memory("idle with 50 conversations", driver.pid());
 
-    // The 10,000-message conversation opens at its end; scroll up through all of it.
+    // A call in the long conversation (opened at its end, its latest page loaded): the peer
+    // is in group 00's call; the app joins it.
     s.click("[data-testid=conversation][data-title='group 00']")
         .await;
     s.until(
@@ -286,66 +320,8 @@ async fn desktop_benchmark() {
         json!([]),
     )
     .await;
-    s.js(SCROLL_LOOP, json!([-i64::from(SCROLL_UP_PX)])).await;
-    let started = Instant::now();
-    let mut reported = Instant::now();
-    let reached_first = loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let state = s.js(SCROLL_STATE, json!([])).await;
-        if state["first"].as_bool() == Some(true) && state["top"].as_bool() == Some(true) {
-            break true;
-        }
-        if started.elapsed() > SCROLL_UP_LIMIT {
-            break false;
-        }
-        if reported.elapsed() > Duration::from_secs(15) {
-            reported = Instant::now();
-            println!(
-                "  … {:.0} s: scrolled up to seeded message {} ({} frames)",
-                started.elapsed().as_secs_f64(),
-                state["earliest"],
-                state["frames"]
-            );
-        }
-    };
-    let took = started.elapsed().as_secs_f64();
-    let (frames, mut waits) = scroll_results(&s).await;
-    waits.sort_by(f64::total_cmp);
-    let earliest = s.js(SCROLL_STATE, json!([])).await["earliest"].clone();
-    if reached_first {
-        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame, pages of 100 loading on the way): reached the first message in {took:.1} s");
-    } else {
-        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame): stopped after {took:.0} s at seeded message {earliest}");
-    }
-    println!("  {}", frame_summary(&frames));
-    println!(
-        "  waits at the top for the next page: {}, median {:.0} ms, p95 {:.0} ms, total {:.1} s",
-        waits.len(),
-        quantile(&waits, 0.5),
-        quantile(&waits, 0.95),
-        waits.iter().sum::<f64>() / 1000.0
-    );
-    let scroll_up = frames;
-
-    // Everything loaded is in the list now: scroll it all the way down.
-    s.js(SCROLL_LOOP, json!([SCROLL_DOWN_PX])).await;
-    s.until_for(
-        Duration::from_secs(300),
-        "the scroll down to end",
-        "return window.__bench.ended",
-        json!([]),
-    )
-    .await;
-    let (scroll_down, _) = scroll_results(&s).await;
-    println!(
-        "scrolling the loaded list down, {SCROLL_DOWN_PX} px a frame:\n  {}",
-        frame_summary(&scroll_down)
-    );
-    report_memory("after loading the long conversation", driver.pid());
-
-    // A call: the peer is in group 00's call; the app joins it.
     let gw = server.online(&peer.token).await;
-    let _peer_call = server
+    let peer_call = server
         .join_call(&peer.token, &gw, big, 440.0)
         .await
         .expect("the peer joins the call");
@@ -359,6 +335,70 @@ async fn desktop_benchmark() {
     tokio::time::sleep(Duration::from_secs(5)).await;
     let in_call = report_memory("in a call with one peer", driver.pid());
     s.click("[data-testid=hang-up]").await;
+    drop(peer_call);
+
+    // Scroll up through all of the conversation, as its older pages come in.
+    s.js(SCROLL_LOOP, json!([-i64::from(SCROLL_UP_PX)])).await;
+    let started = Instant::now();
+    let mut reported = Instant::now();
+    let reached_first = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let state = s.js(SCROLL_STATE, json!([])).await;
+        if state["first"].as_bool() == Some(true) && state["top"].as_bool() == Some(true) {
+            break true;
+        }
+        if started.elapsed() > SCROLL_LIMIT {
+            break false;
+        }
+        if reported.elapsed() > Duration::from_secs(15) {
+            reported = Instant::now();
+            println!(
+                "  … {:.0} s: scrolled up to seeded message {} ({} frames)",
+                started.elapsed().as_secs_f64(),
+                state["earliest"],
+                state["frames"]
+            );
+        }
+    };
+    let took = started.elapsed().as_secs_f64();
+    let (scroll_up, waits) = scroll_results(&s).await;
+    let earliest = s.js(SCROLL_STATE, json!([])).await["earliest"].clone();
+    if reached_first {
+        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame, pages of 100 loading on the way): reached the first message in {took:.1} s");
+    } else {
+        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame): stopped after {took:.0} s at seeded message {earliest}");
+    }
+    println!("  {}", frame_summary(&scroll_up));
+    println!(
+        "  waits at the top for the next page: {}",
+        wait_summary(&waits)
+    );
+    let after_up = report_memory("at the top of the long conversation", driver.pid());
+
+    // And all the way back down to the latest message, as the newer pages come back in.
+    s.js(SCROLL_LOOP, json!([SCROLL_DOWN_PX])).await;
+    let started = Instant::now();
+    s.until_for(
+        SCROLL_LIMIT,
+        "the scroll down to the latest message",
+        "return window.__bench.ended",
+        json!([]),
+    )
+    .await;
+    let (scroll_down, waits) = scroll_results(&s).await;
+    println!(
+        "scrolling down to the latest message, {SCROLL_DOWN_PX} px a frame, in {:.1} s:\n  {}",
+        started.elapsed().as_secs_f64(),
+        frame_summary(&scroll_down)
+    );
+    println!(
+        "  waits at the bottom for the next page: {}",
+        wait_summary(&waits)
+    );
+    let after_down = report_memory(
+        "after scrolling the long conversation up and down",
+        driver.pid(),
+    );
     s.quit().await;
 
     let p = |v: &[f64], q: f64| {
@@ -369,10 +409,16 @@ async fn desktop_benchmark() {
     println!(
         "\n| desktop app ({build}, Xvfb) | figure |\n|---|---|\n\
          | launch to interactive list, median of {LAUNCHES} | {launch_median:.0} ms |\n\
+         | first-run screen (the floor), RSS / PSS of {} processes | {:.0} / {:.0} MB |\n\
          | idle with 50 conversations, RSS / PSS of {} processes | {:.0} / {:.0} MB |\n\
          | in a call with one peer, RSS / PSS | {:.0} / {:.0} MB |\n\
          | scrolling up 10,001 messages as pages load: frame p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms |\n\
-         | scrolling down the loaded list: frame p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms |",
+         | at the top of them, RSS / PSS | {:.0} / {:.0} MB |\n\
+         | scrolling back down as pages load: frame p50 / p95 / p99 | {:.1} / {:.1} / {:.1} ms |\n\
+         | after scrolling up and down, RSS / PSS | {:.0} / {:.0} MB |",
+        floor.2,
+        floor.0,
+        floor.1,
         idle.2,
         idle.0,
         idle.1,
@@ -381,8 +427,12 @@ async fn desktop_benchmark() {
         p(&scroll_up, 0.5),
         p(&scroll_up, 0.95),
         p(&scroll_up, 0.99),
+        after_up.0,
+        after_up.1,
         p(&scroll_down, 0.5),
         p(&scroll_down, 0.95),
         p(&scroll_down, 0.99),
+        after_down.0,
+        after_down.1,
     );
 }

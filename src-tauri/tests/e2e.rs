@@ -263,6 +263,12 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
     a.find("[data-testid=sessions] li").await;
     a.screenshot(&shots.join("settings.png")).await;
 
+    // Ben starts another message and leaves it: the Rust side keeps the draft in the
+    // profile folder (not in the web view's storage) once typing pauses.
+    let draft = "a thought for later — ünïcode, <b>unsent</b>";
+    b.type_into("[data-testid=composer]", draft).await;
+    until_saved_draft(&dir_b, draft).await;
+
     // Ben quits and starts again: still logged in, the conversation is there.
     b.quit().await;
     driver_b.wait_app_gone().await;
@@ -275,6 +281,16 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
     )
     .await;
     b.screenshot(&shots.join("after-restart.png")).await;
+    // And the draft is back in its composer.
+    b.click("[data-testid=conversation]").await;
+    let restored = b
+        .until(
+            "the draft restored",
+            "const c = document.querySelector('[data-testid=composer]'); return c && c.value",
+            json!([]),
+        )
+        .await;
+    assert_eq!(restored, json!(draft));
     assert!(
         !dir_b.join("session-token").exists() || {
             use std::os::unix::fs::PermissionsExt;
@@ -287,6 +303,28 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
 
     a.quit().await;
     b.quit().await;
+}
+
+/// Waits until the profile's drafts file holds `text` (the UI saves a draft once typing
+/// pauses).
+async fn until_saved_draft(profile: &Path, text: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let saved = std::fs::read(profile.join("drafts.json"))
+            .ok()
+            .and_then(|b| {
+                serde_json::from_slice::<std::collections::BTreeMap<String, String>>(&b).ok()
+            })
+            .unwrap_or_default();
+        if saved.values().any(|d| d == text) {
+            return;
+        }
+        assert!(
+            started.elapsed() < support::webdriver::WAIT,
+            "the draft was not saved: {saved:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// Points the app's calls at the virtual sound card (`cargo xtask test` starts it: a

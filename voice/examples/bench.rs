@@ -223,13 +223,15 @@ struct PairResult {
     pesq: Vec<f64>,
     concealed: f64,
     fec: u64,
+    red: u64,
     jitter_buffer_ms: f64,
 }
 
-/// Two peers send each other `speech` through a relay with `loss` and `jitter`.
+/// Two peers send each other `speech` through a relay with `loss` and `jitter`, sending RED
+/// under loss if `red`.
 async fn run_pair(
     speech: &[f32],
-    bitrate: u32,
+    (bitrate, red): (u32, bool),
     loss: f64,
     jitter_ms: u64,
     dir: &Path,
@@ -247,6 +249,7 @@ async fn run_pair(
         CallConfig {
             bind_addrs: vec!["127.0.0.1:0".to_owned()],
             bitrate,
+            red,
             ..CallConfig::default()
         },
         netem,
@@ -273,6 +276,7 @@ async fn run_pair(
         pesq: scores,
         concealed: stats.iter().map(|s| s.concealed_fraction).sum::<f64>() / n,
         fec: stats.iter().map(|s| s.fec_frames).sum(),
+        red: stats.iter().map(|s| s.red_frames).sum(),
         jitter_buffer_ms: stats.iter().map(|s| s.jitter_buffer_ms).sum::<f64>() / n,
     }
 }
@@ -372,7 +376,7 @@ async fn external_call(
         jitter: Duration::from_millis(jitter_ms),
         seed: 42,
     });
-    let peer = ExternalCall::start(stack, config, signal.clone(), &theirs, dir, netem).await;
+    let peer = ExternalCall::start(stack, config, signal.clone(), &theirs, dir, netem, &[]).await;
     run_for(theirs.len() as f32 / RATE as f32).await;
     let we_heard = peer.heard.samples();
     let stats = peer.call.stats();
@@ -522,20 +526,21 @@ fn codec_rows(speech: &[f32], dir: &Path) {
 
 async fn network_rows(speech: &[f32], dir: &Path) {
     println!();
-    println!("| bitrate | network | latency p50 | latency p95 | PESQ-WB (a→b, b→a) | concealed | FEC frames | jitter buffer |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| bitrate | RED | network (jitter: each packet delayed 0–20 ms) | latency p50 | latency p95 | PESQ-WB (a→b, b→a) | concealed | FEC frames | RED frames | jitter buffer |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let default = voice::codec::DEFAULT_BITRATE / 1000;
-    for (bitrate, label, loss, jitter) in [
-        (default, "0% loss", 0.0, 0),
-        (default, "5% loss + 20 ms jitter", 0.05, 20),
-        (default, "5% loss", 0.05, 0),
-        (default, "10% loss", 0.10, 0),
-        (default, "20% loss", 0.20, 0),
-        (64, "0% loss", 0.0, 0),
-        (64, "10% loss", 0.10, 0),
+    for (bitrate, red, label, loss, jitter) in [
+        (default, true, "0% loss", 0.0, 0),
+        (default, true, "0% loss + jitter", 0.0, 20),
+        (default, true, "5% loss + jitter", 0.05, 20),
+        (default, true, "10% loss + jitter", 0.10, 20),
+        (default, true, "20% loss + jitter", 0.20, 20),
+        (default, false, "10% loss + jitter", 0.10, 20),
+        (default, false, "20% loss + jitter", 0.20, 20),
+        (32, true, "0% loss", 0.0, 0),
     ] {
-        let tag = format!("{bitrate}k-{}", label.replace([' ', '%', '+'], ""));
-        let r = run_pair(speech, bitrate * 1000, loss, jitter, dir, &tag).await;
+        let tag = format!("{bitrate}k-{red}-{}", label.replace([' ', '%', '+'], ""));
+        let r = run_pair(speech, (bitrate * 1000, red), loss, jitter, dir, &tag).await;
         let scores = r
             .pesq
             .iter()
@@ -543,7 +548,8 @@ async fn network_rows(speech: &[f32], dir: &Path) {
             .collect::<Vec<_>>()
             .join(", ");
         println!(
-            "| {bitrate} kbps | {label} | {} | {} | {} | {:.1}% | {} | {:.0} ms |",
+            "| {bitrate} kbps | {} | {label} | {} | {} | {} | {:.1}% | {} | {} | {:.0} ms |",
+            if red { "on" } else { "off" },
             fmt(r.latency_p50, " ms"),
             fmt(r.latency_p95, " ms"),
             if scores.is_empty() {
@@ -553,6 +559,7 @@ async fn network_rows(speech: &[f32], dir: &Path) {
             },
             r.concealed * 100.0,
             r.fec,
+            r.red,
             r.jitter_buffer_ms
         );
     }

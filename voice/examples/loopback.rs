@@ -2,7 +2,7 @@
 //! what the receiver played, so anyone can score the engine with their own material:
 //!
 //! `cargo run --release -p voice --example loopback -- --in speech.wav --out heard.wav
-//! [--loss PCT] [--jitter-ms MS] [--bitrate KBPS] [--seed N]`
+//! [--loss PCT] [--jitter-ms MS] [--bitrate KBPS] [--seed N] [--no-red]`
 //!
 //! Prints the link statistics at the end. The code is in `tests/common/loopback.rs`, shared
 //! with its test.

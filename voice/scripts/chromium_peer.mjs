@@ -4,7 +4,11 @@
 // answers the offer it gets, sends --play (a WAV file, through Chromium's fake microphone,
 // with its audio processing off) and records what it receives (MediaStreamTrackProcessor,
 // 48 kHz) to --record. Ends on "bye", end of input or --timeout seconds; prints Chromium's
-// receive stats (getStats inbound-rtp) as one JSON line on stderr.
+// receive stats (getStats inbound-rtp) as one JSON line on stderr. libwebrtc sends RED
+// (red/48000/2) only to a peer whose SDP lists it before Opus, and the voice engine lists it
+// after, as Chromium does: --red prefer moves it first in the offer received and in the
+// answer (how a page opts in), so Chromium sends RED; --red off leaves RED out of the
+// answer; without --red Chromium answers in its own order (RED accepted, not sent).
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 import { writeFileSync } from "node:fs";
@@ -17,6 +21,7 @@ function arg(name, fallback) {
 const play = arg("play");
 const record = arg("record");
 const timeout = Number(arg("timeout", "60")) * 1000;
+const red = arg("red", "default");
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 function send(obj) {
@@ -62,7 +67,7 @@ const server = createServer((_, res) => {
 });
 await new Promise((r) => server.listen(0, "127.0.0.1", r));
 await page.goto(`http://127.0.0.1:${server.address().port}/`);
-await page.evaluate(async () => {
+await page.evaluate(async (red) => {
   const pc = new RTCPeerConnection();
   window.pc = pc;
   window.recorded = [];
@@ -97,9 +102,29 @@ await page.evaluate(async () => {
       value.close();
     }
   };
+  // The offer with RED moved before every other audio format.
+  const redFirst = (sdp) => {
+    const lines = sdp.split("\r\n");
+    const pt = lines.map((l) => /^a=rtpmap:(\d+) red\/48000/i.exec(l)).find(Boolean)?.[1];
+    if (!pt) return sdp;
+    return lines.map((l) => {
+      if (!l.startsWith("m=audio ")) return l;
+      const f = l.split(" ");
+      return [...f.slice(0, 3), pt, ...f.slice(3).filter((x) => x !== pt)].join(" ");
+    }).join("\r\n");
+  };
   window.handle = async (msg) => {
     if (msg.type === "offer") {
-      await pc.setRemoteDescription({ type: "offer", sdp: msg.sdp });
+      const sdp = red === "prefer" ? redFirst(msg.sdp) : msg.sdp;
+      await pc.setRemoteDescription({ type: "offer", sdp });
+      if (red !== "default") {
+        const codecs = RTCRtpReceiver.getCapabilities("audio").codecs;
+        const isRed = (c) => c.mimeType.toLowerCase() === "audio/red";
+        if (red === "prefer" && !codecs.some(isRed)) console.log("this Chromium has no audio/red");
+        const others = codecs.filter((c) => !isRed(c));
+        const prefs = red === "prefer" ? [...codecs.filter(isRed), ...others] : others;
+        pc.getTransceivers().forEach((t) => t.setCodecPreferences(prefs));
+      }
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
       window.sendSignal(JSON.stringify({ peer: msg.peer, type: "answer", sdp: pc.localDescription.sdp }));
@@ -109,7 +134,7 @@ await page.evaluate(async () => {
       });
     }
   };
-});
+}, red);
 
 // Messages are applied one at a time, in order; candidates that come before the offer wait.
 const lines = createInterface({ input: process.stdin });

@@ -23,7 +23,7 @@ use webrtc::peer_connection::{
 use crate::audio::{Capture, Playout};
 use crate::codec::{OpusEncoder, DEFAULT_BITRATE, MAX_BITRATE, MIN_BITRATE};
 use crate::dsp::{upmix, MonoResampler, SendChain, SendSettings};
-use crate::peer::{OutFrame, PeerEvent, PeerLink};
+use crate::peer::{OutFrame, PeerEvent, PeerLink, MAX_RED_DISTANCE};
 use crate::receive::Mixer;
 use crate::signal::{PeerId, Signal, SignalMessage};
 use crate::{lock, Result, VoiceError, SAMPLE_RATE};
@@ -73,6 +73,10 @@ pub struct CallConfig {
     /// Discontinuous transmission: send nothing while silent. On by default; off for peers
     /// whose receivers do not fill the gaps (aiortc plays only the frames it gets).
     pub dtx: bool,
+    /// Send RED (RFC 2198: each packet also carries a copy of the frame before it) to a peer
+    /// that negotiated it while it reports 3% loss or more; a lost packet's frame then comes
+    /// whole from the next one. Off: plain Opus always (RED is still accepted).
+    pub red: bool,
 }
 
 impl Default for CallConfig {
@@ -85,6 +89,7 @@ impl Default for CallConfig {
             send: SendSettings::default(),
             dtx: true,
             loss_boost: true,
+            red: true,
         }
     }
 }
@@ -129,6 +134,12 @@ pub struct PeerStats {
     pub concealed_fraction: f64,
     /// Frames rebuilt from FEC.
     pub fec_frames: u64,
+    /// Packets that came as RED (the peer sends redundancy).
+    pub red_received: u64,
+    /// Lost packets whose frame was played from the RED copy in a later packet.
+    pub red_frames: u64,
+    /// Whether we currently send this peer RED (it negotiated RED and reports loss).
+    pub sending_red: bool,
     /// Packets received.
     pub packets_received: u64,
     /// Packets that came too late to play.
@@ -157,6 +168,10 @@ struct Controls {
     bitrate: AtomicU32,
     /// Worst loss any receiver reports, as `f32` bits: drives FEC.
     expected_loss: AtomicU32,
+    /// Worst loss a receiver without RED reports, as `f32` bits: drives the bitrate boost.
+    unprotected_loss: AtomicU32,
+    /// Audio kept queued at the playout device (ms), as `f32` bits, for the delay estimate.
+    playout_ms: AtomicU32,
     send: Mutex<SendSettings>,
 }
 
@@ -192,10 +207,28 @@ const MAX_PENDING_CANDIDATES: usize = 64;
 /// latency it adds to half that on average.
 const TICK: Duration = Duration::from_millis(5);
 /// Keep at least 10 ms queued at the playout device so it never runs dry between ticks.
-const PLAYOUT_LOW_WATER_MS: usize = 10;
-/// Reported loss at which the bitrate doubles (see [`CallConfig::loss_boost`]) ...
+const PLAYOUT_LOW_WATER_MS: f64 = 10.0;
+/// Each time the device runs dry anyway (the engine was not scheduled in time: a busy
+/// machine), keep this much more queued ...
+const PLAYOUT_STEP_MS: f64 = 10.0;
+/// ... up to this much: a machine that stalls the engine longer is past helping.
+const PLAYOUT_MAX_MS: f64 = 100.0;
+/// After this long without running dry, give the extra back ...
+const PLAYOUT_CALM: Duration = Duration::from_secs(10);
+/// ... this much per tick (1 ms a second), slowly enough for the jitter buffers to shed it by
+/// skipping quiet frames.
+const PLAYOUT_SHRINK_MS: f64 = 0.005;
+/// The jitter buffers' clock follows the device's at most this much faster or slower per
+/// frame (10 %): time lost to a stall is given back gradually, and a deeper queue held back
+/// for gradually.
+const PLAYOUT_CATCH_UP: Duration = Duration::from_millis(2);
+/// Most frames written per tick: refills the deepest queue after a stall without spinning
+/// forever on a device that does not drain.
+const MAX_FRAMES_PER_TICK: usize = 8;
+/// Reported loss at which the bitrate doubles (see [`CallConfig::loss_boost`]) or RED starts
+/// (see [`CallConfig::red`]) ...
 const LOSS_BOOST_ON: f32 = 0.03;
-/// ... and below which it returns to the configured value.
+/// ... and below which they stop: the gap keeps them from flapping around one threshold.
 const LOSS_BOOST_OFF: f32 = 0.01;
 /// Codec look-ahead of Opus in VoIP mode (ms), for the mouth-to-ear estimate.
 const OPUS_LOOKAHEAD_MS: f64 = 6.5;
@@ -335,6 +368,8 @@ impl Call {
                 level_db: AtomicU32::new((-100.0f32).to_bits()),
                 bitrate: AtomicU32::new(config.bitrate),
                 expected_loss: AtomicU32::new(0.0f32.to_bits()),
+                unprotected_loss: AtomicU32::new(0.0f32.to_bits()),
+                playout_ms: AtomicU32::new((PLAYOUT_LOW_WATER_MS as f32).to_bits()),
                 send: Mutex::new(config.send),
             },
             config,
@@ -500,7 +535,9 @@ impl Call {
                     + TICK.as_secs_f64() * 500.0
                     + n.rtt_ms.unwrap_or(0.0) / 2.0
                     + js.target_ms
-                    + PLAYOUT_LOW_WATER_MS as f64;
+                    + f64::from(f32::from_bits(
+                        self.shared.controls.playout_ms.load(Ordering::Relaxed),
+                    ));
                 PeerStats {
                     peer: link.id.clone(),
                     rtt_ms: n.rtt_ms,
@@ -510,6 +547,10 @@ impl Call {
                     jitter_buffer_ms: js.target_ms,
                     concealed_fraction: js.concealed as f64 / played,
                     fec_frames: js.fec,
+                    red_received: rx.red_packets(),
+                    red_frames: js.red,
+                    sending_red: link.red_negotiated()
+                        && link.red_distance.load(Ordering::Relaxed) > 0,
                     packets_received: js.received,
                     packets_late: js.late,
                     level_db: rx.level_db(),
@@ -657,13 +698,28 @@ async fn run_peer_events(shared: Arc<Shared>, mut events: mpsc::Receiver<PeerEve
     }
 }
 
-/// Polls RTCP-derived figures once a second and feeds the worst reported loss to FEC.
+/// Whether a loss response (bitrate boost, RED) that is `on` should be on at `loss`.
+fn loss_response(on: bool, loss: f32) -> bool {
+    if loss >= LOSS_BOOST_ON {
+        true
+    } else if loss < LOSS_BOOST_OFF {
+        false
+    } else {
+        on
+    }
+}
+
+/// Polls RTCP-derived figures once a second, feeds the worst reported loss to FEC and the
+/// bitrate boost, and turns RED on or off for each peer by the loss that peer reports.
 async fn run_stats(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let links: Vec<Arc<PeerLink>> = lock(&shared.peers).values().cloned().collect();
         let mut worst_loss = 0.0f64;
+        // Worst loss among peers not protected by RED: only they need the bitrate boost
+        // (RED already doubles what a lossy peer gets).
+        let mut worst_unprotected = 0.0f64;
         for link in links {
             let report = link.pc.get_stats(Instant::now(), StatsSelector::None).await;
             let mut net = NetStats {
@@ -719,13 +775,86 @@ async fn run_stats(shared: Arc<Shared>) {
                     _ => {}
                 }
             }
+            let red_on = link.red_distance.load(Ordering::Relaxed) > 0;
+            let red_on = shared.config.red && loss_response(red_on, net.remote_loss as f32);
+            link.red_distance
+                .store(u8::from(red_on) * MAX_RED_DISTANCE, Ordering::Relaxed);
             worst_loss = worst_loss.max(net.remote_loss);
+            if !(red_on && link.red_negotiated()) {
+                worst_unprotected = worst_unprotected.max(net.remote_loss);
+            }
             lock(&shared.net).insert(link.id.clone(), net);
         }
         shared
             .controls
             .expected_loss
             .store((worst_loss as f32).to_bits(), Ordering::Relaxed);
+        shared
+            .controls
+            .unprotected_loss
+            .store((worst_unprotected as f32).to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// Paces playout by the device: how much to keep queued, and the instant each frame is due.
+///
+/// A frame is due when the device will reach it, less the queue kept: `now + queued -
+/// headroom`, which is `now` while the engine keeps up. After a stall the engine writes
+/// several frames at once, and these must reach the jitter buffers as consecutive slots, not
+/// as frames asked for early (filled with concealment) and then late (skipped: a phase jump
+/// in every frame). When the device ran dry anyway, the queue kept grows, so a machine too
+/// busy to run the engine every few milliseconds stops breaking the audio into pieces, and
+/// the time lost is given back at most 2 ms per frame, which the jitter buffers follow by
+/// skipping quiet frames rather than words.
+struct PlayoutPacer {
+    last_due: Option<Instant>,
+    headroom_ms: f64,
+    underruns: u64,
+    calm_since: Instant,
+}
+
+impl PlayoutPacer {
+    fn new(underruns: u64) -> Self {
+        Self {
+            last_due: None,
+            headroom_ms: PLAYOUT_LOW_WATER_MS,
+            underruns,
+            calm_since: Instant::now(),
+        }
+    }
+
+    /// Takes the device's underrun count once per tick.
+    fn observe(&mut self, underruns: u64, now: Instant) {
+        if underruns > self.underruns {
+            self.headroom_ms = (self.headroom_ms + PLAYOUT_STEP_MS).min(PLAYOUT_MAX_MS);
+            self.calm_since = now;
+        } else if now.duration_since(self.calm_since) > PLAYOUT_CALM {
+            self.headroom_ms = (self.headroom_ms - PLAYOUT_SHRINK_MS).max(PLAYOUT_LOW_WATER_MS);
+        }
+        // A new device counts from zero.
+        self.underruns = underruns;
+    }
+
+    /// Frames to keep queued at a device of `rate` Hz.
+    fn low_water(&self, rate: u32) -> usize {
+        (f64::from(rate) * self.headroom_ms / 1000.0) as usize
+    }
+
+    /// The instant the jitter buffers should play the next frame at, `queued` being what the
+    /// device still has to play before it.
+    fn due(&mut self, now: Instant, queued: Duration) -> Instant {
+        let headroom = Duration::from_secs_f64(self.headroom_ms / 1000.0);
+        let device = (now + queued).checked_sub(headroom).unwrap_or(now);
+        let frame = Duration::from_secs_f64(crate::FRAME_MS / 1000.0);
+        let due = match self.last_due {
+            Some(prev) => device.clamp(
+                prev + frame - PLAYOUT_CATCH_UP,
+                prev + frame + PLAYOUT_CATCH_UP,
+            ),
+            None => device,
+        };
+        self.last_due = Some(due);
+        due
     }
 }
 
@@ -743,15 +872,12 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
     let mut mixer = Mixer::default();
     let mut mono = Vec::with_capacity(SAMPLE_RATE as usize / 25);
     let mut device = Vec::with_capacity(SAMPLE_RATE as usize / 10);
+    let mut pacer = PlayoutPacer::new(lock(&shared.io).playout.underruns());
     loop {
         ticker.tick().await;
         let loss = f32::from_bits(controls.expected_loss.load(Ordering::Relaxed));
-        // Hysteresis so the bitrate does not flap around the threshold.
-        if loss >= LOSS_BOOST_ON {
-            boosted = shared.config.loss_boost;
-        } else if loss < LOSS_BOOST_OFF {
-            boosted = false;
-        }
+        let unprotected = f32::from_bits(controls.unprotected_loss.load(Ordering::Relaxed));
+        boosted = shared.config.loss_boost && loss_response(boosted, unprotected);
         let configured = controls.bitrate.load(Ordering::Relaxed);
         let wanted_bitrate = if boosted {
             (configured * 2).min(MAX_BITRATE)
@@ -805,19 +931,22 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
 
         // Receive path.
         let format = io.playout.format();
-        let low_water = format.sample_rate as usize * PLAYOUT_LOW_WATER_MS / 1000;
+        pacer.observe(io.playout.underruns(), Instant::now());
+        controls
+            .playout_ms
+            .store((pacer.headroom_ms as f32).to_bits(), Ordering::Relaxed);
+        let low_water = pacer.low_water(format.sample_rate);
         let deafened = controls.deafened.load(Ordering::Relaxed);
-        // At most 5 frames per tick: catches up after a stall without spinning forever on a
-        // device that does not drain.
-        for _ in 0..5 {
+        for _ in 0..MAX_FRAMES_PER_TICK {
             if io.playout.queued() >= low_water {
                 break;
             }
-            let now = Instant::now();
+            let queued = io.playout.queued() as f64 / f64::from(format.sample_rate);
+            let due = pacer.due(Instant::now(), Duration::from_secs_f64(queued));
             mixer.clear();
             for link in &links {
                 let mut rx = lock(&link.receiver);
-                let frame = rx.next_frame(now);
+                let frame = rx.next_frame(due);
                 if !deafened {
                     mixer.add(frame);
                 }

@@ -7,9 +7,10 @@
 //! arrives too late, by that packet's lateness) and creeps back when it calms. The buffer
 //! reaches a new target one frame at a time, by playing a concealment frame without advancing
 //! (to grow) or skipping a frame (to shrink). Packets that come after their slot are dropped
-//! and counted as late. A slot with no packet is DTX silence when the sequence numbers show
-//! nothing was lost, otherwise it is recovered from the next packet's FEC when that has
-//! arrived, or concealed.
+//! and counted as late. A slot with no packet is filled, in this order, by a redundant (RED,
+//! RFC 2198) copy of its frame carried by a later packet; by DTX silence when the sequence
+//! numbers show nothing was lost; by the next packet's in-band FEC when that has arrived; or
+//! by concealment.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
@@ -86,6 +87,8 @@ pub struct JitterStats {
     pub played: u64,
     /// Frames rebuilt from FEC.
     pub fec: u64,
+    /// Lost packets whose frame was played from a redundant (RED) copy in a later packet.
+    pub red: u64,
     /// Frames concealed (including stretch frames).
     pub concealed: u64,
     /// Frames skipped to shrink the delay.
@@ -130,6 +133,9 @@ impl Unwrapper {
 struct Entry {
     seq: u64,
     payload: Bytes,
+    /// A copy carried as redundancy by a later packet (RED), not the packet itself: the
+    /// packet, if it turns up, replaces it.
+    redundant: bool,
 }
 
 /// The jitter buffer of one remote stream.
@@ -195,7 +201,7 @@ impl JitterBuffer {
     pub fn insert(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Bytes) {
         let ts = self.ts.unwrap(u64::from(timestamp), 32);
         let seq = self.seq.unwrap(u64::from(seq), 16);
-        if self.packets.values().any(|e| e.seq == seq) {
+        if self.packets.values().any(|e| e.seq == seq && !e.redundant) {
             return; // duplicate (e.g. a retransmission that raced the original)
         }
         let transit = self.ms_since_epoch(now) - ts as f64 / TICKS_PER_MS;
@@ -224,8 +230,40 @@ impl JitterBuffer {
             return;
         }
         self.stats.received += 1;
-        self.packets.insert(ts, Entry { seq, payload });
-        // A broken or hostile sender (timestamps far ahead) must not grow this without end.
+        self.packets.insert(
+            ts,
+            Entry {
+                seq,
+                payload,
+                redundant: false,
+            },
+        );
+        self.bound();
+    }
+
+    /// Takes a redundant copy of an earlier frame (a RED block): `seq` and `timestamp` are
+    /// those of the packet it repeats. It fills that frame's slot only if the packet itself
+    /// has not arrived and the slot has not been played yet; it says nothing about timing or
+    /// loss, since it rode in another packet.
+    pub fn insert_redundant(&mut self, seq: u16, timestamp: u32, payload: Bytes) {
+        let ts = self.ts.unwrap(u64::from(timestamp), 32);
+        let seq = self.seq.unwrap(u64::from(seq), 16);
+        if self.next_ts.is_some_and(|next| ts < next) || self.packets.contains_key(&ts) {
+            return;
+        }
+        self.packets.insert(
+            ts,
+            Entry {
+                seq,
+                payload,
+                redundant: true,
+            },
+        );
+        self.bound();
+    }
+
+    /// A broken or hostile sender (timestamps far ahead) must not grow the buffer without end.
+    fn bound(&mut self) {
         while self.packets.len() > MAX_PACKETS {
             self.packets.pop_last();
         }
@@ -363,6 +401,9 @@ impl JitterBuffer {
                     }
                     self.pending_conceal = 0;
                     self.last_seq = Some(e.seq);
+                    if e.redundant {
+                        self.stats.red += 1;
+                    }
                     Playout::Frame(e.payload)
                 }
                 None => Playout::Conceal,
@@ -443,6 +484,16 @@ mod tests {
 
     /// Runs the buffer, popping every 20 ms (phase 7 ms), returning what was played.
     fn simulate(jb: &mut JitterBuffer, arrivals: &[Arrival], until_ms: f64) -> Vec<Playout> {
+        simulate_red(jb, arrivals, until_ms, 0)
+    }
+
+    /// [`simulate`] with every packet also carrying RED copies of the `red` frames before it.
+    fn simulate_red(
+        jb: &mut JitterBuffer,
+        arrivals: &[Arrival],
+        until_ms: f64,
+        red: u32,
+    ) -> Vec<Playout> {
         let start = Instant::now();
         let at = |ms: f64| start + Duration::from_secs_f64(ms / 1000.0);
         let mut out = Vec::new();
@@ -454,6 +505,13 @@ mod tests {
                 // 4_000_000_000 start makes the 32-bit timestamp wrap during the test.
                 let ts = 4_294_000_000u32.wrapping_add(a.frame * 960);
                 jb.insert(at(a.at_ms), a.seq, ts, payload(a.frame));
+                for back in (1..=red).filter(|&b| b <= a.frame) {
+                    jb.insert_redundant(
+                        a.seq.wrapping_sub(back as u16),
+                        ts.wrapping_sub(back * 960),
+                        payload(a.frame - back),
+                    );
+                }
                 i += 1;
             }
             out.push(jb.pop(at(tick)));
@@ -504,6 +562,51 @@ mod tests {
         assert_eq!(s.lost, 12);
         assert!(s.fec >= 8, "fec {} concealed {}", s.fec, s.concealed);
         assert!(out.iter().any(|p| matches!(p, Playout::Fec(_))));
+    }
+
+    #[test]
+    fn lost_packets_play_from_their_redundant_copy_before_fec() {
+        let mut jb = JitterBuffer::new();
+        // Every 7th packet lost, and one burst of two (frames 100 and 101).
+        let lost = |f: u32| f % 7 == 3 || f == 100 || f == 101;
+        let arrivals = stream(0..300, |f| (!lost(f)).then_some(1.0));
+        let out = simulate_red(&mut jb, &arrivals, 6_100.0, 1);
+        let played = frames_played(&out);
+        let s = jb.stats();
+        // Each single loss is played from the copy in the next packet, the frame itself.
+        for f in (0..290).filter(|&f| f % 7 == 3 && f > 20) {
+            assert!(played.contains(&f), "frame {f} not recovered: {s:?}");
+        }
+        // Of the burst only the second frame has a copy; the first, whose FEC was in the
+        // second, is concealed.
+        assert!(played.contains(&101) && !played.contains(&100));
+        assert!(s.red >= 38, "red {} ({s:?})", s.red);
+        assert!(s.concealed >= 1, "concealed {}", s.concealed);
+        // 43 frames with f % 7 == 3, and frame 100; copies are not counted as received.
+        assert_eq!((s.lost, s.received), (44, 256));
+    }
+
+    #[test]
+    fn a_packet_replaces_its_redundant_copy_and_stale_copies_are_ignored() {
+        let mut jb = JitterBuffer::new();
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Copies carry other bytes than the packets, to tell which one played.
+        let copy = |frame: u32| payload(1000 + frame);
+        jb.insert(at(0), 10, 9600, payload(10));
+        // Frame 12 overtakes frame 11: its copy of 11 comes first, then 11 itself.
+        jb.insert(at(41), 12, 9600 + 1920, payload(12));
+        jb.insert_redundant(11, 9600 + 960, copy(11));
+        jb.insert(at(42), 11, 9600 + 960, payload(11));
+        // A copy of frame 10, which is already held.
+        jb.insert_redundant(10, 9600, copy(10));
+        let out: Vec<Playout> = [40, 60, 80, 100].map(|ms| jb.pop(at(ms))).into();
+        assert_eq!(frames_played(&out), vec![10, 11, 12]);
+        let s = jb.stats();
+        assert_eq!((s.received, s.red, s.lost), (3, 0, 0));
+        // A copy of a frame already played changes nothing.
+        jb.insert_redundant(12, 9600 + 1920, copy(12));
+        assert!(!matches!(jb.pop(at(120)), Playout::Frame(_)));
     }
 
     #[test]

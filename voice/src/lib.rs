@@ -8,6 +8,7 @@
 //!   gain, noise gate) and the conversions back to a device's format.
 //! - [`codec`]: Opus in VoIP mode with FEC and DTX.
 //! - [`jitter`]: the per-peer adaptive jitter buffer.
+//! - [`red`]: RFC 2198 redundant audio (RED) payloads: building and splitting them.
 //! - [`receive`]: per-peer decoding (FEC, concealment, volume) and the mixer.
 //! - [`signal`]: the typed signaling messages (offer, answer, candidate, bye).
 //! - [`call`]: [`Call`], the engine and one webrtc-rs peer connection per participant, with
@@ -30,6 +31,7 @@ pub mod jitter;
 pub mod mic_test;
 mod peer;
 pub mod receive;
+pub mod red;
 pub mod signal;
 
 pub use call::{Call, CallConfig, CallEvent, IcePolicy, IceServer, PeerStats};

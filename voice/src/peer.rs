@@ -1,6 +1,8 @@
 //! One webrtc-rs peer connection per remote participant, carrying one Opus track each way.
 
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use rtc::rtcp::receiver_report::ReceiverReport;
@@ -9,7 +11,8 @@ use rtc::rtcp::reception_report::ReceptionReport;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::media_engine::MIME_TYPE_OPUS;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -25,8 +28,9 @@ use webrtc::rtp_transceiver::RtpSender;
 use crate::call::{CallConfig, IcePolicy};
 use crate::feedback::{self, LossReportInterceptor, ReportedLoss};
 use crate::receive::PeerReceiver;
+use crate::red::{self, DEFAULT_RED_PT, MIME_TYPE_RED};
 use crate::signal::{PeerId, Signal, SignalMessage};
-use crate::{lock, Result};
+use crate::{lock, Result, FRAME_SAMPLES};
 use rtc::interceptor::Slot;
 
 /// Events a peer connection reports to its call.
@@ -53,10 +57,89 @@ pub(crate) struct OutFrame {
 /// dropped and counted: old audio is worth less than keeping other peers on time.
 pub(crate) const OUT_QUEUE: usize = 10;
 
+/// Most earlier frames a RED packet repeats. One covers every isolated loss with a copy that
+/// arrives 20 ms after the lost packet, inside the frame of headroom the jitter buffer keeps
+/// under loss anyway; a second copy would need 20 ms more delay to be of use.
+pub(crate) const MAX_RED_DISTANCE: u8 = 1;
+
+/// The payload types both sides agreed on, read from our sender once negotiation is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PayloadTypes {
+    pub opus: u8,
+    /// RED carrying Opus (`red/48000/2`, fmtp `<opus>/<opus>`), when both sides offered it.
+    pub red: Option<u8>,
+}
+
+impl PayloadTypes {
+    /// `None` until negotiation has produced a codec list.
+    fn from_codecs(codecs: &[RTCRtpCodecParameters]) -> Option<Self> {
+        if codecs.is_empty() {
+            return None;
+        }
+        let opus = codecs
+            .iter()
+            .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
+            .map_or(DEFAULT_OPUS_PT, |c| c.payload_type);
+        let red = codecs
+            .iter()
+            .find(|c| {
+                c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_RED)
+                    && c.rtp_codec
+                        .sdp_fmtp_line
+                        .split('/')
+                        .all(|pt| pt.trim().parse::<u8>() == Ok(opus))
+            })
+            .map(|c| c.payload_type);
+        Some(Self { opus, red })
+    }
+}
+
+/// Where the send and receive loops learn the negotiated payload types.
+#[derive(Default)]
+pub(crate) struct Negotiation {
+    sender: OnceLock<Arc<dyn RtpSender>>,
+    /// Set when the connection first comes up: by then the answer has been applied. Before
+    /// it, the sender lists only our own preference (Opus), not what the peer accepted.
+    connected: AtomicBool,
+    types: OnceLock<PayloadTypes>,
+}
+
+impl Negotiation {
+    /// The agreed payload types, once the connection is up.
+    async fn payload_types(&self) -> Option<PayloadTypes> {
+        if let Some(types) = self.types.get() {
+            return Some(*types);
+        }
+        if !self.connected.load(Ordering::Acquire) {
+            return None;
+        }
+        let params = self.sender.get()?.get_parameters().await.ok()?;
+        let types = PayloadTypes::from_codecs(&params.rtp_parameters.codecs)?;
+        Some(*self.types.get_or_init(|| types))
+    }
+}
+
+/// RED, offered after Opus exactly as Chromium offers it, so that neither side sends it by
+/// default (libwebrtc sends RED only to a peer that lists it first); we send it when the
+/// loss a receiver reports calls for it.
+fn red_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_RED.to_owned(),
+            clock_rate: crate::SAMPLE_RATE,
+            channels: 2,
+            sdp_fmtp_line: format!("{DEFAULT_OPUS_PT}/{DEFAULT_OPUS_PT}"),
+            rtcp_feedback: vec![],
+        },
+        payload_type: DEFAULT_RED_PT,
+    }
+}
+
 /// Passes webrtc-rs events for one peer to the call.
 struct Handler {
     peer: PeerId,
     receiver: Arc<Mutex<PeerReceiver>>,
+    negotiation: Arc<Negotiation>,
     signals: mpsc::Sender<SignalMessage>,
     events: mpsc::Sender<PeerEvent>,
 }
@@ -84,7 +167,10 @@ impl PeerConnectionEventHandler for Handler {
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
         tracing::debug!(peer = %self.peer, ?state, "peer connection state");
         let event = match state {
-            RTCPeerConnectionState::Connected => PeerEvent::Connected(self.peer.clone()),
+            RTCPeerConnectionState::Connected => {
+                self.negotiation.connected.store(true, Ordering::Release);
+                PeerEvent::Connected(self.peer.clone())
+            }
             RTCPeerConnectionState::Disconnected => PeerEvent::Disconnected(self.peer.clone()),
             RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
                 PeerEvent::Gone(self.peer.clone(), format!("connection {state}"))
@@ -99,6 +185,7 @@ impl PeerConnectionEventHandler for Handler {
         tokio::spawn(receive_loop(
             track,
             Arc::clone(&self.receiver),
+            Arc::clone(&self.negotiation),
             self.peer.clone(),
         ));
     }
@@ -109,27 +196,43 @@ impl PeerConnectionEventHandler for Handler {
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Feeds a remote track's packets to the peer's jitter buffer and reports our reception
-/// (loss, jitter) back to the sender, whose encoder uses the loss to size its FEC.
+/// (loss, jitter) back to the sender, whose encoder uses the loss to size its FEC and RED.
 async fn receive_loop(
     track: Arc<dyn TrackRemote>,
     receiver: Arc<Mutex<PeerReceiver>>,
+    negotiation: Arc<Negotiation>,
     peer: PeerId,
 ) {
     let mut report = tokio::time::interval(REPORT_INTERVAL);
     let mut remote_ssrc: Option<u32> = None;
     let mut last_seq: u16 = 0;
+    let mut types: Option<PayloadTypes> = None;
     loop {
         tokio::select! {
             event = track.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
+                    let now = Instant::now();
                     remote_ssrc = Some(p.header.ssrc);
                     last_seq = p.header.sequence_number;
-                    lock(&receiver).push_rtp(
-                        Instant::now(),
-                        p.header.sequence_number,
-                        p.header.timestamp,
-                        p.payload,
-                    );
+                    if types.is_none() {
+                        types = negotiation.payload_types().await;
+                    }
+                    let h = &p.header;
+                    match types.filter(|t| t.red == Some(h.payload_type)) {
+                        Some(t) => lock(&receiver).push_red(
+                            now,
+                            h.sequence_number,
+                            h.timestamp,
+                            &p.payload,
+                            t.opus,
+                        ),
+                        None => lock(&receiver).push_rtp(
+                            now,
+                            h.sequence_number,
+                            h.timestamp,
+                            p.payload,
+                        ),
+                    }
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
                 Some(_) => {}
@@ -168,6 +271,10 @@ pub(crate) struct PeerLink {
     pub created: Instant,
     /// Loss this peer reports about our stream (RTCP).
     pub reported_loss: ReportedLoss,
+    /// Earlier frames each packet to this peer repeats as RED (0: plain Opus); set from the
+    /// loss it reports, used only once RED is negotiated.
+    pub red_distance: Arc<AtomicU8>,
+    negotiation: Arc<Negotiation>,
 }
 
 impl Drop for PeerLink {
@@ -186,6 +293,7 @@ impl PeerLink {
     ) -> Result<Self> {
         let mut media = MediaEngine::default();
         media.register_default_codecs()?;
+        media.register_codec(red_codec(), RtpCodecKind::Audio)?;
         let reported_loss = ReportedLoss::default();
         let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
             Slot::from(feedback::SLOT),
@@ -209,9 +317,11 @@ impl PeerLink {
             })
             .build();
         let receiver = Arc::new(Mutex::new(PeerReceiver::new()?));
+        let negotiation = Arc::new(Negotiation::default());
         let handler = Handler {
             peer: id.clone(),
             receiver: Arc::clone(&receiver),
+            negotiation: Arc::clone(&negotiation),
             signals,
             events,
         };
@@ -249,8 +359,16 @@ impl PeerLink {
         let sender = pc
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await?;
+        let _ = negotiation.sender.set(sender);
         let (outbound, out_rx) = mpsc::channel(OUT_QUEUE);
-        let sender_task = tokio::spawn(send_loop(track, sender, ssrc, out_rx));
+        let red_distance = Arc::new(AtomicU8::new(0));
+        let sender_task = tokio::spawn(send_loop(
+            track,
+            Arc::clone(&negotiation),
+            Arc::clone(&red_distance),
+            ssrc,
+            out_rx,
+        ));
         Ok(Self {
             id,
             pc,
@@ -259,7 +377,17 @@ impl PeerLink {
             sender_task,
             created: Instant::now(),
             reported_loss,
+            red_distance,
+            negotiation,
         })
+    }
+
+    /// Whether this peer agreed to receive RED (known once negotiation is done).
+    pub fn red_negotiated(&self) -> bool {
+        self.negotiation
+            .types
+            .get()
+            .is_some_and(|t| t.red.is_some())
     }
 }
 
@@ -267,51 +395,63 @@ impl PeerLink {
 /// both offer 111).
 const DEFAULT_OPUS_PT: u8 = 111;
 
-/// Packetizes frames for one peer: one Opus frame per RTP packet (RFC 7587).
+/// Packetizes frames for one peer: one Opus frame per RTP packet (RFC 7587), or, while
+/// `red_distance` asks for it and the peer accepts RED, a RED packet (RFC 2198) carrying the
+/// frame and copies of the frames sent just before it.
 async fn send_loop(
     track: Arc<TrackLocalStaticRTP>,
-    sender: Arc<dyn RtpSender>,
+    negotiation: Arc<Negotiation>,
+    red_distance: Arc<AtomicU8>,
     ssrc: u32,
     mut frames: mpsc::Receiver<OutFrame>,
 ) {
-    let mut payload_type: Option<u8> = None;
     let ts_base = rand::random::<u32>();
     let mut seq = rand::random::<u16>();
+    // The last frames sent (index, payload), newest last: the copies RED repeats.
+    let mut sent: VecDeque<(u64, bytes::Bytes)> =
+        VecDeque::with_capacity(usize::from(MAX_RED_DISTANCE) + 1);
     while let Some(frame) = frames.recv().await {
-        if payload_type.is_none() {
-            // Known once negotiation is done; until then frames are dropped.
-            let Ok(params) = sender.get_parameters().await else {
-                continue;
-            };
-            let codecs = &params.rtp_parameters.codecs;
-            if codecs.is_empty() {
-                continue;
-            }
-            payload_type = Some(
-                codecs
+        // Known once negotiation is done; until then frames are dropped.
+        let Some(types) = negotiation.payload_types().await else {
+            continue;
+        };
+        let distance = u64::from(red_distance.load(Ordering::Relaxed).min(MAX_RED_DISTANCE));
+        let (payload_type, payload) = match types.red.filter(|_| distance > 0) {
+            Some(red_pt) => {
+                // Only copies of the frames just before this one: older ones (before a DTX
+                // pause) would arrive after their slot.
+                let copies: Vec<(u32, &[u8])> = sent
                     .iter()
-                    .find(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(MIME_TYPE_OPUS))
-                    .map(|c| c.payload_type)
-                    .unwrap_or(DEFAULT_OPUS_PT),
-            );
-        }
+                    .filter(|(index, _)| frame.frame_index - index <= distance)
+                    .map(|(index, p)| {
+                        let age = (frame.frame_index - index) * FRAME_SAMPLES as u64;
+                        (u32::try_from(age).unwrap_or(u32::MAX), &p[..])
+                    })
+                    .collect();
+                (red_pt, red::build(types.opus, &copies, &frame.payload))
+            }
+            None => (types.opus, frame.payload.clone()),
+        };
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
                 marker: frame.marker,
-                payload_type: payload_type.unwrap_or(DEFAULT_OPUS_PT),
+                payload_type,
                 sequence_number: seq,
-                timestamp: ts_base.wrapping_add(
-                    (frame.frame_index as u32).wrapping_mul(crate::FRAME_SAMPLES as u32),
-                ),
+                timestamp: ts_base
+                    .wrapping_add((frame.frame_index as u32).wrapping_mul(FRAME_SAMPLES as u32)),
                 ssrc,
                 ..Default::default()
             },
-            payload: frame.payload,
+            payload,
         };
         // Until the track is bound (negotiation not finished) writes fail: drop the frame.
         if track.write_rtp(packet).await.is_ok() {
             seq = seq.wrapping_add(1);
+            if sent.len() > usize::from(MAX_RED_DISTANCE) {
+                sent.pop_front();
+            }
+            sent.push_back((frame.frame_index, frame.payload));
         }
     }
 }

@@ -30,6 +30,13 @@ async fn two_peers_hear_each_other() {
     assert!(a_from_b > 0.8, "alice hears bob with similarity {a_from_b}");
     assert!(b_from_a > 0.8, "bob hears alice with similarity {b_from_a}");
     assert!(a_from_self < 0.4, "alice hears herself: {a_from_self}");
+    // A clean network costs no redundancy: RED is negotiated but not sent.
+    for s in mesh.peers.iter().flat_map(|p| p.call.stats()) {
+        assert!(
+            !s.sending_red && s.red_received == 0,
+            "RED without loss: {s:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -394,4 +401,56 @@ async fn switching_the_input_device_mid_call_changes_what_is_heard() {
         tone_power(&after, RATE, 440.0) < 0.001,
         "old device still heard"
     );
+}
+
+/// Alice's speech to bob through `loss` each way and 0–20 ms of jitter, with RED allowed or
+/// not; returns how well bob heard it, bob's view of alice and alice's view of bob.
+async fn speech_through_loss(red: bool, loss: f64) -> (f32, voice::PeerStats, voice::PeerStats) {
+    let alice = with_lead_in(&synth_speech(11, RATE, 8.0));
+    let bob = with_lead_in(&synth_speech(12, RATE, 8.0));
+    let netem = relay::Netem {
+        loss,
+        jitter: Duration::from_millis(20),
+        seed: 5,
+    };
+    let config = voice::CallConfig {
+        red,
+        ..loopback_config()
+    };
+    let mesh = start_mesh(
+        vec![("alice", alice.clone()), ("bob", bob)],
+        config,
+        Some(netem),
+    )
+    .await;
+    run_for(LEAD_IN_SECS + 8.5).await;
+    let score = similarity(&alice, &mesh.peers[1].recording.samples());
+    let bob_sees = mesh.peers[1].call.stats().remove(0);
+    let alice_sees = mesh.peers[0].call.stats().remove(0);
+    (score, bob_sees, alice_sees)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn red_rebuilds_lost_frames_under_twenty_percent_loss() {
+    let (with_red, rx, tx) = speech_through_loss(true, 0.20).await;
+    let (without_red, plain_rx, plain_tx) = speech_through_loss(false, 0.20).await;
+    eprintln!(
+        "20 % loss: similarity with RED {with_red:.3}, without {without_red:.3}\n\
+         with RED: {rx:?}\nwithout: {plain_rx:?}"
+    );
+    // Bob reported the loss, so alice sent RED, and bob played lost frames from its copies.
+    assert!(tx.sending_red, "alice did not switch RED on: {tx:?}");
+    let lost = rx.loss * (rx.packets_received as f64 / (1.0 - rx.loss).max(0.01));
+    assert!(
+        rx.red_received > 0 && rx.red_frames as f64 > 0.3 * lost,
+        "{} of ~{lost:.0} lost frames rebuilt from RED: {rx:?}",
+        rx.red_frames
+    );
+    assert!(
+        with_red > 0.6,
+        "speech with RED under 20 % loss scores {with_red}"
+    );
+    // With RED turned off the same loss gets plain Opus (FEC and concealment only).
+    assert!(!plain_tx.sending_red && plain_rx.red_received == 0);
+    assert!(plain_rx.fec_frames > 0, "no FEC without RED: {plain_rx:?}");
 }

@@ -53,10 +53,11 @@ fn npm(dir: &Path) -> Command {
     cmd
 }
 
-/// The app, built and started in the background, preset to `server`. Stops when `up` ends.
+/// The app, built (release, as users run it: the bench and the bundle reuse that build)
+/// and started in the background, preset to `server`. Stops when `up` ends.
 pub fn launch_app(server: &str) -> Result<Stopped> {
     let child = Command::new(crate::cargo())
-        .args(["run", "--quiet", "-p", "sohbet-desktop"])
+        .args(["run", "--quiet", "--release", "-p", "sohbet-desktop"])
         .env("SOHBET_SERVER", server)
         .stdin(Stdio::null())
         .spawn()

@@ -141,7 +141,7 @@ fn up(rest: &[String]) -> Result<()> {
         step(&format!(
             "no display (DISPLAY/WAYLAND_DISPLAY unset): to use the desktop app, run on a \
              machine with one `npm --prefix ui ci && npm --prefix ui run build && \
-             SOHBET_SERVER={url} cargo run -p sohbet-desktop`"
+             SOHBET_SERVER={url} cargo run --release -p sohbet-desktop`"
         ));
         None
     };

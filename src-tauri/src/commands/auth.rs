@@ -197,7 +197,11 @@ pub async fn log_out(state: State<'_, AppState>) -> CommandResult<()> {
         }
     }
     let profile = state.profile.clone();
-    let _ = tokio::task::spawn_blocking(move || profile.clear_token()).await;
+    let _ = tokio::task::spawn_blocking(move || {
+        profile.clear_token();
+        profile.clear_drafts();
+    })
+    .await;
     Ok(())
 }
 

@@ -1,4 +1,5 @@
-//! The desktop around the window: the tray's unread count and which conversations notify.
+//! The desktop around the window: the tray's unread count, which conversations notify and
+//! the drafts kept across restarts.
 
 use protocol::{users::UserStatus, GroupId};
 use serde::Serialize;
@@ -80,6 +81,33 @@ pub fn set_notification_level(
         }
     })?;
     Ok(())
+}
+
+/// A conversation's unsent text.
+#[derive(Debug, Clone, Serialize, specta::Type)]
+pub struct Draft {
+    pub group_id: GroupId,
+    pub text: String,
+}
+
+/// The drafts kept by this profile, restored into the composers at start.
+#[tauri::command]
+#[specta::specta]
+pub fn drafts(state: State<'_, AppState>) -> Vec<Draft> {
+    state
+        .profile
+        .load_drafts()
+        .into_iter()
+        .map(|(group_id, text)| Draft { group_id, text })
+        .collect()
+}
+
+/// Keeps `text` as the draft of a conversation (blank text drops it). Fails with
+/// `validation_failed` on the field `text` past [`crate::store::MAX_DRAFT_CHARS`].
+#[tauri::command]
+#[specta::specta]
+pub fn set_draft(state: State<'_, AppState>, group_id: GroupId, text: String) -> CommandResult<()> {
+    state.profile.set_draft(group_id, &text)
 }
 
 #[cfg(test)]

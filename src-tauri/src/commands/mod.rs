@@ -57,6 +57,8 @@ pub fn builder() -> Builder<tauri::Wry> {
             desktop::set_unread,
             desktop::notification_levels,
             desktop::set_notification_level,
+            desktop::drafts,
+            desktop::set_draft,
             calls::join_call,
             calls::leave_call,
             calls::decline_call,

@@ -22,19 +22,31 @@ import {
 import { Calls } from "./call.svelte";
 import { notify, openExternal } from "./desktop";
 import { mentions } from "./text";
-import { mergeMessages } from "./timeline";
+import { appendPage, prependPage, upsertMessage, WINDOW } from "./timeline";
 
 /** History page size: the server's largest (100), so a long history pages in few round trips;
  * the list is virtualized, so only what is on screen is drawn. */
 const PAGE = 100;
 /** Typing is announced at most this often while keys are pressed. */
 const TYPING_EVERY_MS = 3000;
+/** Conversations whose messages stay in memory after they are left: switching back to a
+ * recent one is instant, and a long session of switching does not pile up windows. */
+const KEEP_TIMELINES = 8;
+/** A draft is saved once typing pauses this long: a keystroke costs no file write, and a
+ * crash loses at most this much typing. */
+const DRAFT_SAVE_MS = 400;
 
 export type View = "chat" | "friends" | "settings";
 
 export class Timeline {
-  messages = $state<Message[]>([]);
+  /** A window of the conversation, at most about `WINDOW` messages, in seq order. Raw: the
+   * list is replaced, never changed in place, so Svelte does not wrap each message in a
+   * proxy. */
+  messages = $state.raw<Message[]>([]);
   hasOlder = $state(true);
+  /** The window ends before the latest message (newer ones were dropped, or not loaded
+   * after a jump back): live messages wait for the reader to page down to them. */
+  hasNewer = $state(false);
   loading = $state(false);
   loaded = $state(false);
   error = $state<string | null>(null);
@@ -81,6 +93,7 @@ export class App {
   totalUnread = $derived([...this.conversations.values()].reduce((n, c) => n + Math.max(0, c.unread_count), 0));
 
   private lastTyping = new Map<number, number>();
+  private draftTimers = new Map<number, ReturnType<typeof setTimeout>>();
 
   // --- start, server, login ------------------------------------------------------------
 
@@ -154,6 +167,7 @@ export class App {
     this.typing.clear();
     this.voice.clear();
     this.calls.reset();
+    this.drafts.clear();
     this.friends = [];
     this.requests = { incoming: [], outgoing: [] };
     this.blocked = [];
@@ -165,7 +179,13 @@ export class App {
   private async enter(user: User) {
     this.me = user;
     this.phase = "app";
-    await Promise.all([this.refreshConversations(), this.refreshFriends(), this.loadNotificationLevels(), this.calls.loadAudio()]);
+    await Promise.all([
+      this.refreshConversations(),
+      this.refreshFriends(),
+      this.loadNotificationLevels(),
+      this.loadDrafts(),
+      this.calls.loadAudio(),
+    ]);
     if (this.selected == null && this.sorted.length > 0) this.view = "chat";
     await tick();
     // The conversation list is on screen and usable: what the launch benchmark measures.
@@ -318,7 +338,8 @@ export class App {
 
   private onMessage(m: Message) {
     const t = this.timelines.get(m.group_id);
-    if (t?.loaded) t.messages = mergeMessages(t.messages, [m]);
+    // A window short of the latest message gets it when the reader pages down to it.
+    if (t?.loaded && !t.hasNewer) t.messages = upsertMessage(t.messages, m);
     const mine = m.sender_id === this.me?.user_id;
     // Someone who sent something has stopped typing.
     if (m.sender_id != null) this.typing.get(m.group_id)?.delete(m.sender_id);
@@ -415,10 +436,14 @@ export class App {
     this.view = "chat";
     this.selected = groupId;
     this.calls.markMissedSeen(groupId);
-    let t = this.timelines.get(groupId);
-    if (!t) {
-      t = new Timeline();
-      this.timelines.set(groupId, t);
+    // Most recently opened last; the least recent beyond the few kept are dropped (they
+    // load again when opened).
+    const t = this.timelines.get(groupId) ?? new Timeline();
+    this.timelines.delete(groupId);
+    this.timelines.set(groupId, t);
+    for (const id of this.timelines.keys()) {
+      if (this.timelines.size <= KEEP_TIMELINES) break;
+      this.timelines.delete(id);
     }
     const c = this.conversations.get(groupId);
     t.newAfterSeq = c && c.unread_count > 0 ? c.last_read_seq : null;
@@ -443,8 +468,9 @@ export class App {
     t.loading = true;
     try {
       const page = await commands.history(groupId, { limit: PAGE });
-      t.messages = page.messages;
+      t.messages = prependPage([], page.messages);
       t.hasOlder = page.has_more;
+      t.hasNewer = false;
       t.loaded = true;
       t.error = null;
     } catch (e) {
@@ -454,14 +480,32 @@ export class App {
     }
   }
 
+  /** Puts the page before the window in front of it (nothing is dropped: see `trim`). */
   async loadOlder(groupId: number): Promise<boolean> {
     const t = this.timelines.get(groupId);
     if (!t || t.loading || !t.hasOlder || t.messages.length === 0) return false;
+    return this.loadPage(t, groupId, "older");
+  }
+
+  /** Puts the page after the window behind it (nothing is dropped: see `trim`). */
+  async loadNewer(groupId: number): Promise<boolean> {
+    const t = this.timelines.get(groupId);
+    if (!t || t.loading || !t.hasNewer || t.messages.length === 0) return false;
+    return this.loadPage(t, groupId, "newer");
+  }
+
+  private async loadPage(t: Timeline, groupId: number, way: "older" | "newer"): Promise<boolean> {
     t.loading = true;
     try {
-      const page = await commands.history(groupId, { before: t.messages[0].message_id, limit: PAGE });
-      t.messages = mergeMessages(t.messages, page.messages);
-      t.hasOlder = page.has_more;
+      if (way === "older") {
+        const page = await commands.history(groupId, { before: t.messages[0].message_id, limit: PAGE });
+        t.messages = prependPage(t.messages, page.messages);
+        t.hasOlder = page.has_more;
+        return page.messages.length > 0;
+      }
+      const page = await commands.history(groupId, { after: t.messages[t.messages.length - 1].message_id, limit: PAGE });
+      t.messages = appendPage(t.messages, page.messages);
+      t.hasNewer = page.has_more;
       return page.messages.length > 0;
     } catch (e) {
       t.error = describeError(e);
@@ -471,12 +515,29 @@ export class App {
     }
   }
 
-  /** Loads older pages until the first unread message is in memory. */
+  /** Drops the messages of the window past `WINDOW` at the end far from the reader: the
+   * `newer` end after paging up, the `older` end after paging down. A separate step from
+   * loading, so the list can keep the reader's place through each change. */
+  trim(groupId: number, end: "older" | "newer") {
+    const t = this.timelines.get(groupId);
+    if (!t || t.messages.length <= WINDOW) return;
+    if (end === "newer") {
+      t.messages = t.messages.slice(0, WINDOW);
+      t.hasNewer = true;
+    } else {
+      t.messages = t.messages.slice(t.messages.length - WINDOW);
+      t.hasOlder = true;
+    }
+  }
+
+  /** Loads older pages until the first unread message is in memory, keeping the window's
+   * size: with more unread than it holds, the newest ones wait below. */
   async loadToFirstUnread(groupId: number) {
     const t = this.timelines.get(groupId);
     if (!t || t.newAfterSeq == null) return;
-    for (let i = 0; i < 40 && t.hasOlder && (t.messages[0]?.seq ?? 0) > t.newAfterSeq + 1; i++) {
+    while (t.hasOlder && (t.messages[0]?.seq ?? 0) > t.newAfterSeq + 1) {
       if (!(await this.loadOlder(groupId))) break;
+      this.trim(groupId, "newer");
     }
   }
 
@@ -484,7 +545,9 @@ export class App {
   async markRead(groupId: number) {
     const c = this.conversations.get(groupId);
     const t = this.timelines.get(groupId);
-    const last = t?.messages[t.messages.length - 1] ?? c?.last_message;
+    // The latest message: the window's last unless newer ones are not loaded.
+    const inWindow = t && !t.hasNewer ? t.messages[t.messages.length - 1] : undefined;
+    const last = inWindow && (!c?.last_message || inWindow.seq >= c.last_message.seq) ? inWindow : c?.last_message;
     if (!c || !last || (c.unread_count === 0 && c.last_read_seq >= last.seq)) return;
     try {
       const s = await commands.markRead(groupId, last.message_id);
@@ -511,7 +574,8 @@ export class App {
       const m = await commands.sendMessage(groupId, { content, nonce });
       t.pending = t.pending.filter((p) => p.nonce !== nonce);
       this.onMessage(m);
-      if (!t.messages.some((x) => x.message_id === m.message_id)) t.messages = mergeMessages(t.messages, [m]);
+      // Sent while reading far back: show it where it went, at the end.
+      if (t.hasNewer) await this.reloadTimeline(groupId);
     } catch (e) {
       const p = t.pending.find((x) => x.nonce === nonce);
       if (p) p.failed = describeError(e);
@@ -533,6 +597,48 @@ export class App {
     await commands.deleteMessage(groupId, messageId);
     const t = this.timelines.get(groupId);
     if (t) t.messages = t.messages.filter((x) => x.message_id !== messageId);
+  }
+
+  // --- drafts ------------------------------------------------------------------------------
+
+  async loadDrafts() {
+    try {
+      const drafts = await commands.drafts();
+      this.drafts.clear();
+      for (const d of drafts) this.drafts.set(d.group_id, d.text);
+    } catch {
+      // No drafts readable: the composers start empty.
+    }
+  }
+
+  /** Keeps `text` as the conversation's draft; the Rust side saves it once typing pauses. */
+  setDraft(groupId: number, text: string) {
+    if (text) this.drafts.set(groupId, text);
+    else this.drafts.delete(groupId);
+    clearTimeout(this.draftTimers.get(groupId));
+    this.draftTimers.set(
+      groupId,
+      setTimeout(() => {
+        this.draftTimers.delete(groupId);
+        void this.saveDraft(groupId);
+      }, DRAFT_SAVE_MS),
+    );
+  }
+
+  /** Drops the draft now, not after a pause (it is being sent). */
+  clearDraft(groupId: number) {
+    clearTimeout(this.draftTimers.get(groupId));
+    this.draftTimers.delete(groupId);
+    this.drafts.delete(groupId);
+    void this.saveDraft(groupId);
+  }
+
+  private async saveDraft(groupId: number) {
+    try {
+      await commands.setDraft(groupId, this.drafts.get(groupId) ?? "");
+    } catch (e) {
+      this.notice = describeError(e);
+    }
   }
 
   typingIn(groupId: number) {

@@ -72,6 +72,13 @@ export const commands = {
 	 */
 	notificationLevels: () => __TAURI_INVOKE<ConversationNotifications[]>("notification_levels"),
 	setNotificationLevel: (groupId: number, level: NotificationLevel) => __TAURI_INVOKE<null>("set_notification_level", { groupId, level }),
+	/**  The drafts kept by this profile, restored into the composers at start. */
+	drafts: () => __TAURI_INVOKE<Draft[]>("drafts"),
+	/**
+	 *  Keeps `text` as the draft of a conversation (blank text drops it). Fails with
+	 *  `validation_failed` on the field `text` past [`crate::store::MAX_DRAFT_CHARS`].
+	 */
+	setDraft: (groupId: number, text: string) => __TAURI_INVOKE<null>("set_draft", { groupId, text }),
 	/**
 	 *  Joins the call of a group or DM on the devices of the audio settings, leaving any call I
 	 *  am in. In a DM whose call is empty this rings the other person; in one ringing for me it
@@ -190,6 +197,12 @@ export type CreateGroupRequest = {
 	name: string,
 	/**  At most 1000 characters. */
 	description?: string | null,
+};
+
+/**  A conversation's unsent text. */
+export type Draft = {
+	group_id: number,
+	text: string,
 };
 
 /**  Why a call ended. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import type { Message } from "./bindings";
-import { buildRows, mergeMessages } from "./timeline";
+import { appendPage, buildRows, prependPage, upsertMessage } from "./timeline";
 
 function msg(seq: number, sender: number, sentAt: string, content = `m${seq}`): Message {
   return {
@@ -17,13 +17,33 @@ function msg(seq: number, sender: number, sentAt: string, content = `m${seq}`): 
   };
 }
 
-describe("mergeMessages", () => {
-  it("drops doubles, keeps seq order and takes the newer copy", () => {
-    const a = [msg(1, 1, "2026-12-01T10:00:00Z"), msg(2, 2, "2026-12-01T10:01:00Z")];
-    const b = [msg(3, 1, "2026-12-01T10:02:00Z"), { ...msg(2, 2, "2026-12-01T10:01:00Z"), content: "edited" }, msg(1, 1, "2026-12-01T10:00:00Z")];
-    const out = mergeMessages(a, b);
-    expect(out.map((m) => m.seq)).toEqual([1, 2, 3]);
-    expect(out[1].content).toBe("edited");
+describe("pages and live messages", () => {
+  const at = "2026-12-01T10:00:00Z";
+  const seqs = (l: Message[]) => l.map((m) => m.seq);
+
+  it("puts an older page in front without doubles, whatever order it comes in", () => {
+    const list = [msg(5, 1, at), msg(6, 1, at)];
+    const out = prependPage(list, [msg(5, 1, at), msg(3, 1, at), msg(4, 2, at)]);
+    expect(seqs(out)).toEqual([3, 4, 5, 6]);
+    expect(out[2]).toBe(list[0]);
+    expect(prependPage(list, [msg(6, 1, at)])).toBe(list);
+  });
+
+  it("puts a newer page after without doubles", () => {
+    const list = [msg(1, 1, at), msg(2, 1, at)];
+    expect(seqs(appendPage(list, [msg(2, 1, at), msg(4, 1, at), msg(3, 1, at)]))).toEqual([1, 2, 3, 4]);
+    expect(appendPage([], [msg(2, 1, at), msg(1, 1, at)]).map((m) => m.seq)).toEqual([1, 2]);
+  });
+
+  it("appends a new message, replaces a known one and inserts a late one in order", () => {
+    const list = [msg(1, 1, at), msg(3, 1, at), msg(4, 1, at)];
+    expect(seqs(upsertMessage(list, msg(5, 2, at)))).toEqual([1, 3, 4, 5]);
+    const edited = upsertMessage(list, { ...msg(3, 1, at), content: "edited" });
+    expect(seqs(edited)).toEqual([1, 3, 4]);
+    expect(edited[1].content).toBe("edited");
+    expect(list[1].content).toBe("m3");
+    expect(seqs(upsertMessage(list, msg(2, 2, at)))).toEqual([1, 2, 3, 4]);
+    expect(seqs(upsertMessage([], msg(9, 2, at)))).toEqual([9]);
   });
 });
 

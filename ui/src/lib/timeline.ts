@@ -3,14 +3,46 @@
 import type { Message } from "./bindings";
 import { dayKey, dayLabel } from "./time";
 
-/** Merges `incoming` into `list` (both in seq order), dropping messages already present
- * and replacing those that changed (edits, read flags). */
-export function mergeMessages(list: Message[], incoming: Message[]): Message[] {
-  if (incoming.length === 0) return list;
-  const byId = new Map<number, Message>();
-  for (const m of list) byId.set(m.message_id, m);
-  for (const m of incoming) byId.set(m.message_id, m);
-  return [...byId.values()].sort((a, b) => a.seq - b.seq);
+/** How many messages a conversation keeps in memory: ten of the largest pages. Reading on
+ * past them pages more in and drops the far end, so a 10,000-message history costs the web
+ * view what a short one does. */
+export const WINDOW = 1000;
+
+function bySeq(page: Message[]): Message[] {
+  return page.length > 1 ? [...page].sort((a, b) => a.seq - b.seq) : page;
+}
+
+/** `list` with an older page in front: only messages older than its first (a page that
+ * overlaps what is loaded adds no doubles). The list's own messages are not touched. */
+export function prependPage(list: Message[], page: Message[]): Message[] {
+  const first = list[0]?.seq ?? Infinity;
+  const older = bySeq(page).filter((m) => m.seq < first);
+  return older.length === 0 ? list : older.concat(list);
+}
+
+/** `list` with a newer page after it: only messages newer than its last. */
+export function appendPage(list: Message[], page: Message[]): Message[] {
+  const last = list[list.length - 1]?.seq ?? -Infinity;
+  const newer = bySeq(page).filter((m) => m.seq > last);
+  return newer.length === 0 ? list : list.concat(newer);
+}
+
+/** `list` with `m` in place: a new message goes at the end (the usual case, no search), a
+ * known one replaces its copy (an edit, a read flag, a replay), a late one is inserted. */
+export function upsertMessage(list: Message[], m: Message): Message[] {
+  const last = list[list.length - 1];
+  if (!last || m.seq > last.seq) return [...list, m];
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid].seq < m.seq) lo = mid + 1;
+    else hi = mid;
+  }
+  const out = [...list];
+  if (list[lo]?.seq === m.seq) out[lo] = m;
+  else out.splice(lo, 0, m);
+  return out;
 }
 
 export type Row =

@@ -113,8 +113,10 @@ pub struct ExternalResult {
 }
 
 impl ExternalCall {
-    /// Starts the peer playing `theirs` and our call sending `ours`, both 48 kHz mono, files
-    /// in `dir`, through a lossy relay when `netem` is set; returns once connected.
+    /// Starts the peer playing `theirs` and our call sending `ours` from the moment they are
+    /// connected, both 48 kHz mono, files
+    /// in `dir`, through a lossy relay when `netem` is set, with `args` added to the peer's
+    /// command line; returns once connected.
     pub async fn start(
         stack: Stack,
         config: CallConfig,
@@ -122,6 +124,7 @@ impl ExternalCall {
         theirs: &[f32],
         dir: &Path,
         netem: Option<super::relay::Netem>,
+        args: &[&str],
     ) -> Self {
         std::fs::create_dir_all(dir).expect("temp dir");
         let name = stack.name();
@@ -136,6 +139,7 @@ impl ExternalCall {
             .arg(&record)
             .arg("--timeout")
             .arg("120")
+            .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -167,7 +171,9 @@ impl ExternalCall {
         let heard = sink.recording();
         let (call, mut events) = Call::start(
             config,
-            Box::new(WavSource::from_samples(ours, MONO)),
+            // Silence until connected: the other process may take seconds to start on a busy
+            // machine, and what we send before the connection is up is lost.
+            Box::new(WavSource::from_samples(Vec::new(), MONO)),
             Box::new(sink),
             in_rx,
             out_tx,
@@ -244,6 +250,8 @@ impl ExternalCall {
             matches!(connected, Ok(Ok(()))),
             "{name} did not connect: {connected:?}"
         );
+        call.set_input(Box::new(WavSource::from_samples(ours, MONO)))
+            .expect("our source");
         Self {
             call,
             heard,

@@ -1,5 +1,5 @@
 //! The loopback tool (`cargo run --release -p voice --example loopback -- --in speech.wav
-//! --out heard.wav [--loss PCT] [--jitter-ms MS] [--bitrate KBPS] [--seed N]`): a real
+//! --out heard.wav [--loss PCT] [--jitter-ms MS] [--bitrate KBPS] [--seed N] [--no-red]`): a real
 //! two-peer webrtc-rs call over 127.0.0.1, every datagram crossing the lossy relay the tests
 //! use, with the product's default settings. The sender plays the input file (any WAV,
 //! converted to 48 kHz mono with rubato); the receiver's playout is written out, so anyone
@@ -50,6 +50,9 @@ pub struct Args {
     /// Seed of the relay's loss and delay draws: the same seed gives the same pattern.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Never send RED (RFC 2198), whatever the loss: plain Opus with FEC only.
+    #[arg(long = "no-red")]
+    pub no_red: bool,
 }
 
 /// What a loopback run produced.
@@ -94,6 +97,7 @@ pub async fn run(args: &Args) -> ToolResult<Outcome> {
     speech.extend(std::iter::repeat_n(0.0, (RATE as f32 * TAIL_SECS) as usize));
     let mut config = CallConfig {
         bind_addrs: vec!["127.0.0.1:0".to_owned()],
+        red: !args.no_red,
         ..CallConfig::default()
     };
     if let Some(kbps) = args.bitrate {
@@ -157,7 +161,8 @@ pub fn print_stats(o: &Outcome) {
     let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1} ms"));
     println!(
         "receiver: {} packets, {:.1} % lost, {} late, jitter {:.1} ms, jitter buffer {:.0} ms, \
-              {:.1} % of frames concealed, {} rebuilt from FEC, level {:.1} dBFS",
+              {:.1} % of frames concealed, {} rebuilt from FEC, {} from RED copies, level \
+              {:.1} dBFS",
         r.packets_received,
         r.loss * 100.0,
         r.packets_late,
@@ -165,11 +170,17 @@ pub fn print_stats(o: &Outcome) {
         r.jitter_buffer_ms,
         r.concealed_fraction * 100.0,
         r.fec_frames,
+        r.red_frames,
         r.level_db,
     );
     println!(
-        "sender: receiver reports {:.1} % loss over RTCP, round trip {}, route {}",
+        "sender: receiver reports {:.1} % loss over RTCP, {}, round trip {}, route {}",
         o.sender.remote_loss * 100.0,
+        if o.sender.sending_red {
+            "sending RED"
+        } else {
+            "sending plain Opus"
+        },
         ms(o.sender.rtt_ms),
         o.sender.route.as_deref().unwrap_or("n/a"),
     );
