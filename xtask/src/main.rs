@@ -130,18 +130,21 @@ fn up(rest: &[String]) -> Result<()> {
     env.apply(&mut cmd);
     let mut server = desktop::Stopped(cmd.spawn().context("starting cargo run")?);
     let url = server_url(rest);
+    // The app starts once the server answers, so its first screen can reach it; without a
+    // display, the way to start it is said then, under the server's start-up lines.
+    desktop::wait_until_listening(&url, &mut server.0)?;
     let _app = if has_display {
-        // The app starts once the server answers, so its first screen can reach it.
-        desktop::wait_until_listening(&url, &mut server.0)?;
         step(&format!(
-            "building and starting the desktop app, preset to {url} (a profile that already has a server keeps it)"
+            "sohbet-server answers on {url}; building and starting the desktop app, preset to \
+             it (a profile that already has a server keeps it)"
         ));
         Some(desktop::launch_app(&url)?)
     } else {
         step(&format!(
-            "no display (DISPLAY/WAYLAND_DISPLAY unset): to use the desktop app, run on a \
-             machine with one `npm --prefix ui ci && npm --prefix ui run build && \
-             SOHBET_SERVER={url} cargo run --release -p sohbet-desktop`"
+            "sohbet-server answers on {url}. No display (DISPLAY/WAYLAND_DISPLAY unset): to \
+             use the desktop app, run on a machine with one `npm --prefix ui ci && npm \
+             --prefix ui run build && SOHBET_SERVER={url} cargo run --release -p \
+             sohbet-desktop`, or enter {url} on its first screen"
         ));
         None
     };
@@ -153,7 +156,8 @@ fn up(rest: &[String]) -> Result<()> {
 }
 
 /// The server's address as a client reaches it: `--listen` among the arguments (or
-/// `SOHBET_LISTEN`), a wildcard address replaced by loopback.
+/// `SOHBET_LISTEN`), a wildcard address replaced by loopback; `https` when it is given a
+/// certificate (`--tls-cert` or `SOHBET_TLS_CERT`).
 fn server_url(args: &[String]) -> String {
     let listen = listen_addr(args);
     let reachable = listen
@@ -165,7 +169,11 @@ fn server_url(args: &[String]) -> String {
                 .map(|port| format!("[::1]:{port}"))
         })
         .unwrap_or(listen);
-    format!("http://{reachable}")
+    let tls = args
+        .iter()
+        .any(|a| a == "--tls-cert" || a.starts_with("--tls-cert="))
+        || std::env::var_os("SOHBET_TLS_CERT").is_some_and(|v| !v.is_empty());
+    format!("{}://{reachable}", if tls { "https" } else { "http" })
 }
 
 /// The address `up` starts the server on (`--listen` among the arguments, if given).
@@ -374,4 +382,36 @@ pub fn run(cmd: &mut Command) -> Result<()> {
         bail!("{:?} failed: {status}", cmd.get_program());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_url;
+
+    fn args(a: &[&str]) -> Vec<String> {
+        a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn up_reaches_the_server_where_it_listens() {
+        assert_eq!(
+            server_url(&args(&["--listen", "0.0.0.0:9000"])),
+            "http://127.0.0.1:9000"
+        );
+        assert_eq!(
+            server_url(&args(&["--listen=[::]:9001"])),
+            "http://[::1]:9001"
+        );
+        assert_eq!(
+            server_url(&args(&[
+                "--listen",
+                "127.0.0.1:9443",
+                "--tls-cert",
+                "c.pem",
+                "--tls-key",
+                "k.pem"
+            ])),
+            "https://127.0.0.1:9443"
+        );
+    }
 }
