@@ -98,7 +98,9 @@ pub struct Settings {
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
-    /// Redis connection string (required).
+    /// Redis connection string (required): `redis://[user:password@]host:port[/db]` for one
+    /// Redis, or `redis+cluster://[user:password@]host:port[,host:port…]` for a Redis Cluster
+    /// (Redis 7 or later; any of its nodes as seeds, the rest are discovered).
     #[arg(long, env = "REDIS_URL", required = false)]
     pub redis_url: Secret,
 
@@ -122,7 +124,8 @@ pub struct Settings {
     pub tls: Option<Arc<CertStore>>,
 
     /// Prefix of every Redis key, so several deployments (or tests) can share one Redis.
-    /// Empty by default, giving the seed's `session:{token}`.
+    /// Empty by default, giving the seed's `session:{token}`. On a cluster, keep `{` and `}`
+    /// out of it: a hash tag there would put every key in one slot.
     #[arg(long, env = "SOHBET_REDIS_PREFIX", default_value = "")]
     pub redis_prefix: String,
 

@@ -171,10 +171,45 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+/// Redis cannot serve this now but will: unreachable, too slow, or (on a cluster) a slot
+/// changing hands or a node failing over, restarting or loading its data, past the client's
+/// own redirects and retries. A transaction whose commands were all redirected (its slot
+/// moved between MULTI and EXEC) is one of these too.
+fn redis_unavailable(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, RetryMethod, ServerErrorKind};
+    let transient = |kind: Option<ServerErrorKind>| {
+        matches!(
+            kind,
+            Some(
+                ServerErrorKind::Moved
+                    | ServerErrorKind::Ask
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::BusyLoading
+                    | ServerErrorKind::ReadOnly
+            )
+        )
+    };
+    if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_cluster_error() {
+        return true;
+    }
+    if matches!(
+        e.retry_method(),
+        RetryMethod::WaitAndRetry | RetryMethod::RefreshSlotsAndRetry
+    ) {
+        return true;
+    }
+    e.kind() == ErrorKind::Server(ServerErrorKind::ExecAbort)
+        && e.clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().all(|(_, error)| transient(error.kind())))
+}
+
 impl From<redis::RedisError> for ApiError {
     fn from(e: redis::RedisError) -> Self {
         crate::metrics::redis_error();
-        if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() {
+        if redis_unavailable(&e) {
             tracing::warn!(error = %e, "redis unavailable");
             Self::Unavailable
         } else {

@@ -1,17 +1,16 @@
 //! The event bus: REST handlers publish [`Event`]s after their transaction commits; every
-//! server instance receives them over Redis pub/sub and its gateway delivers each to the
-//! connected recipients.
+//! server instance receives them over Redis pub/sub (sharded pub/sub on a Redis Cluster)
+//! and its gateway delivers each to the connected recipients.
 //!
 //! Publishing never fails a request: the change is already committed, and clients that miss
 //! a live event catch up when they resume (messages by sequence number). A failed publish is
 //! logged.
 
 use protocol::{gateway::Event, UserId};
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
 
-use crate::keys::Keys;
+use crate::{keys::Keys, redis_conn::RedisConn};
 
 /// What travels on the Redis channel: the event and who may see it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,12 +21,12 @@ pub struct Envelope {
 
 #[derive(Clone)]
 pub struct EventBus {
-    redis: ConnectionManager,
+    redis: RedisConn,
     channel: String,
 }
 
 impl EventBus {
-    pub fn new(redis: ConnectionManager, keys: &Keys) -> Self {
+    pub fn new(redis: RedisConn, keys: &Keys) -> Self {
         Self {
             redis,
             channel: keys.events_channel(),
@@ -51,7 +50,7 @@ impl EventBus {
         let Ok(payload) = serde_json::to_string(&control) else {
             return;
         };
-        let published = redis::cmd("PUBLISH")
+        let published = redis::cmd(self.redis.publish_command())
             .arg(control_channel)
             .arg(payload)
             .query_async::<i64>(&mut self.redis.clone())
@@ -85,7 +84,10 @@ impl EventBus {
             };
             match serde_json::to_string(&envelope) {
                 Ok(payload) => {
-                    pipe.cmd("PUBLISH").arg(&self.channel).arg(payload).ignore();
+                    pipe.cmd(self.redis.publish_command())
+                        .arg(&self.channel)
+                        .arg(payload)
+                        .ignore();
                 }
                 Err(e) => tracing::error!(error = %e, "cannot serialize event"),
             }

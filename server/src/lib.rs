@@ -17,7 +17,8 @@
 //! - [`metrics`]: Prometheus metrics (`GET /metrics`, optionally on a listener of its own).
 //! - [`session`], [`auth`]: Redis sessions and the extractor that checks them.
 //! - [`password`]: argon2id on a bounded blocking pool.
-//! - [`rate_limit`], [`keys`]: Redis counters and key names.
+//! - [`redis_conn`]: the connection to one Redis or a Redis Cluster (`redis+cluster://`).
+//! - [`rate_limit`], [`keys`]: Redis counters and key names (cluster-safe: see [`keys`]).
 //! - [`events`]: the event bus between REST handlers and the gateway, across instances.
 //! - [`gateway`]: the WebSocket gateway, presence, typing and voice state; it uses the
 //!   domain layer, never a route.
@@ -39,6 +40,7 @@ pub mod keys;
 pub mod metrics;
 pub mod password;
 pub mod rate_limit;
+pub mod redis_conn;
 pub mod routes;
 pub mod session;
 pub mod state;
@@ -55,7 +57,6 @@ use std::{
 use anyhow::Context;
 use axum::{extract::DefaultBodyLimit, response::IntoResponse, serve::ListenerExt, Router};
 use futures::future::BoxFuture;
-use redis::aio::ConnectionManagerConfig;
 use sqlx::{
     postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
     Connection, PgPool,
@@ -64,26 +65,12 @@ use tokio::net::TcpListener;
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 use crate::{
-    config::Settings, error::ApiError, keys::Keys, password::PasswordHasher, session::SessionStore,
-    state::AppState,
+    config::Settings, error::ApiError, keys::Keys, password::PasswordHasher, redis_conn::RedisConn,
+    session::SessionStore, state::AppState,
 };
 
 /// The migrations, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-/// Redis connection attempts before a command fails with 503. The connection manager
-/// reconnects in the background on the next command anyway, so retrying longer here only
-/// makes every request of an outage wait (its default of 6 retries took ~7–9 s).
-const REDIS_RETRIES: usize = 1;
-/// First delay between Redis connection attempts, doubling up to [`REDIS_MAX_DELAY`].
-const REDIS_MIN_DELAY: Duration = Duration::from_millis(100);
-const REDIS_MAX_DELAY: Duration = Duration::from_millis(500);
-/// A connection attempt to Redis (loopback or LAN, answering in well under a millisecond)
-/// that takes longer than this is to a Redis that is down or unreachable.
-const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// Every command here is O(1) or O(members of a group); one that is not answered within this
-/// time is to a stalled Redis: fail the request (503) rather than hold it.
-const REDIS_RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects to the stores, migrates, and builds the shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
@@ -147,17 +134,7 @@ pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Resu
     let db = connect_postgres(&settings).await?;
     let db_read = connect_postgres_reads(&settings, &db).await?;
 
-    let redis_config = ConnectionManagerConfig::new()
-        .set_number_of_retries(REDIS_RETRIES)
-        .set_min_delay(REDIS_MIN_DELAY)
-        .set_max_delay(REDIS_MAX_DELAY)
-        .set_connection_timeout(Some(REDIS_CONNECT_TIMEOUT))
-        .set_response_timeout(Some(REDIS_RESPONSE_TIMEOUT));
-    let redis = redis::Client::open(settings.redis_url.expose())
-        .context("parsing REDIS_URL")?
-        .get_connection_manager_with_config(redis_config)
-        .await
-        .context("connecting to Redis")?;
+    let redis = RedisConn::connect(settings.redis_url.expose()).await?;
 
     let keys = Keys::new(settings.redis_prefix.clone());
     let sessions = SessionStore::new(redis.clone(), keys.clone(), settings.session_ttl_secs);
@@ -174,8 +151,8 @@ pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Resu
     let presence = gateway::presence::PresenceStore::new(
         gateway::membership::ExpiringSets::new(
             redis.clone(),
-            keys.presence_user_prefix(),
-            keys.presence_conns(),
+            keys.clone(),
+            keys::SetFamily::Presence,
             presence_ttl_ms,
         ),
         instance,
@@ -183,8 +160,8 @@ pub async fn build_state_with(settings: Settings, migrate: bool) -> anyhow::Resu
     let voice = gateway::voice::VoiceStore::new(
         gateway::membership::ExpiringSets::new(
             redis.clone(),
-            keys.voice_call_prefix(),
-            keys.voice_participants(),
+            keys.clone(),
+            keys::SetFamily::Voice,
             presence_ttl_ms,
         ),
         keys.clone(),

@@ -4,7 +4,7 @@
 
 use std::{fmt, str::FromStr};
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 
 use crate::{config::Settings, error::ApiError, state::AppState};
 
@@ -104,13 +104,16 @@ pub async fn limit(
     subject: impl fmt::Display,
     actions: &[Action],
 ) -> Result<(), ApiError> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
+    // Per action, an atomic count on its own key (keys of different actions may be in
+    // different hash slots of a cluster), all sent at once.
+    let mut pipes = Vec::with_capacity(actions.len());
     let mut rates = Vec::with_capacity(actions.len());
     for action in actions {
         let rate = action.rate(&state.settings);
         let key = state.keys.rate_limit(action.name(), &subject);
-        pipe.cmd("INCR")
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("INCR")
             .arg(&key)
             .cmd("EXPIRE")
             .arg(&key)
@@ -119,17 +122,16 @@ pub async fn limit(
             .ignore()
             .cmd("TTL")
             .arg(&key);
+        pipes.push(pipe);
         rates.push(rate);
     }
     // Per action: its count, then its time to live.
-    let replies: Vec<i64> = pipe.query_async(&mut state.redis.clone()).await?;
+    let replies: Vec<(i64, i64)> = state.redis.query_pipes(&pipes).await?;
     let retry_after_secs = replies
-        .chunks(2)
+        .iter()
         .zip(&rates)
-        .filter_map(|(reply, rate)| match *reply {
-            [count, ttl] if count.unsigned_abs() > rate.count => Some(ttl.max(1).unsigned_abs()),
-            _ => None,
-        })
+        .filter(|(&(count, _), rate)| count.unsigned_abs() > rate.count)
+        .map(|(&(_, ttl), _)| ttl.max(1).unsigned_abs())
         .max();
     match retry_after_secs {
         Some(retry_after_secs) => {
@@ -143,7 +145,7 @@ pub async fn limit(
 /// Counts one hit on `key` and fails with `RateLimited` once the window holds more than
 /// `limit` hits.
 pub async fn hit(
-    redis: &ConnectionManager,
+    redis: &RedisConn,
     key: &str,
     limit: u64,
     window_secs: u64,
@@ -171,7 +173,7 @@ pub async fn hit(
 }
 
 /// Fails with `RateLimited` if `key` already holds `limit` hits, without counting one.
-pub async fn check(redis: &ConnectionManager, key: &str, limit: u64) -> Result<(), ApiError> {
+pub async fn check(redis: &RedisConn, key: &str, limit: u64) -> Result<(), ApiError> {
     let (count, ttl): (Option<u64>, i64) = redis::pipe()
         .cmd("GET")
         .arg(key)
@@ -189,11 +191,7 @@ pub async fn check(redis: &ConnectionManager, key: &str, limit: u64) -> Result<(
 }
 
 /// Counts one hit on `key` (e.g. a failed login) without checking.
-pub async fn record(
-    redis: &ConnectionManager,
-    key: &str,
-    window_secs: u64,
-) -> Result<(), ApiError> {
+pub async fn record(redis: &RedisConn, key: &str, window_secs: u64) -> Result<(), ApiError> {
     redis::pipe()
         .atomic()
         .cmd("INCR")
@@ -209,7 +207,7 @@ pub async fn record(
     Ok(())
 }
 
-pub async fn reset(redis: &ConnectionManager, key: &str) -> Result<(), ApiError> {
+pub async fn reset(redis: &RedisConn, key: &str) -> Result<(), ApiError> {
     redis::cmd("DEL")
         .arg(key)
         .query_async::<()>(&mut redis.clone())

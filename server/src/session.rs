@@ -4,10 +4,9 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use protocol::{auth::SessionInfo, UserId};
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
-use crate::{error::ApiError, keys::Keys};
+use crate::{error::ApiError, keys::Keys, redis_conn::RedisConn};
 
 /// 32 bytes = 256 bits from the OS CSPRNG, hex-encoded.
 const TOKEN_BYTES: usize = 32;
@@ -36,7 +35,7 @@ pub struct Session {
 
 #[derive(Clone)]
 pub struct SessionStore {
-    redis: ConnectionManager,
+    redis: RedisConn,
     keys: Keys,
     ttl_secs: u64,
 }
@@ -52,7 +51,7 @@ fn is_token_shaped(token: &str) -> bool {
 }
 
 impl SessionStore {
-    pub fn new(redis: ConnectionManager, keys: Keys, ttl_secs: u64) -> Self {
+    pub fn new(redis: RedisConn, keys: Keys, ttl_secs: u64) -> Self {
         Self {
             redis,
             keys,
@@ -96,15 +95,13 @@ impl SessionStore {
             created_at: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
         };
         let json = serde_json::to_string(&data).map_err(|e| ApiError::Internal(e.into()))?;
+        // The index first, then the session: the two keys may be on different nodes of a
+        // cluster, and if the second write fails, an index entry without its session is
+        // harmless (listing prunes it) while a session missing from the index could be
+        // neither listed nor revoked.
         let index = self.keys.user_sessions(user_id);
         redis::pipe()
             .atomic()
-            .cmd("SET")
-            .arg(self.keys.session(&token))
-            .arg(json)
-            .arg("EX")
-            .arg(self.ttl_secs)
-            .ignore()
             .cmd("HSET")
             .arg(&index)
             .arg(&session_id)
@@ -114,6 +111,13 @@ impl SessionStore {
             .arg(&index)
             .arg(self.ttl_secs)
             .ignore()
+            .query_async::<()>(&mut self.redis.clone())
+            .await?;
+        redis::cmd("SET")
+            .arg(self.keys.session(&token))
+            .arg(json)
+            .arg("EX")
+            .arg(self.ttl_secs)
             .query_async::<()>(&mut self.redis.clone())
             .await?;
         Ok(token)
@@ -163,12 +167,17 @@ impl SessionStore {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (_, token) in &entries {
-            let key = self.keys.session(token);
-            pipe.cmd("GET").arg(&key).cmd("TTL").arg(&key);
-        }
-        let replies: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+        let cmds = entries
+            .iter()
+            .flat_map(|(_, token)| {
+                let key = self.keys.session(token);
+                [
+                    redis::cmd("GET").arg(&key).clone(),
+                    redis::cmd("TTL").arg(&key).clone(),
+                ]
+            })
+            .collect();
+        let replies: Vec<redis::Value> = self.redis.query_each(cmds).await?;
         let mut sessions = Vec::new();
         let mut stale = Vec::new();
         for ((session_id, token), pair) in entries.iter().zip(replies.chunks(2)) {
@@ -276,14 +285,20 @@ impl SessionStore {
         if sessions.is_empty() {
             return Ok(());
         }
-        let index = self.keys.user_sessions(user_id);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (session_id, token) in sessions {
-            pipe.cmd("DEL").arg(self.keys.session(token)).ignore();
-            pipe.cmd("HDEL").arg(&index).arg(session_id).ignore();
-        }
-        pipe.query_async::<()>(&mut self.redis.clone()).await?;
+        // The sessions first, so they stop working even if the index update fails (listing
+        // prunes index entries whose session is gone). One command per key: on a cluster
+        // they may be on different nodes.
+        let cmds = sessions
+            .iter()
+            .map(|(_, token)| redis::cmd("DEL").arg(self.keys.session(token)).clone())
+            .collect();
+        self.redis.query_each::<redis::Value>(cmds).await?;
+        let ids: Vec<&str> = sessions.iter().map(|(id, _)| id.as_str()).collect();
+        redis::cmd("HDEL")
+            .arg(self.keys.user_sessions(user_id))
+            .arg(ids)
+            .query_async::<()>(&mut self.redis.clone())
+            .await?;
         Ok(())
     }
 }

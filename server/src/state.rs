@@ -2,12 +2,11 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
 use crate::{
     config::Settings, domain::messages::SendQueues, events::EventBus, gateway::Gateway, keys::Keys,
-    password::PasswordHasher, session::SessionStore,
+    password::PasswordHasher, redis_conn::RedisConn, session::SessionStore,
 };
 
 #[derive(Clone)]
@@ -16,7 +15,7 @@ pub struct AppState {
     /// For read-only load that may lag the primary (`--database-read-url`; else `db`
     /// itself): see [`AppState::for_reads`].
     pub db_read: PgPool,
-    pub redis: ConnectionManager,
+    pub redis: RedisConn,
     pub keys: Keys,
     pub sessions: SessionStore,
     pub passwords: PasswordHasher,

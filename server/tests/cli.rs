@@ -199,6 +199,44 @@ fn broken_toml_a_missing_file_and_missing_stores_are_clear_errors() {
 }
 
 #[test]
+fn a_redis_cluster_url_is_checked_and_a_bad_one_refused_without_its_password() {
+    let pg = ["--database-url", "postgres://sohbet@127.0.0.1/sohbet"];
+    let good = "redis+cluster://:hunter2@10.0.0.1:6379,10.0.0.2:6379";
+    let out = run(
+        &[&pg[..], &["--redis-url", good, "check-config"]].concat(),
+        &[],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    for (bad, says) in [
+        (
+            "redis+cluster://:hunter2@10.0.0.1:6379/3",
+            "takes no database",
+        ),
+        ("redis+cluster://:hunter2@", "lists host:port"),
+        (
+            "redis+cluster://:hunter2@h1:6379,,h2:6379",
+            "lists host:port",
+        ),
+        ("redis+cluster://:hunter2@h1:port", "lists host:port"),
+    ] {
+        let out = run(
+            &[&pg[..], &["--redis-url", bad, "check-config"]].concat(),
+            &[],
+        );
+        assert!(!out.status.success(), "{bad} was accepted");
+        let err = stderr(&out);
+        assert!(
+            err.contains("redis_url") && err.contains(says),
+            "{bad}: {err}"
+        );
+        assert!(
+            !err.contains("hunter2"),
+            "{bad}: the password was printed: {err}"
+        );
+    }
+}
+
+#[test]
 fn bad_arguments_fail_with_usage_errors() {
     for args in [
         vec!["frobnicate"],

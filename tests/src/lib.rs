@@ -125,7 +125,8 @@ pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub db: PgPool,
-    pub redis: redis::aio::MultiplexedConnection,
+    /// The server's own kind of connection: to one Redis or to a Redis Cluster.
+    pub redis: sohbet_server::redis_conn::RedisConn,
     pub prefix: String,
     pub settings: Settings,
     shutdown: Option<oneshot::Sender<()>>,
@@ -188,9 +189,7 @@ impl TestApp {
             .connect(&database.url)
             .await
             .expect("test pool");
-        let redis = redis::Client::open(settings.redis_url.expose())
-            .expect("redis url")
-            .get_multiplexed_async_connection()
+        let redis = sohbet_server::redis_conn::RedisConn::connect(settings.redis_url.expose())
             .await
             .expect("redis connection");
         Self {
@@ -481,6 +480,10 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
         let url = self.settings.redis_url.expose().to_owned();
+        // A test's own Redis Cluster goes away with the test, keys and all.
+        if url.starts_with(sohbet_server::redis_conn::CLUSTER_SCHEME) {
+            return;
+        }
         let pattern = format!("{}*", self.prefix);
         let cleanup = std::thread::spawn(move || {
             let Ok(client) = redis::Client::open(url) else {

@@ -238,3 +238,186 @@ fn run(cmd: &mut Command) {
     let status = cmd.status().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(status.success(), "{cmd:?} failed: {status}");
 }
+
+/// A Redis Cluster of the test's own: three masters without replicas on loopback, each
+/// with persistence on (as self-hosters should run it), so a node can be restarted with its
+/// data. Started with `redis-server --cluster-enabled yes` and `redis-cli --cluster create`,
+/// as an operator would.
+pub struct PrivateRedisCluster {
+    nodes: Vec<ClusterNode>,
+    dir: PathBuf,
+}
+
+struct ClusterNode {
+    port: u16,
+    /// The cluster bus port, given explicitly: the default (port + 10000) may be taken or
+    /// past 65535 for a port picked by the OS.
+    bus_port: u16,
+    child: Option<Child>,
+}
+
+/// Masters of a test cluster: the fewest Redis Cluster accepts.
+const CLUSTER_MASTERS: usize = 3;
+
+impl PrivateRedisCluster {
+    pub fn start() -> Self {
+        let mut ports = std::collections::BTreeSet::new();
+        while ports.len() < CLUSTER_MASTERS * 2 {
+            ports.insert(free_port());
+        }
+        let ports: Vec<u16> = ports.into_iter().collect();
+        let nodes = ports
+            .chunks_exact(2)
+            .map(|pair| ClusterNode {
+                port: pair[0],
+                bus_port: pair[1],
+                child: None,
+            })
+            .collect();
+        let mut cluster = Self {
+            dir: scratch_dir("redis-cluster", ports[0]),
+            nodes,
+        };
+        for i in 0..CLUSTER_MASTERS {
+            cluster.spawn(i);
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        run(Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null()));
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// The `redis_url` of the cluster: every node as a seed.
+    pub fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    fn node_url(&self, i: usize) -> String {
+        format!("redis://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    fn query<T: redis::FromRedisValue>(&self, i: usize, cmd: &redis::Cmd) -> redis::RedisResult<T> {
+        let mut conn = redis::Client::open(self.node_url(i))?.get_connection()?;
+        cmd.query(&mut conn)
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let node_dir = self.dir.join(format!("node{i}"));
+        std::fs::create_dir_all(&node_dir).expect("node dir");
+        let node = &mut self.nodes[i];
+        let child = Command::new("redis-server")
+            .args(["--port", &node.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes"])
+            .args(["--cluster-port", &node.bus_port.to_string()])
+            .arg("--cluster-config-file")
+            .arg(node_dir.join("nodes.conf"))
+            // A master that is down is noticed by the others within this (ms).
+            .args(["--cluster-node-timeout", "2000"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ])
+            .arg("--dir")
+            .arg(&node_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        node.child = Some(child);
+        for _ in 0..200 {
+            if self.query::<String>(i, &redis::cmd("PING")).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("cluster node {i} did not start");
+    }
+
+    /// Waits until every node says the cluster is up (every slot served).
+    fn wait_ok(&self) {
+        for _ in 0..400 {
+            let ok = (0..self.nodes.len()).all(|i| {
+                self.query::<String>(i, redis::cmd("CLUSTER").arg("INFO"))
+                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the Redis Cluster did not come up");
+    }
+
+    /// The node serving the hash slot of `key` (e.g. a pub/sub channel).
+    pub fn owner_of(&self, key: &str) -> usize {
+        let slot: i64 = self
+            .query(0, redis::cmd("CLUSTER").arg("KEYSLOT").arg(key))
+            .expect("CLUSTER KEYSLOT");
+        let ranges: Vec<(i64, i64, (String, i64))> = self
+            .query(0, redis::cmd("CLUSTER").arg("SLOTS"))
+            .map(|slots: Vec<Vec<redis::Value>>| {
+                slots
+                    .into_iter()
+                    .filter_map(|range| {
+                        let start = redis::from_redis_value_ref(range.first()?).ok()?;
+                        let end = redis::from_redis_value_ref(range.get(1)?).ok()?;
+                        let master: Vec<redis::Value> =
+                            redis::from_redis_value_ref(range.get(2)?).ok()?;
+                        let host = redis::from_redis_value_ref(master.first()?).ok()?;
+                        let port = redis::from_redis_value_ref(master.get(1)?).ok()?;
+                        Some((start, end, (host, port)))
+                    })
+                    .collect()
+            })
+            .expect("CLUSTER SLOTS");
+        let (_, _, (_, port)) = ranges
+            .iter()
+            .find(|(start, end, _)| (*start..=*end).contains(&slot))
+            .expect("every slot is served");
+        self.nodes
+            .iter()
+            .position(|n| i64::from(n.port) == *port)
+            .expect("a node of this cluster serves it")
+    }
+
+    /// Stops node `i` as an operator does (SHUTDOWN writes its append-only file), starts it
+    /// again on the same port and data, and waits until the cluster is up again.
+    pub fn restart(&mut self, i: usize) {
+        let _ = self.query::<()>(i, &redis::cmd("SHUTDOWN"));
+        if let Some(mut child) = self.nodes[i].child.take() {
+            let _ = child.wait();
+        }
+        self.spawn(i);
+        self.wait_ok();
+    }
+}
+
+impl Drop for PrivateRedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -27,6 +27,10 @@ const BUILD_PACKAGES: &[&str] = &[
     "librsvg2-dev",
     "libxdo-dev",
     "libdbus-1-dev",
+    // The server's Debian package (`package`, and `test` after the tests): it depends on
+    // systemd, its postinst runs systemd-sysusers, and systemd-analyze verifies its unit
+    // (systemd need not be running).
+    "systemd",
 ];
 /// Services run by `up` and `test`.
 const SERVICE_PACKAGES: &[&str] = &["redis-server"];

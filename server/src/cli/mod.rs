@@ -143,7 +143,8 @@ impl Cli {
             Command::CheckConfig => {
                 settings.pg_connect_options()?;
                 settings.pg_read_connect_options()?;
-                redis::Client::open(settings.redis_url.expose()).context("parsing redis_url")?;
+                crate::redis_conn::RedisTarget::parse(settings.redis_url.expose())
+                    .map_err(|e| anyhow::anyhow!("redis_url: {e}"))?;
                 // The settings as a config file would give them (secrets as `***`).
                 print!(
                     "{}",

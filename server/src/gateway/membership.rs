@@ -1,17 +1,23 @@
 //! Expiring memberships in Redis, shared by every instance: the one store under presence
 //! (a user's live connections) and voice (a call's participants).
 //!
-//! A family of sets (`{prefix}{set}`), each a sorted set of members scored by their expiry
-//! in Unix ms, plus one global sorted set of every `set|member` of the family. The instance
-//! that owns a member renews it; a member whose instance died stops being renewed, and
-//! whichever instance sweeps the global set first removes it (atomically, in Lua) and
-//! reports it, so it is announced gone exactly once.
+//! A family of sets, each a sorted set of members scored by their expiry in Unix ms, plus an
+//! index of every `set|member` of the family, split into buckets (`keys::BUCKETS`): a set and
+//! its bucket's index share a hash tag, so each script below touches one hash slot and
+//! declares every key it uses (as a Redis Cluster requires). The instance that owns a member
+//! renews it; a member whose instance died stops being renewed, and whichever instance
+//! claims it from the index first (atomically, in Lua) removes and reports it, so it is
+//! announced gone exactly once.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use redis::{aio::ConnectionManager, Script};
+use redis::Script;
 
-use crate::error::ApiError;
+use crate::{
+    error::ApiError,
+    keys::{bucket, Keys, SetFamily, BUCKETS},
+    redis_conn::RedisConn,
+};
 
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -20,7 +26,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// KEYS: set, global. ARGV: member, global member, expiry, now.
+/// KEYS: set, its bucket's index. ARGV: member, index member, expiry, now.
 /// Returns how many live members the set had besides this one.
 const ADD: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[4])
@@ -32,7 +38,7 @@ redis.call('PEXPIREAT', KEYS[1], ARGV[3])
 return before
 "#;
 
-/// KEYS: set, global. ARGV: member, global member, now.
+/// KEYS: set, its bucket's index. ARGV: member, index member, now.
 /// Returns {removed, live members left}.
 const REMOVE: &str = r#"
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
@@ -41,34 +47,38 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
 return {removed, redis.call('ZCARD', KEYS[1])}
 "#;
 
-/// KEYS: global. ARGV: now, set-key prefix, batch size.
-/// Removes expired members; returns {set, member, live members left} for each.
-const SWEEP: &str = r#"
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, entry in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], entry)
-  local sep = string.find(entry, '|', 1, true)
-  if sep then
-    local set = string.sub(entry, 1, sep - 1)
-    local member = string.sub(entry, sep + 1)
-    local key = ARGV[2] .. set
-    -- Unless it was re-added since (a later expiry there). Gone from there too means the
-    -- set's key itself expired with it: still to be reported.
-    local score = redis.call('ZSCORE', key, member)
-    if (not score) or tonumber(score) <= tonumber(ARGV[1]) then
-      redis.call('ZREM', key, member)
-      redis.call('ZREMRANGEBYSCORE', key, '-inf', ARGV[1])
-      table.insert(out, set)
-      table.insert(out, member)
-      table.insert(out, redis.call('ZCARD', key))
-    end
-  end
+/// KEYS: a bucket's index, the set. ARGV: index member, member, now.
+/// Claims an expired member found in the index: nil if another instance claimed it first or
+/// it was renewed meanwhile; else removes it and returns how many live members the set has
+/// left. A member gone from its set too (the set's key expired with it) is still reported.
+const REAP: &str = r#"
+local due = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not due) or tonumber(due) > tonumber(ARGV[3]) then
+  return false
 end
-return out
+redis.call('ZREM', KEYS[1], ARGV[1])
+local score = redis.call('ZSCORE', KEYS[2], ARGV[2])
+if score and tonumber(score) > tonumber(ARGV[3]) then
+  return false
+end
+redis.call('ZREM', KEYS[2], ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
+return redis.call('ZCARD', KEYS[2])
 "#;
 
-/// Most expired members one sweep handles; the next sweep takes the rest.
+/// The first `batch` entries of the sorted set `key` scored `now` or earlier (due).
+pub fn due(key: String, now: i64, batch: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("ZRANGEBYSCORE");
+    cmd.arg(key)
+        .arg("-inf")
+        .arg(now)
+        .arg("LIMIT")
+        .arg(0)
+        .arg(batch);
+    cmd
+}
+
+/// Most expired members one sweep takes from each bucket; the next sweep takes the rest.
 const SWEEP_BATCH: usize = 500;
 
 /// A member removed by a sweep.
@@ -83,34 +93,33 @@ pub struct Expired {
 /// One family of expiring sets.
 #[derive(Clone)]
 pub struct ExpiringSets {
-    redis: ConnectionManager,
-    /// Prefix of each set's key (`…presence:user:`, `…voice:call:`).
-    prefix: String,
-    /// The family's global set.
-    global: String,
+    redis: RedisConn,
+    keys: Keys,
+    family: SetFamily,
     /// How long a member stays without renewal.
     ttl_ms: i64,
 }
 
 impl ExpiringSets {
-    pub fn new(redis: ConnectionManager, prefix: String, global: String, ttl_ms: i64) -> Self {
+    pub fn new(redis: RedisConn, keys: Keys, family: SetFamily, ttl_ms: i64) -> Self {
         Self {
             redis,
-            prefix,
-            global,
+            keys,
+            family,
             ttl_ms,
         }
     }
 
     pub fn key(&self, set: &str) -> String {
-        format!("{}{set}", self.prefix)
+        self.keys.expiring_set(self.family, set)
     }
 
-    pub fn global_key(&self) -> &str {
-        &self.global
+    /// The index of the bucket `set` is in.
+    pub fn index_key(&self, set: &str) -> String {
+        self.keys.expiring_index(self.family, bucket(set))
     }
 
-    pub fn global_member(set: &str, member: &str) -> String {
+    pub fn index_member(set: &str, member: &str) -> String {
         format!("{set}|{member}")
     }
 
@@ -118,28 +127,40 @@ impl ExpiringSets {
         now_ms() + self.ttl_ms
     }
 
-    pub fn redis(&self) -> ConnectionManager {
+    pub fn redis(&self) -> RedisConn {
         self.redis.clone()
+    }
+
+    /// Every bucket's index.
+    fn indexes(&self) -> Vec<String> {
+        (0..BUCKETS)
+            .map(|b| self.keys.expiring_index(self.family, b))
+            .collect()
     }
 
     /// Every live `set|member` of the family.
     pub async fn live_all(&self) -> Result<Vec<String>, ApiError> {
-        Ok(redis::cmd("ZRANGE")
-            .arg(&self.global)
-            .arg(now_ms())
-            .arg("+inf")
-            .arg("BYSCORE")
-            .query_async(&mut self.redis.clone())
-            .await?)
+        let now = now_ms();
+        let cmds = self
+            .indexes()
+            .into_iter()
+            .map(|index| {
+                let mut cmd = redis::cmd("ZRANGE");
+                cmd.arg(index).arg(now).arg("+inf").arg("BYSCORE");
+                cmd
+            })
+            .collect();
+        let lists: Vec<Vec<String>> = self.redis.query_each(cmds).await?;
+        Ok(lists.into_iter().flatten().collect())
     }
 
     /// Adds (or re-adds) a member; returns how many other live members the set has.
     pub async fn add(&self, set: &str, member: &str) -> Result<i64, ApiError> {
         Ok(Script::new(ADD)
             .key(self.key(set))
-            .key(&self.global)
+            .key(self.index_key(set))
             .arg(member)
-            .arg(Self::global_member(set, member))
+            .arg(Self::index_member(set, member))
             .arg(self.expiry())
             .arg(now_ms())
             .invoke_async(&mut self.redis.clone())
@@ -150,9 +171,9 @@ impl ExpiringSets {
     pub async fn remove(&self, set: &str, member: &str) -> Result<(bool, i64), ApiError> {
         let (removed, left): (i64, i64) = Script::new(REMOVE)
             .key(self.key(set))
-            .key(&self.global)
+            .key(self.index_key(set))
             .arg(member)
-            .arg(Self::global_member(set, member))
+            .arg(Self::index_member(set, member))
             .arg(now_ms())
             .invoke_async(&mut self.redis.clone())
             .await?;
@@ -173,82 +194,90 @@ impl ExpiringSets {
         at: i64,
         extend_key: bool,
     ) -> Result<(), ApiError> {
-        if members.is_empty() {
-            return Ok(());
-        }
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(members.len() * 3);
         for (set, member) in members {
             let key = self.key(set);
             // XX: never resurrect a member that is gone.
-            pipe.cmd("ZADD")
-                .arg(&key)
-                .arg("XX")
-                .arg(at)
-                .arg(member)
-                .ignore();
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(&key).arg("XX").arg(at).arg(member);
+            cmds.push(zadd);
             if extend_key {
-                pipe.cmd("PEXPIREAT").arg(&key).arg(at).ignore();
+                let mut expire = redis::cmd("PEXPIREAT");
+                expire.arg(&key).arg(at);
+                cmds.push(expire);
             }
-            pipe.cmd("ZADD")
-                .arg(&self.global)
+            let mut index = redis::cmd("ZADD");
+            index
+                .arg(self.index_key(set))
                 .arg("XX")
                 .arg(at)
-                .arg(Self::global_member(set, member))
-                .ignore();
+                .arg(Self::index_member(set, member));
+            cmds.push(index);
         }
-        pipe.query_async::<()>(&mut self.redis.clone()).await?;
+        self.redis.query_each::<redis::Value>(cmds).await?;
         Ok(())
     }
 
     /// Removes expired members of every set; returns each.
     pub async fn sweep(&self) -> Result<Vec<Expired>, ApiError> {
-        // A flat array {set, member, left, set, member, left, ...}.
-        let flat: Vec<redis::Value> = Script::new(SWEEP)
-            .key(&self.global)
-            .arg(now_ms())
-            .arg(&self.prefix)
-            .arg(SWEEP_BATCH)
-            .invoke_async(&mut self.redis.clone())
-            .await?;
-        Ok(flat
-            .chunks_exact(3)
-            .filter_map(|entry| {
-                Some(Expired {
-                    set: redis::from_redis_value_ref(&entry[0]).ok()?,
-                    member: redis::from_redis_value_ref(&entry[1]).ok()?,
-                    left: redis::from_redis_value_ref(&entry[2]).ok()?,
-                })
-            })
-            .collect())
+        let now = now_ms();
+        let cmds = self
+            .indexes()
+            .into_iter()
+            .map(|index| due(index, now, SWEEP_BATCH))
+            .collect();
+        let due: Vec<Vec<String>> = self.redis.query_each(cmds).await?;
+        let mut expired = Vec::new();
+        // Rare (a dropped connection, a dead instance): one claim each.
+        for entry in due.into_iter().flatten() {
+            let Some((set, member)) = entry.split_once('|') else {
+                continue;
+            };
+            let left: Option<i64> = Script::new(REAP)
+                .key(self.index_key(set))
+                .key(self.key(set))
+                .arg(&entry)
+                .arg(member)
+                .arg(now)
+                .invoke_async(&mut self.redis.clone())
+                .await?;
+            if let Some(left) = left {
+                expired.push(Expired {
+                    set: set.to_owned(),
+                    member: member.to_owned(),
+                    left,
+                });
+            }
+        }
+        Ok(expired)
     }
 
     /// The live members of each set.
     pub async fn live(&self, sets: &[String]) -> Result<Vec<Vec<String>>, ApiError> {
-        if sets.is_empty() {
-            return Ok(Vec::new());
-        }
-        let now = now_ms();
-        let mut pipe = redis::pipe();
-        for set in sets {
-            pipe.cmd("ZRANGEBYSCORE")
-                .arg(self.key(set))
-                .arg(now)
-                .arg("+inf");
-        }
-        Ok(pipe.query_async(&mut self.redis.clone()).await?)
+        self.per_live_set("ZRANGEBYSCORE", sets).await
     }
 
     /// How many live members each set has.
     pub async fn counts(&self, sets: &[String]) -> Result<Vec<i64>, ApiError> {
-        if sets.is_empty() {
-            return Ok(Vec::new());
-        }
+        self.per_live_set("ZCOUNT", sets).await
+    }
+
+    /// `command key now +inf` (ZRANGEBYSCORE, ZCOUNT) on each set: its live members.
+    async fn per_live_set<T: redis::FromRedisValue>(
+        &self,
+        command: &str,
+        sets: &[String],
+    ) -> Result<Vec<T>, ApiError> {
         let now = now_ms();
-        let mut pipe = redis::pipe();
-        for set in sets {
-            pipe.cmd("ZCOUNT").arg(self.key(set)).arg(now).arg("+inf");
-        }
-        Ok(pipe.query_async(&mut self.redis.clone()).await?)
+        let cmds = sets
+            .iter()
+            .map(|set| {
+                let mut cmd = redis::cmd(command);
+                cmd.arg(self.key(set)).arg(now).arg("+inf");
+                cmd
+            })
+            .collect();
+        Ok(self.redis.query_each(cmds).await?)
     }
 
     /// Whether `member` is live in `set`.

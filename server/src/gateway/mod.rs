@@ -8,8 +8,9 @@
 //! - [`voice`]: who is in which voice call from which device, and DM rings, in Redis.
 //! - [`calls`]: a connection's call frames: join, leave, state, signaling relay, ringing.
 //!
-//! Every instance subscribes to the Redis event channel and dispatches to its own
-//! connections, so several instances behind a load balancer behave as one server.
+//! Every instance subscribes to the Redis event channel (a sharded channel on a Redis
+//! Cluster) and dispatches to its own connections, so several instances behind a load
+//! balancer behave as one server.
 
 pub mod calls;
 pub mod connection;
@@ -25,13 +26,14 @@ use std::sync::{
 };
 
 use axum::{extract::State, response::Response};
-use futures::StreamExt;
 use protocol::{gateway::close, UserId};
 use serde::{Deserialize, Serialize};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::{events::Envelope, extract::WebSocketUpgrade, state::AppState};
+use crate::{
+    events::Envelope, extract::WebSocketUpgrade, redis_conn::Subscription, state::AppState,
+};
 
 /// Per-connection socket buffers: enough for a burst of typical frames; a larger frame still
 /// works, it just takes more than one read or write.
@@ -120,17 +122,13 @@ async fn gateway(
         })
 }
 
-/// The two halves of this instance's Redis subscription. The sink is kept, unused: dropping
-/// it would end the subscription.
-type Subscription = (redis::aio::PubSubSink, redis::aio::PubSubStream);
-
 /// Subscribes to the event and control channels.
 async fn subscribe(state: &AppState) -> redis::RedisResult<Subscription> {
-    let client = redis::Client::open(state.settings.redis_url.expose())?;
-    let mut pubsub = client.get_async_pubsub().await?;
-    pubsub.subscribe(state.keys.events_channel()).await?;
-    pubsub.subscribe(state.keys.control_channel()).await?;
-    Ok(pubsub.split())
+    Subscription::subscribe(
+        state.settings.redis_url.expose(),
+        &[state.keys.events_channel(), state.keys.control_channel()],
+    )
+    .await
 }
 
 /// First wait before subscribing again after the subscription was lost (e.g. Redis
@@ -165,7 +163,7 @@ pub async fn start(state: &AppState) -> anyhow::Result<()> {
     tokio::spawn(async move {
         let mut subscription = Some(first);
         loop {
-            let (_sink, mut messages) = match subscription.take() {
+            let mut messages = match subscription.take() {
                 Some(subscription) => subscription,
                 None => {
                     let Some(subscription) = resubscribe(&subscriber_state).await else {

@@ -14,10 +14,13 @@ use protocol::{
 };
 use redis::Script;
 
-use super::membership::{now_ms, ExpiringSets};
-use crate::{error::ApiError, keys::Keys};
+use super::membership::{due, now_ms, ExpiringSets};
+use crate::{
+    error::ApiError,
+    keys::{bucket, Keys, BUCKETS},
+};
 
-/// KEYS: call set, global set, state hash.
+/// KEYS: call set, its bucket's index, state hash (one hash slot).
 /// ARGV: user prefix (`user|`), member, expiry, now, limit, state, group, user.
 /// Returns {'full'} or {resumed, moved live devices, other member, its state, ...}.
 const JOIN: &str = r#"
@@ -61,34 +64,19 @@ end
 return out
 "#;
 
-/// KEYS: ring key, rings set. ARGV: the ring's value. Deletes the ring if it is still this
-/// one; 1 if this call claimed it (so each ring ends exactly once).
+/// KEYS: ring key, its bucket's rings set (one hash slot). ARGV: the ring's value.
+/// Ends that ring: drops it from the rings set, and deletes the ring key if it is still this
+/// one; 1 if this call ended it (so each ring ends exactly once, across instances).
 const CLAIM_RING: &str = r#"
+redis.call('ZREM', KEYS[2], ARGV[1])
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[2], ARGV[1])
   return 1
 end
 return 0
 "#;
 
-/// KEYS: rings set. ARGV: now, ring-key prefix, batch. Claims every ring past its deadline.
-const EXPIRE_RINGS: &str = r#"
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
-local out = {}
-for _, ring in ipairs(due) do
-  redis.call('ZREM', KEYS[1], ring)
-  local group = string.sub(ring, 1, string.find(ring, '|', 1, true) - 1)
-  local key = ARGV[2] .. group
-  if redis.call('GET', key) == ring then
-    redis.call('DEL', key)
-    table.insert(out, ring)
-  end
-end
-return out
-"#;
-
-/// Most due rings one expiry pass claims; the next pass takes the rest.
+/// Most due rings one expiry pass takes from each bucket; the next pass takes the rest.
 const RING_BATCH: usize = 200;
 
 /// A participant's flags as stored: `"{muted}{deafened}"`, each `0` or `1`.
@@ -185,7 +173,7 @@ impl VoiceStore {
         let group = group_id.to_string();
         let out: Vec<String> = Script::new(JOIN)
             .key(self.participants.key(&group))
-            .key(self.participants.global_key())
+            .key(self.participants.index_key(&group))
             .key(self.keys.voice_state(group_id))
             .arg(format!("{user_id}|"))
             .arg(member(user_id, session_id))
@@ -325,14 +313,15 @@ impl VoiceStore {
         if active.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (group_id, users) in &active {
-            pipe.cmd("HMGET")
-                .arg(self.keys.voice_state(*group_id))
-                .arg(users);
-        }
-        let states: Vec<Vec<Option<String>>> =
-            pipe.query_async(&mut self.participants.redis()).await?;
+        let cmds = active
+            .iter()
+            .map(|(group_id, users)| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(self.keys.voice_state(*group_id)).arg(users);
+                cmd
+            })
+            .collect();
+        let states: Vec<Vec<Option<String>>> = self.participants.redis().query_each(cmds).await?;
         Ok(active
             .into_iter()
             .zip(states)
@@ -388,7 +377,7 @@ impl VoiceStore {
             .arg("PX")
             .arg(timeout_ms + 60_000)
             .cmd("ZADD")
-            .arg(self.keys.voice_rings())
+            .arg(self.rings(group_id))
             .arg(ring.deadline_ms)
             .arg(&value)
             .ignore()
@@ -397,7 +386,7 @@ impl VoiceStore {
         if set.is_none() {
             // Already ringing: undo the index entry just added.
             redis::cmd("ZREM")
-                .arg(self.keys.voice_rings())
+                .arg(self.rings(group_id))
                 .arg(&value)
                 .query_async::<()>(&mut self.participants.redis())
                 .await?;
@@ -424,11 +413,15 @@ impl VoiceStore {
         if groups.is_empty() {
             return Ok(Vec::new());
         }
-        let keys: Vec<String> = groups.iter().map(|&g| self.keys.voice_ring(g)).collect();
-        let values: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(keys)
-            .query_async(&mut self.participants.redis())
-            .await?;
+        let cmds = groups
+            .iter()
+            .map(|&g| {
+                let mut cmd = redis::cmd("GET");
+                cmd.arg(self.keys.voice_ring(g));
+                cmd
+            })
+            .collect();
+        let values: Vec<Option<String>> = self.participants.redis().query_each(cmds).await?;
         let now = now_ms();
         Ok(values
             .iter()
@@ -438,12 +431,21 @@ impl VoiceStore {
             .collect())
     }
 
+    /// The rings set of the bucket of `group_id`'s call.
+    fn rings(&self, group_id: GroupId) -> String {
+        self.keys.voice_rings(bucket(&group_id.to_string()))
+    }
+
     /// Ends a ring; true if this call ended it (it was still that ring).
     pub async fn claim_ring(&self, ring: &Ring) -> Result<bool, ApiError> {
+        self.claim(ring.group_id, &ring.encode()).await
+    }
+
+    async fn claim(&self, group_id: GroupId, value: &str) -> Result<bool, ApiError> {
         let claimed: i64 = Script::new(CLAIM_RING)
-            .key(self.keys.voice_ring(ring.group_id))
-            .key(self.keys.voice_rings())
-            .arg(ring.encode())
+            .key(self.keys.voice_ring(group_id))
+            .key(self.rings(group_id))
+            .arg(value)
             .invoke_async(&mut self.participants.redis())
             .await?;
         Ok(claimed == 1)
@@ -451,14 +453,21 @@ impl VoiceStore {
 
     /// Claims every ring past its deadline (each exactly once across instances).
     pub async fn expire_rings(&self) -> Result<Vec<Ring>, ApiError> {
-        let due: Vec<String> = Script::new(EXPIRE_RINGS)
-            .key(self.keys.voice_rings())
-            .arg(now_ms())
-            .arg(self.keys.voice_ring_prefix())
-            .arg(RING_BATCH)
-            .invoke_async(&mut self.participants.redis())
-            .await?;
-        Ok(due.iter().filter_map(|r| Ring::decode(r)).collect())
+        let now = now_ms();
+        let cmds = (0..BUCKETS)
+            .map(|b| due(self.keys.voice_rings(b), now, RING_BATCH))
+            .collect();
+        let due: Vec<Vec<String>> = self.participants.redis().query_each(cmds).await?;
+        let mut ended = Vec::new();
+        for value in due.into_iter().flatten() {
+            let Some(ring) = Ring::decode(&value) else {
+                continue;
+            };
+            if self.claim(ring.group_id, &value).await? {
+                ended.push(ring);
+            }
+        }
+        Ok(ended)
     }
 }
 
