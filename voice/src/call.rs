@@ -222,6 +222,8 @@ const PLAYOUT_SHRINK_MS: f64 = 0.005;
 /// frame (10 %): time lost to a stall is given back gradually, and a deeper queue held back
 /// for gradually.
 const PLAYOUT_CATCH_UP: Duration = Duration::from_millis(2);
+/// Drift from the device's timeline past which the pacer jumps instead of catching up.
+const PLAYOUT_RESYNC: Duration = Duration::from_millis(100);
 /// Most frames written per tick: refills the deepest queue after a stall without spinning
 /// forever on a device that does not drain.
 const MAX_FRAMES_PER_TICK: usize = 8;
@@ -847,6 +849,14 @@ impl PlayoutPacer {
         let device = (now + queued).checked_sub(headroom).unwrap_or(now);
         let frame = Duration::from_secs_f64(crate::FRAME_MS / 1000.0);
         let due = match self.last_due {
+            // Far off the device's timeline (the engine stalled, or played with nobody to
+            // hear for a while): jump to it rather than creep back 2 ms per frame for seconds.
+            Some(prev)
+                if device > prev + frame + PLAYOUT_RESYNC
+                    || device + PLAYOUT_RESYNC < prev + frame =>
+            {
+                device
+            }
             Some(prev) => device.clamp(
                 prev + frame - PLAYOUT_CATCH_UP,
                 prev + frame + PLAYOUT_CATCH_UP,
@@ -957,5 +967,26 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
             upmix(&mono, format.channels, &mut device);
             io.playout.write(&device);
         }
+    }
+}
+
+#[cfg(test)]
+mod pacer_tests {
+    use super::*;
+
+    const FRAME: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn small_drift_is_caught_up_slowly_and_a_large_one_at_once() {
+        let mut pacer = PlayoutPacer::new(0);
+        let t0 = Instant::now();
+        let first = pacer.due(t0, Duration::ZERO);
+        // The device is 10 ms further along than one frame later: 2 ms of it per frame.
+        let next = pacer.due(t0 + FRAME + Duration::from_millis(10), Duration::ZERO);
+        assert_eq!(next - first, FRAME + PLAYOUT_CATCH_UP);
+        // A second late (the engine stalled, or nobody was heard): straight to the device.
+        let late = t0 + Duration::from_secs(1);
+        let headroom = Duration::from_secs_f64(PLAYOUT_LOW_WATER_MS / 1000.0);
+        assert_eq!(pacer.due(late, Duration::ZERO), late - headroom);
     }
 }
