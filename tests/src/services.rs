@@ -7,6 +7,17 @@ use std::{
     time::Duration,
 };
 
+/// Every write on disk before it is answered (AOF, fsync always), so a restarted Redis
+/// comes back with what it acknowledged; no RDB snapshots.
+const PERSISTENT: [&str; 6] = [
+    "--save",
+    "",
+    "--appendonly",
+    "yes",
+    "--appendfsync",
+    "always",
+];
+
 /// A loopback port nothing listens on right now.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -49,14 +60,7 @@ impl PrivateRedis {
     fn spawn(&mut self) {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
+            .args(PERSISTENT)
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -327,14 +331,7 @@ impl PrivateRedisCluster {
             .arg(node_dir.join("nodes.conf"))
             // A master that is down is noticed by the others within this (ms).
             .args(["--cluster-node-timeout", "2000"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
+            .args(PERSISTENT)
             .arg("--dir")
             .arg(&node_dir)
             .stdout(Stdio::null())
