@@ -250,6 +250,8 @@ fn run(cmd: &mut Command) {
 pub struct PrivateRedisCluster {
     nodes: Vec<ClusterNode>,
     dir: PathBuf,
+    /// Persistence flags of every node.
+    persistence: &'static [&'static str],
 }
 
 struct ClusterNode {
@@ -264,7 +266,18 @@ struct ClusterNode {
 const CLUSTER_MASTERS: usize = 3;
 
 impl PrivateRedisCluster {
+    /// A cluster whose nodes write every change to disk, so a node can restart.
     pub fn start() -> Self {
+        Self::start_with(&PERSISTENT)
+    }
+
+    /// A cluster that keeps everything in memory, as the Redis `cargo xtask` starts does
+    /// (for benchmarks comparing the two).
+    pub fn start_in_memory() -> Self {
+        Self::start_with(&["--save", "", "--appendonly", "no"])
+    }
+
+    fn start_with(persistence: &'static [&'static str]) -> Self {
         let mut ports = std::collections::BTreeSet::new();
         while ports.len() < CLUSTER_MASTERS * 2 {
             ports.insert(free_port());
@@ -281,6 +294,7 @@ impl PrivateRedisCluster {
         let mut cluster = Self {
             dir: scratch_dir("redis-cluster", ports[0]),
             nodes,
+            persistence,
         };
         for i in 0..CLUSTER_MASTERS {
             cluster.spawn(i);
@@ -331,7 +345,7 @@ impl PrivateRedisCluster {
             .arg(node_dir.join("nodes.conf"))
             // A master that is down is noticed by the others within this (ms).
             .args(["--cluster-node-timeout", "2000"])
-            .args(PERSISTENT)
+            .args(self.persistence)
             .arg("--dir")
             .arg(&node_dir)
             .stdout(Stdio::null())

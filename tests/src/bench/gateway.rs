@@ -25,6 +25,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{print_table, Samples};
 use crate::TestDatabase;
+use sohbet_server::redis_conn::RedisConn;
 
 /// How long each load step runs; long enough for a few thousand samples at modest rates.
 const STEP: Duration = Duration::from_secs(4);
@@ -65,11 +66,11 @@ fn cpu_of_all(name: &str) -> f64 {
         .sum()
 }
 
-/// CPU seconds so far of the parts sharing the machine: server, PostgreSQL, Redis, and this
-/// load generator.
-fn cpu_split(server: u32) -> [f64; 4] {
+/// CPU seconds so far of the parts sharing the machine: the server instances together,
+/// PostgreSQL, Redis, and this load generator.
+fn cpu_split(servers: &[&Server]) -> [f64; 4] {
     [
-        cpu_and_rss(server).0,
+        servers.iter().map(|s| cpu_and_rss(s.pid).0).sum(),
         cpu_of_all("postgres"),
         cpu_of_all("redis-server"),
         cpu_and_rss(std::process::id()).0,
@@ -103,14 +104,15 @@ pub(super) fn cpu_and_rss(pid: u32) -> (f64, u64) {
     (cpu, rss)
 }
 
-pub(super) async fn start_server(db: &TestDatabase, prefix: &str) -> Server {
+/// Starts a server on `db` and the Redis (or Redis Cluster) of `redis_url`.
+pub(super) async fn start_server(db: &TestDatabase, prefix: &str, redis_url: &str) -> Server {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").expect("free port");
         l.local_addr().expect("addr").port()
     };
     let child = Command::new(server_binary())
         .env("DATABASE_URL", &db.url)
-        .env("REDIS_URL", std::env::var("REDIS_URL").expect("REDIS_URL"))
+        .env("REDIS_URL", redis_url)
         .env("SOHBET_LISTEN", format!("127.0.0.1:{port}"))
         .env("SOHBET_REDIS_PREFIX", prefix)
         .env("SOHBET_DB_POOL", "32")
@@ -159,34 +161,31 @@ pub(super) async fn fabricate_users(
     .fetch_all(db)
     .await
     .expect("users");
-    let client = redis::Client::open(redis_url).expect("redis");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis conn");
+    // One Redis or a Redis Cluster alike, through the server's own connection type.
+    let conn = RedisConn::connect(redis_url).await.expect("redis");
     let mut out = Vec::with_capacity(count);
     for chunk in ids.chunks(500) {
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(chunk.len() * 2);
         for &id in chunk {
             let token = format!("{:064x}", rand::random::<u128>() ^ ((id as u128) << 64));
             let session = serde_json::json!({
                 "user_id": id, "username": format!("load{id}"), "ip_address": "127.0.0.1",
                 "device_info": "bench", "created_at": "2026-11-29T00:00:00Z"
             });
-            pipe.cmd("SET")
-                .arg(format!("{prefix}session:{token}"))
+            let mut set = redis::cmd("SET");
+            set.arg(format!("{prefix}session:{token}"))
                 .arg(session.to_string())
                 .arg("EX")
-                .arg(7200)
-                .ignore();
-            pipe.cmd("HSET")
+                .arg(7200);
+            let mut index = redis::cmd("HSET");
+            index
                 .arg(format!("{prefix}user_sessions:{id}"))
                 .arg(format!("s{id}"))
-                .arg(&token)
-                .ignore();
+                .arg(&token);
+            cmds.extend([set, index]);
             out.push((id, token));
         }
-        let () = pipe.query_async(&mut conn).await.expect("sessions");
+        let _: Vec<redis::Value> = conn.query_each(cmds).await.expect("sessions");
     }
     out
 }
@@ -245,7 +244,7 @@ pub(super) async fn connect(base: &str, token: &str) -> Socket {
 }
 
 /// Shared clock: latencies are measured against one `Instant` origin in this process.
-struct Clock(Instant);
+pub(super) struct Clock(pub(super) Instant);
 
 impl Clock {
     fn now_us(&self) -> u64 {
@@ -255,7 +254,7 @@ impl Clock {
 
 /// Reads a member's socket, recording the delivery latency of each message sent during the
 /// step (its content carries the send time), and heartbeating.
-fn spawn_reader(
+pub(super) fn spawn_reader(
     mut socket: Socket,
     clock: Arc<Clock>,
     sink: Arc<Mutex<Samples>>,
@@ -285,20 +284,23 @@ fn spawn_reader(
     })
 }
 
-struct StepResult {
-    offered: String,
-    achieved: f64,
-    ack: Samples,
-    delivery: Samples,
-    expected_deliveries: usize,
-    /// CPU % of server, PostgreSQL, Redis and load generator over the step.
-    cpu_pct: [f64; 4],
-    rss_mib: f64,
+pub(super) struct StepResult {
+    pub(super) offered: String,
+    pub(super) achieved: f64,
+    pub(super) ack: Samples,
+    pub(super) delivery: Samples,
+    pub(super) expected_deliveries: usize,
+    /// CPU % of the server instances together, PostgreSQL, Redis and load generator over
+    /// the step.
+    pub(super) cpu_pct: [f64; 4],
+    /// Resident memory of the server instances together.
+    pub(super) rss_mib: f64,
 }
 
-/// Sends for one step: at `rate` messages/s in total (None = as fast as `senders` can).
-async fn run_step(
-    server: &Server,
+/// Sends for one step: at `rate` messages/s in total (None = as fast as `senders` can);
+/// sender `i` sends through `servers[i % servers.len()]`.
+pub(super) async fn run_step(
+    servers: &[&Server],
     group_id: i64,
     senders: &[(i64, String)],
     rate: Option<f64>,
@@ -309,7 +311,7 @@ async fn run_step(
     if let Ok(mut d) = deliveries.lock() {
         *d = Samples::default();
     }
-    let cpu0 = cpu_split(server.pid);
+    let cpu0 = cpu_split(servers);
     let started = Instant::now();
     let deadline = started + STEP;
     let per_sender_interval = rate.map(|r| Duration::from_secs_f64(senders.len() as f64 / r));
@@ -317,6 +319,7 @@ async fn run_step(
         .iter()
         .enumerate()
         .map(|(i, (_, token))| {
+            let server = servers[i % servers.len()];
             let url = format!("{}/api/groups/{group_id}/messages", server.base);
             let token = token.clone();
             let clock = clock.clone();
@@ -374,8 +377,8 @@ async fn run_step(
     let elapsed = started.elapsed().as_secs_f64();
     // Let the last deliveries land.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let cpu1 = cpu_split(server.pid);
-    let (_, rss) = cpu_and_rss(server.pid);
+    let cpu1 = cpu_split(servers);
+    let rss: u64 = servers.iter().map(|s| cpu_and_rss(s.pid).1).sum();
     let delivery = deliveries
         .lock()
         .map(|mut d| std::mem::take(&mut *d))
@@ -406,13 +409,13 @@ impl Bench {
     pub(super) async fn start() -> Self {
         let db = TestDatabase::create().await;
         let prefix = format!("bench:{}:", db.name);
-        let server = start_server(&db, &prefix).await;
+        let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
+        let server = start_server(&db, &prefix, &redis_url).await;
         let pool = sqlx::postgres::PgPoolOptions::new()
             .max_connections(4)
             .connect(&db.url)
             .await
             .expect("pool");
-        let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
         Self {
             db,
             prefix,
@@ -461,7 +464,7 @@ pub async fn run() {
         let steps: Vec<Option<f64>> = rates.iter().copied().map(Some).chain([None]).collect();
         for rate in steps {
             let mut r = run_step(
-                &server,
+                &[&server],
                 group_id,
                 &senders,
                 rate,

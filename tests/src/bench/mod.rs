@@ -5,6 +5,7 @@ pub mod auth;
 pub mod calls;
 pub mod gateway;
 pub mod messaging;
+pub mod scaleout;
 pub mod soak;
 
 use std::time::Duration;

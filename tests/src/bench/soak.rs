@@ -96,16 +96,16 @@ impl World {
 pub async fn run(minutes: u64, users: usize) -> bool {
     let db = TestDatabase::create().await;
     let prefix = format!("soak:{}:", db.name);
+    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let servers = [
-        start_server(&db, &prefix).await,
-        start_server(&db, &prefix).await,
+        start_server(&db, &prefix, &redis_url).await,
+        start_server(&db, &prefix, &redis_url).await,
     ];
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
         .connect(&db.url)
         .await
         .expect("pool");
-    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let people = fabricate_users(&pool, &redis_url, &prefix, 1, users).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -8,7 +8,7 @@
 
 use sohbet_tests::bench;
 
-const SUITES: &[&str] = &["auth", "calls", "gateway", "idle", "messaging"];
+const SUITES: &[&str] = &["auth", "calls", "gateway", "idle", "messaging", "scaleout"];
 
 #[tokio::main]
 async fn main() {
@@ -34,6 +34,7 @@ async fn main() {
             "gateway" => bench::gateway::run().await,
             "idle" => bench::gateway::idle().await,
             "messaging" => bench::messaging::run().await,
+            "scaleout" => bench::scaleout::run().await,
             other => {
                 eprintln!("unknown suite {other}; suites: {}", SUITES.join(", "));
                 std::process::exit(2);
