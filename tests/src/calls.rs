@@ -30,6 +30,8 @@ pub fn loopback_config() -> CallConfig {
     CallConfig {
         bind_addrs: vec!["127.0.0.1:0".to_owned()],
         send: SendSettings {
+            // On, as by default: with no echo in the microphone it must leave the tone alone.
+            echo_cancellation: true,
             noise_suppression: false,
             auto_gain: false,
             noise_gate: false,

@@ -418,7 +418,7 @@ fn pesq_fmt(v: Option<f64>) -> String {
 }
 
 /// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
-/// (comma-separated: codec, network, offer, cpu, external).
+/// (comma-separated: echo, codec, network, offer, cpu, external).
 fn section(name: &str) -> bool {
     std::env::var("VOICE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
 }
@@ -430,10 +430,14 @@ async fn main() -> BenchResult<()> {
     let (speech, source) = speech(&dir)?;
     println!(
         "voice benchmark: {source}, {:.1} s, Opus VoIP 20 ms, FEC+DTX, bitrate doubled while \
-         receivers report >= 3% loss, the default send chain (noise suppression, gain, gate) \
+         receivers report >= 3% loss, the default send chain (echo cancellation, noise \
+         suppression, gain, gate) \
          in calls between our peers, loopback",
         speech.len() as f32 / RATE as f32
     );
+    if section("echo") {
+        echo_rows();
+    }
     if section("codec") {
         codec_rows(&speech, &dir);
     }
@@ -467,23 +471,91 @@ async fn main() -> BenchResult<()> {
     Ok(())
 }
 
+/// Echo cancellation on the simulated echo path of `tests/echo.rs` (espeak-ng speech, far end
+/// at -20 dBFS, near end at -26 dBFS from 8 s): ERLE per delay, the near end's survival in
+/// double talk, and what the canceller costs per 10 ms. Offline: no network, no clock.
+fn echo_rows() {
+    use common::echo::{canceller_only, erle_db, near_end_score, run, EchoPath, Scenario};
+    let s = match Scenario::speech() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("echo: skipped, no test speech ({e})");
+            return;
+        }
+    };
+    let (from, to) = s.single_talk();
+    let settled = (RATE as usize * 5).min(to);
+    let (dt_from, dt_to) = s.double_talk();
+    println!();
+    println!(
+        "echo cancellation (SpeexDSP, 48 kHz, 10 ms frames, 250 ms filter, residual echo \
+         suppression), simulated echo path, send chain with noise suppression, gain and gate off:"
+    );
+    println!("| echo delay | echo level | ERLE 2–8 s | ERLE 5–8 s | near end in double talk (correlation, on / off) | realigned |");
+    println!("|---|---|---|---|---|---|");
+    let mut on_time = Duration::ZERO;
+    let mut off_time = Duration::ZERO;
+    let mut samples = 0;
+    for (delay_ms, attenuation_db) in [
+        (30.0, -6.0),
+        (40.0, -6.0),
+        (80.0, -6.0),
+        (120.0, -10.0),
+        (150.0, -10.0),
+    ] {
+        let path = EchoPath {
+            delay_ms,
+            attenuation_db,
+        };
+        let on = run(&s.far, &s.near, path, canceller_only(true));
+        let off = run(&s.far, &s.near, path, canceller_only(false));
+        on_time += on.chain_time;
+        off_time += off.chain_time;
+        samples += on.out.len();
+        println!(
+            "| {delay_ms} ms | {attenuation_db} dB | {:.1} dB | {:.1} dB | {:.3} / {:.3} | {} |",
+            erle_db(&on, from, to),
+            erle_db(&on, settled, to),
+            near_end_score(&s.near, &on.out, dt_from, dt_to),
+            near_end_score(&s.near, &off.out, dt_from, dt_to),
+            on.realigned,
+        );
+    }
+    let frames = (samples / (RATE as usize / 100)).max(1) as f64;
+    let per_frame = |t: Duration| t.as_secs_f64() * 1e6 / frames;
+    println!(
+        "echo canceller cost: {:.0} µs per 10 ms frame ({:.0} µs per 20 ms; send chain {:.0} µs \
+         per 10 ms with it, {:.0} µs without)",
+        per_frame(on_time) - per_frame(off_time),
+        2.0 * (per_frame(on_time) - per_frame(off_time)),
+        per_frame(on_time),
+        per_frame(off_time),
+    );
+}
+
 fn codec_rows(speech: &[f32], dir: &Path) {
     let plain = SendSettings {
+        echo_cancellation: false,
         noise_suppression: false,
         auto_gain: false,
         noise_gate: false,
         input_gain: 1.0,
     };
     let gate = SendSettings {
+        echo_cancellation: false,
         noise_suppression: false,
+        ..SendSettings::default()
+    };
+    let denoised = SendSettings {
+        echo_cancellation: false,
         ..SendSettings::default()
     };
     let full = SendSettings::default();
     let default_kbps = voice::codec::DEFAULT_BITRATE / 1000;
     println!();
     println!("codec only, no network (PESQ-WB at 0% loss; default {default_kbps} kbps):");
-    println!("| bitrate | Opus alone | + gain and gate | + noise suppression (default chain) | default chain, 44.1 kHz stereo input |");
-    println!("|---|---|---|---|---|");
+    println!("| bitrate | Opus alone | + gain and gate | + noise suppression | + echo cancellation, no echo (default chain) | default chain, 44.1 kHz stereo input |");
+    println!("|---|---|---|---|---|---|");
     for kbps in [24, 32, 40, 48, 64, 96] {
         let at = |input, settings, name: &str| {
             let tag = format!("codec-{kbps}-{name}");
@@ -497,9 +569,10 @@ fn codec_rows(speech: &[f32], dir: &Path) {
             ))
         };
         println!(
-            "| {kbps} kbps | {} | {} | {} | {} |",
+            "| {kbps} kbps | {} | {} | {} | {} | {} |",
             at(Input::Mono48k, plain, "plain"),
             at(Input::Mono48k, gate, "gate"),
+            at(Input::Mono48k, denoised, "denoised"),
             at(Input::Mono48k, full, "full"),
             at(Input::Stereo44k1, full, "full44"),
         );

@@ -482,7 +482,7 @@ impl Call {
         Ok(())
     }
 
-    /// Changes noise suppression, gain, gate or input gain mid-call.
+    /// Changes echo cancellation, noise suppression, gain, gate or input gain mid-call.
     pub fn set_send_settings(&self, settings: SendSettings) {
         *lock(&self.shared.controls.send) = settings;
     }
@@ -502,6 +502,8 @@ impl Call {
         let mut io = lock(&self.shared.io);
         io.playout = playout;
         io.out_resampler = resampler;
+        // Another room, another delay: the echo path is learnt anew.
+        io.chain.reset_echo();
         Ok(())
     }
 
@@ -931,6 +933,12 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
             frame_index += 1;
         });
         let links: Vec<Arc<PeerLink>> = lock(&shared.peers).values().cloned().collect();
+        // What the device still holds has not been heard by the microphone yet: the echo
+        // canceller's pairing must not have used it (see `echo`).
+        let format = io.playout.format();
+        let unplayed = io.playout.queued() as u64 * u64::from(SAMPLE_RATE)
+            / u64::from(format.sample_rate.max(1));
+        io.chain.align_far_end(unplayed as usize);
         for frame in &encoded {
             for link in &links {
                 if link.outbound.try_send(frame.clone()).is_err() {
@@ -940,7 +948,6 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
         }
 
         // Receive path.
-        let format = io.playout.format();
         pacer.observe(io.playout.underruns(), Instant::now());
         controls
             .playout_ms
@@ -962,7 +969,9 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
                 }
             }
             mono.clear();
-            io.out_resampler.process(mixer.finish(), &mut mono);
+            let mixed = mixer.finish();
+            io.chain.far_end(mixed);
+            io.out_resampler.process(mixed, &mut mono);
             device.clear();
             upmix(&mono, format.channels, &mut device);
             io.playout.write(&device);
