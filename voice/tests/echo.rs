@@ -185,6 +185,10 @@ async fn a_talker_does_not_hear_herself_back_through_a_peers_room() {
     };
     let alice = with_lead_in(&speech);
     let config = loopback_config();
+    let cancelling = SendSettings {
+        echo_cancellation: true,
+        ..config.send
+    };
     let silent = vec![0.0; alice.len()];
     let mesh = start_mesh(
         vec![("alice", alice.clone()), ("bob", silent)],
@@ -210,7 +214,7 @@ async fn a_talker_does_not_hear_herself_back_through_a_peers_room() {
 
     // Alice's speech runs from 1.5 s to ~14.9 s of her timeline.
     wait_played(a, 7.2).await;
-    b.call.set_send_settings(config.send);
+    b.call.set_send_settings(cancelling);
     wait_played(a, 15.0).await;
     let heard = a.recording.samples();
     let off = returned_db(&alice, &heard, 3.0, 7.0);
