@@ -531,7 +531,8 @@ impl Call {
                 let js = rx.stats();
                 let n = net.get(&link.id).cloned().unwrap_or_default();
                 let played = js.played.max(1) as f64;
-                let expected = (js.received + js.lost).max(1) as f64;
+                // Every packet the sequence numbers account for, padding and late ones included.
+                let expected = (js.received + js.late + js.padding + js.lost).max(1) as f64;
                 let mouth_to_ear = crate::FRAME_MS
                     + OPUS_LOOKAHEAD_MS
                     + TICK.as_secs_f64() * 500.0
