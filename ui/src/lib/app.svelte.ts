@@ -179,12 +179,14 @@ export class App {
   private async enter(user: User) {
     this.me = user;
     this.phase = "app";
+    // Each marked as it arrives (`sohbet:loaded:*`), for the launch benchmark's breakdown.
+    const loaded = (what: string) => () => void performance.mark(`sohbet:loaded:${what}`);
     await Promise.all([
-      this.refreshConversations(),
-      this.refreshFriends(),
-      this.loadNotificationLevels(),
-      this.loadDrafts(),
-      this.calls.loadAudio(),
+      this.refreshConversations().then(loaded("conversations")),
+      this.refreshFriends().then(loaded("friends")),
+      this.loadNotificationLevels().then(loaded("notification-levels")),
+      this.loadDrafts().then(loaded("drafts")),
+      this.calls.loadAudio().then(loaded("audio")),
     ]);
     if (this.selected == null && this.sorted.length > 0) this.view = "chat";
     await tick();
