@@ -133,14 +133,23 @@ impl Input {
     }
 }
 
+/// How a lost packet's frame is rebuilt in [`codec_only`].
+#[derive(Clone, Copy)]
+enum Recovery {
+    /// From the next packet's in-band FEC, told to plan for the loss.
+    Fec,
+    /// From an exact copy (RED) in the next packet, with the encoder's FEC hint at `hint`.
+    Red { hint: f64 },
+}
+
 /// PESQ of the send chain and Opus alone (no network, an ideal jitter buffer that always
-/// has the next packet for FEC), with `loss` of the packets dropped at random: the ceiling
-/// the network figures are measured against.
+/// has the next packet for FEC or RED), with `loss` of the packets dropped at random: the
+/// ceiling the network figures are measured against.
 fn codec_only(
     speech: &[f32],
     input: Input,
     settings: SendSettings,
-    (bitrate, loss): (u32, f64),
+    (bitrate, loss, recovery): (u32, f64, Recovery),
     dir: &Path,
     tag: &str,
 ) -> Option<f64> {
@@ -148,7 +157,11 @@ fn codec_only(
     let (signal, format) = input.prepare(&with_lead_in(speech))?;
     let mut chain = voice::dsp::SendChain::new(format).ok()?;
     let mut enc = voice::codec::OpusEncoder::new(bitrate, true).ok()?;
-    enc.set_expected_loss(loss as f32).ok()?;
+    enc.set_expected_loss(match recovery {
+        Recovery::Fec => loss,
+        Recovery::Red { hint } => hint,
+    } as f32)
+        .ok()?;
     let mut dec = voice::codec::OpusDecoder::new().ok()?;
     let mut packets: Vec<Option<bytes::Bytes>> = Vec::new();
     // Fed in 10 ms blocks, as a device delivers them.
@@ -170,8 +183,11 @@ fn codec_only(
             (Some(p), false) => {
                 dec.decode(p, &mut frame);
             }
-            (Some(_), true) => match (packets.get(i + 1), lost.get(i + 1)) {
-                (Some(Some(next)), Some(false)) => {
+            (Some(p), true) => match (packets.get(i + 1), lost.get(i + 1), recovery) {
+                (Some(Some(_)), Some(false), Recovery::Red { .. }) => {
+                    dec.decode(p, &mut frame);
+                }
+                (Some(Some(next)), Some(false), Recovery::Fec) => {
                     dec.decode_fec(next, &mut frame);
                 }
                 _ => {
@@ -380,10 +396,13 @@ async fn external_call(
     run_for(theirs.len() as f32 / RATE as f32).await;
     let we_heard = peer.heard.samples();
     let stats = peer.call.stats();
+    let result = peer.finish().await;
     if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
         eprintln!("{} link: {stats:#?}", stack.name());
+        if let Some(theirs) = &result.stats {
+            eprintln!("{} stats: {theirs:#}", stack.name());
+        }
     }
-    let result = peer.finish().await;
     let tag = format!("{}-{}", stack.name(), (loss * 100.0) as u32);
     let theirs = result.stats.as_ref();
     let num = |k: &str| {
@@ -491,7 +510,7 @@ fn codec_rows(speech: &[f32], dir: &Path) {
                 speech,
                 input,
                 settings,
-                (kbps * 1000, 0.0),
+                (kbps * 1000, 0.0, Recovery::Fec),
                 dir,
                 &tag,
             ))
@@ -504,24 +523,34 @@ fn codec_rows(speech: &[f32], dir: &Path) {
             at(Input::Stereo44k1, full, "full44"),
         );
     }
-    let lossy = |loss: f64| {
-        let tag = format!("codec-loss{}", (loss * 100.0) as u32);
+    let lossy = |loss: f64, recovery: Recovery, name: &str| {
+        let tag = format!("codec-loss{}-{name}", (loss * 100.0) as u32);
         let bitrate = voice::codec::DEFAULT_BITRATE;
         pesq_fmt(codec_only(
             speech,
             Input::Mono48k,
             gate,
-            (bitrate, loss),
+            (bitrate, loss, recovery),
             dir,
             &tag,
         ))
     };
     println!(
         "codec only at {default_kbps} kbps with random loss, ideal FEC/PLC (PESQ-WB): 5% {}, 10% {}, 20% {}",
-        lossy(0.05),
-        lossy(0.10),
-        lossy(0.20),
+        lossy(0.05, Recovery::Fec, "fec"),
+        lossy(0.10, Recovery::Fec, "fec"),
+        lossy(0.20, Recovery::Fec, "fec"),
     );
+    // RED's copy makes the next packet's in-band FEC redundant; these rows show what the FEC
+    // bits cost the primary encoding when the encoder is told to plan for the loss anyway.
+    for loss in [0.0, 0.10, 0.20] {
+        println!(
+            "codec only at {default_kbps} kbps, {:.0}% loss, ideal RED (one copy): encoder planning FEC for 20% loss {}, for none {}",
+            loss * 100.0,
+            lossy(loss, Recovery::Red { hint: 0.2 }, "red-hint"),
+            lossy(loss, Recovery::Red { hint: 0.0 }, "red-nohint"),
+        );
+    }
 }
 
 async fn network_rows(speech: &[f32], dir: &Path) {
@@ -582,6 +611,7 @@ async fn external_rows(speech: &[f32], dir: &Path) {
         for (label, loss, jitter) in [
             ("0% loss", 0.0, 0),
             ("10% loss", 0.10, 0),
+            ("20% loss", 0.20, 0),
             ("5% + 20 ms jitter", 0.05, 20),
         ] {
             let r = external_call(stack, speech, loss, jitter, dir).await;
