@@ -10,6 +10,7 @@
 //! - [`error`]: `CommandError`, the `{code, message, field}` every command fails with.
 //! - [`tray`]: the tray icon.
 //! - [`webview`]: WebKitGTK settings that cut the web view's memory.
+//! - [`startup_mark`]: timestamps of start-up steps in the log, to line up with the UI's.
 //!
 //! `SOHBET_DATA_DIR` chooses the profile folder (default: the OS's app data folder), so
 //! several profiles can run side by side, as the end-to-end tests do. `SOHBET_SERVER`
@@ -54,6 +55,15 @@ pub fn instance_id(data_dir: Option<&Path>) -> String {
     }
 }
 
+/// Logs that start-up reached `step`, with the wall clock in ms since the epoch: the launch
+/// benchmark lines these up with the process's start and the UI's `performance` marks.
+pub fn startup_mark(step: &str) {
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    tracing::info!(at_ms, "start-up: {step}");
+}
+
 pub fn run() {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -62,6 +72,7 @@ pub fn run() {
         )
         .with_writer(std::io::stderr)
         .init();
+    startup_mark("main");
 
     let commands = commands::builder();
     let data_dir = std::env::var_os("SOHBET_DATA_DIR").map(PathBuf::from);
@@ -74,6 +85,8 @@ pub fn run() {
         None => ".window-state.json".to_owned(),
         Some(_) => format!(".window-state-{instance_id}.json"),
     };
+
+    startup_mark("commands listed");
 
     let result = tauri::Builder::default()
         .plugin(
@@ -92,6 +105,7 @@ pub fn run() {
         .plugin(tauri_plugin_global_shortcut::Builder::new().build())
         .invoke_handler(commands.invoke_handler())
         .setup(move |app| {
+            startup_mark("setup");
             commands.mount_events(app.handle());
             let dir = match data_dir {
                 Some(dir) => dir,
@@ -107,6 +121,7 @@ pub fn run() {
                 // No status notifier host (e.g. a bare X server): run without a tray.
                 tracing::info!(error = %e, "no tray icon");
             }
+            startup_mark("setup done");
             Ok(())
         })
         .run(tauri::generate_context!());

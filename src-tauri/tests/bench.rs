@@ -17,6 +17,12 @@
 //!   `requestAnimationFrame` in the web view, the waits at either end for a page, and the
 //!   memory after.
 //!
+//! `SOHBET_BENCH_PHASES` (comma-separated: `floor`, `launch`, `idle`, `call`, `scroll`)
+//! runs only those phases, each short enough for a quiet moment on a shared machine;
+//! `SOHBET_BENCH_SCROLL_SECS` caps each scroll direction (default 300 s). Each launch also
+//! prints where its time went: the app's own start-up marks (its log) and the UI's
+//! (`sohbet:*` performance marks), from the process's start.
+//!
 //! The app binary is `SOHBET_DESKTOP_APP` when set (`cargo xtask bench desktop` builds and
 //! passes the release binary, which is what users run), else the test build's.
 
@@ -38,10 +44,55 @@ const LAUNCHES: usize = 5;
 const SCROLL_UP_PX: u32 = 100;
 /// Scrolling back down: fast, to cross the conversation in a few hundred frames.
 const SCROLL_DOWN_PX: u32 = 400;
-/// Scrolling through the history either way stops here if it has not reached the end.
+/// Scrolling through the history either way stops here if it has not reached the end
+/// (`SOHBET_BENCH_SCROLL_SECS` changes it).
 const SCROLL_LIMIT: Duration = Duration::from_secs(300);
 /// One display frame at 60 Hz, in ms: a frame interval over 1.5 of these missed a frame.
 const FRAME_MS: f64 = 1000.0 / 60.0;
+
+/// Whether `SOHBET_BENCH_PHASES` asks for phase `name` (unset: every phase).
+fn phase(name: &str) -> bool {
+    std::env::var("SOHBET_BENCH_PHASES").map_or(true, |v| v.split(',').any(|p| p.trim() == name))
+}
+
+fn scroll_limit() -> Duration {
+    std::env::var("SOHBET_BENCH_SCROLL_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(SCROLL_LIMIT, Duration::from_secs)
+}
+
+/// The UI's start-up marks and the page's own start, as ms since the epoch.
+const UI_MARKS: &str = "
+return performance.getEntriesByType('mark')
+  .filter(m => m.name.startsWith('sohbet:'))
+  .map(m => [m.name.slice(7), performance.timeOrigin + m.startTime])
+  .concat([['page start', performance.timeOrigin]])";
+
+/// The app's start-up marks (`start-up: <step> at_ms=<ms>` lines of its log) from `since`
+/// (ms since the epoch) on.
+fn app_marks(log: &std::path::Path, since: f64) -> Vec<(String, f64)> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("start-up: ")?;
+            let (step, at) = rest.split_once(" at_ms=")?;
+            let at: f64 = at.split_whitespace().next()?.parse().ok()?;
+            Some((format!("app {step}"), at))
+        })
+        .filter(|(_, at)| *at >= since - 20.0)
+        .collect()
+}
+
+/// Where a launch's time went: each mark in order, as ms from the process's start.
+fn launch_breakdown(start: f64, mut marks: Vec<(String, f64)>) -> String {
+    marks.sort_by(|a, b| a.1.total_cmp(&b.1));
+    marks
+        .iter()
+        .map(|(name, at)| format!("{name} {:.0}", at - start))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
 
 fn app_binary() -> (PathBuf, &'static str) {
     match std::env::var_os("SOHBET_DESKTOP_APP") {
@@ -189,13 +240,15 @@ requestAnimationFrame(step);
 return true";
 
 /// Where the scroll is: the earliest seeded message on screen (`seeded message N`), whether
-/// the conversation's first message is on screen, and the frames so far.
+/// the conversation's first message is on screen, the frames so far, and the size of the
+/// document (elements, messages rendered: the DOM should not grow with the distance).
 const SCROLL_STATE: &str = "
 const el = document.querySelector('[data-testid=timeline]');
 const texts = [...document.querySelectorAll('[data-testid=message-text]')].map(e => e.textContent);
 const seeded = texts.map(t => /^seeded message (\\d+)$/.exec(t)).filter(Boolean).map(m => Number(m[1]));
 return { earliest: seeded.length ? Math.min(...seeded) : null, first: texts.includes('hello 0'),
-         top: el.scrollTop <= 0, frames: window.__bench.frames.length, ended: window.__bench.ended }";
+         top: el.scrollTop <= 0, frames: window.__bench.frames.length, ended: window.__bench.ended,
+         elements: document.getElementsByTagName('*').length, rendered: texts.length }";
 
 async fn scroll_results(s: &Session) -> (Vec<f64>, Vec<f64>) {
     let v = s
@@ -205,6 +258,108 @@ async fn scroll_results(s: &Session) -> (Vec<f64>, Vec<f64>) {
         )
         .await;
     (numbers(&v["frames"]), numbers(&v["waits"]))
+}
+
+/// Scrolls the timeline by `px` a frame until `done` says so of the scroll state, or for at
+/// most [`scroll_limit`], printing the DOM's size and the memory every 15 s. Returns whether
+/// `done` was reached, and how long it took in s.
+async fn scroll_until(
+    s: &Session,
+    driver_pid: u32,
+    px: i64,
+    done: impl Fn(&Value) -> bool,
+) -> (bool, f64) {
+    s.js(SCROLL_LOOP, json!([px])).await;
+    let (limit, started) = (scroll_limit(), Instant::now());
+    let mut reported = Instant::now();
+    let reached = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let state = s.js(SCROLL_STATE, json!([])).await;
+        if done(&state) {
+            break true;
+        }
+        if started.elapsed() > limit {
+            break false;
+        }
+        if reported.elapsed() > Duration::from_secs(15) {
+            reported = Instant::now();
+            let (rss, _) = tree_memory_mb(&app_tree(driver_pid));
+            println!(
+                "  … {:.0} s: at seeded message {} ({} frames, {} DOM elements, {} messages rendered, RSS {rss:.0} MB)",
+                started.elapsed().as_secs_f64(),
+                state["earliest"],
+                state["frames"],
+                state["elements"],
+                state["rendered"],
+            );
+        }
+    };
+    (reached, started.elapsed().as_secs_f64())
+}
+
+/// Scrolls up through the long conversation as its older pages come in, then back down as
+/// the newer ones come back, each for at most [`scroll_limit`]; prints frame times, waits,
+/// the DOM's size and memory on the way. Returns the frame intervals and memory after each.
+async fn scroll_phase(
+    s: &Session,
+    driver_pid: u32,
+) -> (Vec<f64>, (f64, f64, usize), Vec<f64>, (f64, f64, usize)) {
+    let (reached_first, took) = scroll_until(s, driver_pid, -i64::from(SCROLL_UP_PX), |state| {
+        state["first"].as_bool() == Some(true) && state["top"].as_bool() == Some(true)
+    })
+    .await;
+    let (scroll_up, waits) = scroll_results(s).await;
+    let earliest = s.js(SCROLL_STATE, json!([])).await["earliest"].clone();
+    if reached_first {
+        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame, pages of 100 loading on the way): reached the first message in {took:.1} s");
+    } else {
+        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame): stopped after {took:.0} s at seeded message {earliest}");
+    }
+    println!("  {}", frame_summary(&scroll_up));
+    println!(
+        "  waits at the top for the next page: {}",
+        wait_summary(&waits)
+    );
+    let after_up = report_memory("at the top of the scroll", driver_pid);
+
+    // And back down to the latest message, as the newer pages come back in.
+    let (reached_latest, took) = scroll_until(s, driver_pid, i64::from(SCROLL_DOWN_PX), |state| {
+        state["ended"].as_bool() == Some(true)
+    })
+    .await;
+    let (scroll_down, waits) = scroll_results(s).await;
+    println!(
+        "scrolling down, {SCROLL_DOWN_PX} px a frame: {} in {took:.1} s:\n  {}",
+        if reached_latest {
+            "reached the latest message"
+        } else {
+            "stopped short of the latest message"
+        },
+        frame_summary(&scroll_down)
+    );
+    println!(
+        "  waits at the bottom for the next page: {}",
+        wait_summary(&waits)
+    );
+    let after_down = report_memory("after scrolling up and back down", driver_pid);
+    // What of the growth is garbage not yet collected: memory after a pause, and after a
+    // full collection of the JS heap where the engine offers one (`$vm.gc()`, which JSC
+    // exposes to pages when run with `JSC_useDollarVM=1` and its build allows it).
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    report_memory("  10 s later", driver_pid);
+    let collected = s
+        .js(
+            "if (typeof $vm === 'undefined') return false; $vm.gc(); return true",
+            json!([]),
+        )
+        .await;
+    if collected.as_bool() == Some(true) {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        report_memory("  after a full JS garbage collection", driver_pid);
+    } else {
+        println!("  (no JS garbage collection to force: $vm is not exposed)");
+    }
+    (scroll_up, after_up, scroll_down, after_down)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,7 +405,7 @@ async fn desktop_benchmark() {
     let empty = dir.with_extension("empty");
     let _ = std::fs::remove_dir_all(&empty);
     std::fs::create_dir_all(&empty).expect("empty profile");
-    let floor = {
+    let floor = if phase("floor") {
         let driver = Driver::start(&app, &empty).await;
         let s = driver.launch().await;
         s.find("[data-testid=server-form]").await;
@@ -259,14 +414,18 @@ async fn desktop_benchmark() {
         s.quit().await;
         driver.wait_app_gone().await;
         floor
+    } else {
+        (f64::NAN, f64::NAN, 0)
     };
 
-    let driver = Driver::start(&app, &dir).await;
+    let log = dir.with_extension("log");
+    let driver = Driver::start_logging(&app, &dir, Some(&log)).await;
 
     // Launch to an interactive list, several times; the last launch stays for the rest.
     let mut launches = Vec::new();
     let mut session = None;
-    for round in 1..=LAUNCHES {
+    let rounds = if phase("launch") { LAUNCHES } else { 1 };
+    for round in 1..=rounds {
         driver.wait_app_gone().await;
         let s = driver.launch().await;
         s.until(
@@ -288,10 +447,25 @@ async fn desktop_benchmark() {
             .expect("the interactive mark");
         let tree = app_tree(driver.pid());
         let app_pid = tree.first().map(|(p, _)| *p).expect("the app process");
-        let launch = mark - start_ms(app_pid);
-        println!("launch {round}: {launch:.0} ms to an interactive list of 50 conversations");
+        let start = start_ms(app_pid);
+        let launch = mark - start;
+        let mut marks: Vec<(String, f64)> = s
+            .js(UI_MARKS, json!([]))
+            .await
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|m| Some((m[0].as_str()?.to_owned(), m[1].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        marks.extend(app_marks(&log, start));
+        println!(
+            "launch {round}: {launch:.0} ms to an interactive list of 50 conversations\n  ms from the process's start: {}",
+            launch_breakdown(start, marks)
+        );
         launches.push(launch);
-        if round == LAUNCHES {
+        if round == rounds {
             session = Some(s);
         } else {
             s.quit().await;
@@ -300,105 +474,61 @@ async fn desktop_benchmark() {
     launches.sort_by(f64::total_cmp);
     let launch_median = quantile(&launches, 0.5);
     println!(
-        "launch to interactive list: median {launch_median:.0} ms of {LAUNCHES} (min {:.0}, max {:.0})",
+        "launch to interactive list: median {launch_median:.0} ms of {rounds} (min {:.0}, max {:.0})",
         launches[0],
         launches[launches.len() - 1]
     );
     let s = session.expect("the last launch");
 
     // Idle: let start-up work settle before measuring.
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle = report_memory("idle with 50 conversations", driver.pid());
-
-    // A call in the long conversation (opened at its end, its latest page loaded): the peer
-    // is in group 00's call; the app joins it.
-    s.click("[data-testid=conversation][data-title='group 00']")
-        .await;
-    s.until(
-        "the end of the long conversation",
-        "return [...document.querySelectorAll('[data-testid=message-text]')].some(e => e.textContent === 'seeded message 10000')",
-        json!([]),
-    )
-    .await;
-    let gw = server.online(&peer.token).await;
-    let peer_call = server
-        .join_call(&peer.token, &gw, big, 440.0)
-        .await
-        .expect("the peer joins the call");
-    s.click("[data-testid=start-call]").await;
-    s.until(
-        "the peer connected in the call",
-        "return document.querySelector('[data-testid=participant][data-name=peer][data-connected=true]')",
-        json!([]),
-    )
-    .await;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let in_call = report_memory("in a call with one peer", driver.pid());
-    s.click("[data-testid=hang-up]").await;
-    drop(peer_call);
-
-    // Scroll up through all of the conversation, as its older pages come in.
-    s.js(SCROLL_LOOP, json!([-i64::from(SCROLL_UP_PX)])).await;
-    let started = Instant::now();
-    let mut reported = Instant::now();
-    let reached_first = loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let state = s.js(SCROLL_STATE, json!([])).await;
-        if state["first"].as_bool() == Some(true) && state["top"].as_bool() == Some(true) {
-            break true;
-        }
-        if started.elapsed() > SCROLL_LIMIT {
-            break false;
-        }
-        if reported.elapsed() > Duration::from_secs(15) {
-            reported = Instant::now();
-            println!(
-                "  … {:.0} s: scrolled up to seeded message {} ({} frames)",
-                started.elapsed().as_secs_f64(),
-                state["earliest"],
-                state["frames"]
-            );
-        }
-    };
-    let took = started.elapsed().as_secs_f64();
-    let (scroll_up, waits) = scroll_results(&s).await;
-    let earliest = s.js(SCROLL_STATE, json!([])).await["earliest"].clone();
-    if reached_first {
-        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame, pages of 100 loading on the way): reached the first message in {took:.1} s");
+    let nan = (f64::NAN, f64::NAN, 0);
+    let idle = if phase("idle") {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        report_memory("idle with 50 conversations", driver.pid())
     } else {
-        println!("scrolling up through 10,001 messages ({SCROLL_UP_PX} px a frame): stopped after {took:.0} s at seeded message {earliest}");
-    }
-    println!("  {}", frame_summary(&scroll_up));
-    println!(
-        "  waits at the top for the next page: {}",
-        wait_summary(&waits)
-    );
-    let after_up = report_memory("at the top of the long conversation", driver.pid());
+        nan
+    };
 
-    // And all the way back down to the latest message, as the newer pages come back in.
-    s.js(SCROLL_LOOP, json!([SCROLL_DOWN_PX])).await;
-    let started = Instant::now();
-    s.until_for(
-        SCROLL_LIMIT,
-        "the scroll down to the latest message",
-        "return window.__bench.ended",
-        json!([]),
-    )
-    .await;
-    let (scroll_down, waits) = scroll_results(&s).await;
-    println!(
-        "scrolling down to the latest message, {SCROLL_DOWN_PX} px a frame, in {:.1} s:\n  {}",
-        started.elapsed().as_secs_f64(),
-        frame_summary(&scroll_down)
-    );
-    println!(
-        "  waits at the bottom for the next page: {}",
-        wait_summary(&waits)
-    );
-    let after_down = report_memory(
-        "after scrolling the long conversation up and down",
-        driver.pid(),
-    );
+    if phase("call") || phase("scroll") {
+        // The long conversation, opened at its end, its latest page loaded.
+        s.click("[data-testid=conversation][data-title='group 00']")
+            .await;
+        s.until(
+            "the end of the long conversation",
+            "return [...document.querySelectorAll('[data-testid=message-text]')].some(e => e.textContent === 'seeded message 10000')",
+            json!([]),
+        )
+        .await;
+    }
+
+    // A call in it: the peer is in group 00's call; the app joins it.
+    let in_call = if phase("call") {
+        let gw = server.online(&peer.token).await;
+        let peer_call = server
+            .join_call(&peer.token, &gw, big, 440.0)
+            .await
+            .expect("the peer joins the call");
+        s.click("[data-testid=start-call]").await;
+        s.until(
+            "the peer connected in the call",
+            "return document.querySelector('[data-testid=participant][data-name=peer][data-connected=true]')",
+            json!([]),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let in_call = report_memory("in a call with one peer", driver.pid());
+        s.click("[data-testid=hang-up]").await;
+        drop(peer_call);
+        in_call
+    } else {
+        nan
+    };
+
+    let (scroll_up, after_up, scroll_down, after_down) = if phase("scroll") {
+        scroll_phase(&s, driver.pid()).await
+    } else {
+        (Vec::new(), nan, Vec::new(), nan)
+    };
     s.quit().await;
 
     let p = |v: &[f64], q: f64| {
@@ -408,7 +538,7 @@ async fn desktop_benchmark() {
     };
     println!(
         "\n| desktop app ({build}, Xvfb) | figure |\n|---|---|\n\
-         | launch to interactive list, median of {LAUNCHES} | {launch_median:.0} ms |\n\
+         | launch to interactive list, median of {rounds} | {launch_median:.0} ms |\n\
          | first-run screen (the floor), RSS / PSS of {} processes | {:.0} / {:.0} MB |\n\
          | idle with 50 conversations, RSS / PSS of {} processes | {:.0} / {:.0} MB |\n\
          | in a call with one peer, RSS / PSS | {:.0} / {:.0} MB |\n\

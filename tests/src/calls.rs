@@ -24,12 +24,14 @@ pub const MONO: StreamFormat = StreamFormat {
 /// How long each microphone's tone lasts: longer than any test's call.
 const TONE_SECS: f32 = 120.0;
 
-/// Loopback-only engine settings; the DSP that would reshape a test tone (noise
-/// suppression, gain, gate) is off.
+/// Loopback-only engine settings; the DSP that would reshape a test tone (echo
+/// cancellation, noise suppression, gain, gate) is off.
 pub fn loopback_config() -> CallConfig {
     CallConfig {
         bind_addrs: vec!["127.0.0.1:0".to_owned()],
         send: SendSettings {
+            // Off like the rest: it takes a few dB off a steady tone (see voice/README.md).
+            echo_cancellation: false,
             noise_suppression: false,
             auto_gain: false,
             noise_gate: false,

@@ -133,14 +133,23 @@ impl Input {
     }
 }
 
+/// How a lost packet's frame is rebuilt in [`codec_only`].
+#[derive(Clone, Copy)]
+enum Recovery {
+    /// From the next packet's in-band FEC, told to plan for the loss.
+    Fec,
+    /// From an exact copy (RED) in the next packet, with the encoder's FEC hint at `hint`.
+    Red { hint: f64 },
+}
+
 /// PESQ of the send chain and Opus alone (no network, an ideal jitter buffer that always
-/// has the next packet for FEC), with `loss` of the packets dropped at random: the ceiling
-/// the network figures are measured against.
+/// has the next packet for FEC or RED), with `loss` of the packets dropped at random: the
+/// ceiling the network figures are measured against.
 fn codec_only(
     speech: &[f32],
     input: Input,
     settings: SendSettings,
-    (bitrate, loss): (u32, f64),
+    (bitrate, loss, recovery): (u32, f64, Recovery),
     dir: &Path,
     tag: &str,
 ) -> Option<f64> {
@@ -148,7 +157,11 @@ fn codec_only(
     let (signal, format) = input.prepare(&with_lead_in(speech))?;
     let mut chain = voice::dsp::SendChain::new(format).ok()?;
     let mut enc = voice::codec::OpusEncoder::new(bitrate, true).ok()?;
-    enc.set_expected_loss(loss as f32).ok()?;
+    enc.set_expected_loss(match recovery {
+        Recovery::Fec => loss,
+        Recovery::Red { hint } => hint,
+    } as f32)
+        .ok()?;
     let mut dec = voice::codec::OpusDecoder::new().ok()?;
     let mut packets: Vec<Option<bytes::Bytes>> = Vec::new();
     // Fed in 10 ms blocks, as a device delivers them.
@@ -170,8 +183,11 @@ fn codec_only(
             (Some(p), false) => {
                 dec.decode(p, &mut frame);
             }
-            (Some(_), true) => match (packets.get(i + 1), lost.get(i + 1)) {
-                (Some(Some(next)), Some(false)) => {
+            (Some(p), true) => match (packets.get(i + 1), lost.get(i + 1), recovery) {
+                (Some(Some(_)), Some(false), Recovery::Red { .. }) => {
+                    dec.decode(p, &mut frame);
+                }
+                (Some(Some(next)), Some(false), Recovery::Fec) => {
                     dec.decode_fec(next, &mut frame);
                 }
                 _ => {
@@ -380,10 +396,13 @@ async fn external_call(
     run_for(theirs.len() as f32 / RATE as f32).await;
     let we_heard = peer.heard.samples();
     let stats = peer.call.stats();
+    let result = peer.finish().await;
     if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
         eprintln!("{} link: {stats:#?}", stack.name());
+        if let Some(theirs) = &result.stats {
+            eprintln!("{} stats: {theirs:#}", stack.name());
+        }
     }
-    let result = peer.finish().await;
     let tag = format!("{}-{}", stack.name(), (loss * 100.0) as u32);
     let theirs = result.stats.as_ref();
     let num = |k: &str| {
@@ -418,7 +437,7 @@ fn pesq_fmt(v: Option<f64>) -> String {
 }
 
 /// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
-/// (comma-separated: codec, network, offer, cpu, external).
+/// (comma-separated: echo, codec, network, offer, cpu, external).
 fn section(name: &str) -> bool {
     std::env::var("VOICE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
 }
@@ -430,10 +449,14 @@ async fn main() -> BenchResult<()> {
     let (speech, source) = speech(&dir)?;
     println!(
         "voice benchmark: {source}, {:.1} s, Opus VoIP 20 ms, FEC+DTX, bitrate doubled while \
-         receivers report >= 3% loss, the default send chain (noise suppression, gain, gate) \
+         receivers report >= 3% loss, the default send chain (echo cancellation, noise \
+         suppression, gain, gate) \
          in calls between our peers, loopback",
         speech.len() as f32 / RATE as f32
     );
+    if section("echo") {
+        echo_rows();
+    }
     if section("codec") {
         codec_rows(&speech, &dir);
     }
@@ -467,23 +490,91 @@ async fn main() -> BenchResult<()> {
     Ok(())
 }
 
+/// Echo cancellation on the simulated echo path of `tests/echo.rs` (espeak-ng speech, far end
+/// at -20 dBFS, near end at -26 dBFS from 8 s): ERLE per delay, the near end's survival in
+/// double talk, and what the canceller costs per 10 ms. Offline: no network, no clock.
+fn echo_rows() {
+    use common::echo::{canceller_only, erle_db, near_end_score, run, EchoPath, Scenario};
+    let s = match Scenario::speech() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("echo: skipped, no test speech ({e})");
+            return;
+        }
+    };
+    let (from, to) = s.single_talk();
+    let settled = (RATE as usize * 5).min(to);
+    let (dt_from, dt_to) = s.double_talk();
+    println!();
+    println!(
+        "echo cancellation (SpeexDSP, 48 kHz, 10 ms frames, 250 ms filter, residual echo \
+         suppression), simulated echo path, send chain with noise suppression, gain and gate off:"
+    );
+    println!("| echo delay | echo level | ERLE 2–8 s | ERLE 5–8 s | near end in double talk (correlation, on / off) | realigned |");
+    println!("|---|---|---|---|---|---|");
+    let mut on_time = Duration::ZERO;
+    let mut off_time = Duration::ZERO;
+    let mut samples = 0;
+    for (delay_ms, attenuation_db) in [
+        (30.0, -6.0),
+        (40.0, -6.0),
+        (80.0, -6.0),
+        (120.0, -10.0),
+        (150.0, -10.0),
+    ] {
+        let path = EchoPath {
+            delay_ms,
+            attenuation_db,
+        };
+        let on = run(&s.far, &s.near, path, canceller_only(true));
+        let off = run(&s.far, &s.near, path, canceller_only(false));
+        on_time += on.chain_time;
+        off_time += off.chain_time;
+        samples += on.out.len();
+        println!(
+            "| {delay_ms} ms | {attenuation_db} dB | {:.1} dB | {:.1} dB | {:.3} / {:.3} | {} |",
+            erle_db(&on, from, to),
+            erle_db(&on, settled, to),
+            near_end_score(&s.near, &on.out, dt_from, dt_to),
+            near_end_score(&s.near, &off.out, dt_from, dt_to),
+            on.realigned,
+        );
+    }
+    let frames = (samples / (RATE as usize / 100)).max(1) as f64;
+    let per_frame = |t: Duration| t.as_secs_f64() * 1e6 / frames;
+    println!(
+        "echo canceller cost: {:.0} µs per 10 ms frame ({:.0} µs per 20 ms; send chain {:.0} µs \
+         per 10 ms with it, {:.0} µs without)",
+        per_frame(on_time) - per_frame(off_time),
+        2.0 * (per_frame(on_time) - per_frame(off_time)),
+        per_frame(on_time),
+        per_frame(off_time),
+    );
+}
+
 fn codec_rows(speech: &[f32], dir: &Path) {
     let plain = SendSettings {
+        echo_cancellation: false,
         noise_suppression: false,
         auto_gain: false,
         noise_gate: false,
         input_gain: 1.0,
     };
     let gate = SendSettings {
+        echo_cancellation: false,
         noise_suppression: false,
+        ..SendSettings::default()
+    };
+    let denoised = SendSettings {
+        echo_cancellation: false,
         ..SendSettings::default()
     };
     let full = SendSettings::default();
     let default_kbps = voice::codec::DEFAULT_BITRATE / 1000;
     println!();
     println!("codec only, no network (PESQ-WB at 0% loss; default {default_kbps} kbps):");
-    println!("| bitrate | Opus alone | + gain and gate | + noise suppression (default chain) | default chain, 44.1 kHz stereo input |");
-    println!("|---|---|---|---|---|");
+    println!("| bitrate | Opus alone | + gain and gate | + noise suppression | + echo cancellation, no echo (default chain) | default chain, 44.1 kHz stereo input |");
+    println!("|---|---|---|---|---|---|");
     for kbps in [24, 32, 40, 48, 64, 96] {
         let at = |input, settings, name: &str| {
             let tag = format!("codec-{kbps}-{name}");
@@ -491,37 +582,48 @@ fn codec_rows(speech: &[f32], dir: &Path) {
                 speech,
                 input,
                 settings,
-                (kbps * 1000, 0.0),
+                (kbps * 1000, 0.0, Recovery::Fec),
                 dir,
                 &tag,
             ))
         };
         println!(
-            "| {kbps} kbps | {} | {} | {} | {} |",
+            "| {kbps} kbps | {} | {} | {} | {} | {} |",
             at(Input::Mono48k, plain, "plain"),
             at(Input::Mono48k, gate, "gate"),
+            at(Input::Mono48k, denoised, "denoised"),
             at(Input::Mono48k, full, "full"),
             at(Input::Stereo44k1, full, "full44"),
         );
     }
-    let lossy = |loss: f64| {
-        let tag = format!("codec-loss{}", (loss * 100.0) as u32);
+    let lossy = |loss: f64, recovery: Recovery, name: &str| {
+        let tag = format!("codec-loss{}-{name}", (loss * 100.0) as u32);
         let bitrate = voice::codec::DEFAULT_BITRATE;
         pesq_fmt(codec_only(
             speech,
             Input::Mono48k,
             gate,
-            (bitrate, loss),
+            (bitrate, loss, recovery),
             dir,
             &tag,
         ))
     };
     println!(
         "codec only at {default_kbps} kbps with random loss, ideal FEC/PLC (PESQ-WB): 5% {}, 10% {}, 20% {}",
-        lossy(0.05),
-        lossy(0.10),
-        lossy(0.20),
+        lossy(0.05, Recovery::Fec, "fec"),
+        lossy(0.10, Recovery::Fec, "fec"),
+        lossy(0.20, Recovery::Fec, "fec"),
     );
+    // RED's copy makes the next packet's in-band FEC redundant; these rows show what the FEC
+    // bits cost the primary encoding when the encoder is told to plan for the loss anyway.
+    for loss in [0.0, 0.10, 0.20] {
+        println!(
+            "codec only at {default_kbps} kbps, {:.0}% loss, ideal RED (one copy): encoder planning FEC for 20% loss {}, for none {}",
+            loss * 100.0,
+            lossy(loss, Recovery::Red { hint: 0.2 }, "red-hint"),
+            lossy(loss, Recovery::Red { hint: 0.0 }, "red-nohint"),
+        );
+    }
 }
 
 async fn network_rows(speech: &[f32], dir: &Path) {
@@ -582,6 +684,7 @@ async fn external_rows(speech: &[f32], dir: &Path) {
         for (label, loss, jitter) in [
             ("0% loss", 0.0, 0),
             ("10% loss", 0.10, 0),
+            ("20% loss", 0.20, 0),
             ("5% + 20 ms jitter", 0.05, 20),
         ] {
             let r = external_call(stack, speech, loss, jitter, dir).await;

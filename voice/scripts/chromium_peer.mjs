@@ -4,7 +4,8 @@
 // answers the offer it gets, sends --play (a WAV file, through Chromium's fake microphone,
 // with its audio processing off) and records what it receives (MediaStreamTrackProcessor,
 // 48 kHz) to --record. Ends on "bye", end of input or --timeout seconds; prints Chromium's
-// receive stats (getStats inbound-rtp) as one JSON line on stderr. libwebrtc sends RED
+// receive stats (getStats inbound-rtp, plus its send side and a once-a-second trace of its
+// encoder target and the loss we report) as one JSON line on stderr. libwebrtc sends RED
 // (red/48000/2) only to a peer whose SDP lists it before Opus, and the voice engine lists it
 // after, as Chromium does: --red prefer moves it first in the offer received and in the
 // answer (how a page opts in), so Chromium sends RED; --red off leaves RED out of the
@@ -84,6 +85,27 @@ await page.evaluate(async (red) => {
     }
   };
   pc.onconnectionstatechange = () => console.log(`connection ${pc.connectionState}`);
+  // Once a second: what Chromium's encoder aims at towards us and the loss it hears of
+  // from our receiver reports, to see whether it reacts to our feedback over the call.
+  window.statSamples = [];
+  setInterval(async () => {
+    const s = { t: Math.round(performance.now()) };
+    (await pc.getStats()).forEach((r) => {
+      if (r.type === "outbound-rtp" && r.kind === "audio") {
+        s.targetBitrate = r.targetBitrate;
+        s.bytesSent = r.bytesSent;
+      } else if (r.type === "remote-inbound-rtp" && r.kind === "audio") {
+        s.fractionLost = r.fractionLost;
+      } else if (r.type === "candidate-pair" && r.nominated && r.state === "succeeded") {
+        s.availableOutgoingBitrate = r.availableOutgoingBitrate;
+      } else if (r.type === "inbound-rtp" && r.kind === "audio") {
+        s.packetsLost = r.packetsLost;
+        s.packetsReceived = r.packetsReceived;
+        s.fec = r.fecPacketsReceived;
+      }
+    });
+    window.statSamples.push(s);
+  }, 1000);
   pc.ontrack = async (e) => {
     const stream = new MediaStream([e.track]);
     const el = document.getElementById("a");
@@ -166,14 +188,26 @@ await Promise.race([finished, new Promise((r) => setTimeout(r, timeout))]);
 
 process.stderr.write("chromium: finishing\n");
 const stats = await page.evaluate(async () => {
-  const out = {};
-  (await window.pc.getStats()).forEach((s) => {
+  const report = await window.pc.getStats();
+  const pick = (s, keys) => Object.fromEntries(keys.filter((k) => s[k] !== undefined).map((k) => [k, s[k]]));
+  const codec = (id) => report.get(id)?.mimeType;
+  const out = { samples: window.statSamples };
+  report.forEach((s) => {
     if (s.type === "inbound-rtp" && s.kind === "audio") {
-      for (const k of ["packetsReceived", "packetsLost", "jitter", "jitterBufferDelay",
-        "jitterBufferEmittedCount", "concealedSamples", "totalSamplesReceived", "fecPacketsReceived",
-        "fecPacketsDiscarded", "insertedSamplesForDeceleration", "removedSamplesForAcceleration"]) {
-        out[k] = s[k];
-      }
+      Object.assign(out, pick(s, ["packetsReceived", "packetsLost", "packetsDiscarded", "jitter",
+        "jitterBufferDelay", "jitterBufferTargetDelay", "jitterBufferMinimumDelay",
+        "jitterBufferEmittedCount", "concealedSamples", "silentConcealedSamples", "concealmentEvents",
+        "totalSamplesReceived", "fecPacketsReceived", "fecPacketsDiscarded", "nackCount",
+        "insertedSamplesForDeceleration", "removedSamplesForAcceleration", "bytesReceived"]));
+      out.codecReceived = codec(s.codecId);
+    } else if (s.type === "outbound-rtp" && s.kind === "audio") {
+      out.outbound = { ...pick(s, ["packetsSent", "bytesSent", "targetBitrate", "nackCount",
+        "retransmittedPacketsSent"]), codec: codec(s.codecId) };
+    } else if (s.type === "remote-inbound-rtp" && s.kind === "audio") {
+      out.remoteInbound = pick(s, ["fractionLost", "packetsLost", "roundTripTime", "jitter"]);
+    } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded") {
+      out.pair = pick(s, ["availableOutgoingBitrate", "currentRoundTripTime", "packetsSent",
+        "packetsReceived"]);
     }
   });
   return out;

@@ -23,7 +23,7 @@ use webrtc::peer_connection::{
 use crate::audio::{Capture, Playout};
 use crate::codec::{OpusEncoder, DEFAULT_BITRATE, MAX_BITRATE, MIN_BITRATE};
 use crate::dsp::{upmix, MonoResampler, SendChain, SendSettings};
-use crate::peer::{OutFrame, PeerEvent, PeerLink, MAX_RED_DISTANCE};
+use crate::peer::{OutFrame, PeerEvent, PeerLink};
 use crate::receive::Mixer;
 use crate::signal::{PeerId, Signal, SignalMessage};
 use crate::{lock, Result, VoiceError, SAMPLE_RATE};
@@ -73,9 +73,10 @@ pub struct CallConfig {
     /// Discontinuous transmission: send nothing while silent. On by default; off for peers
     /// whose receivers do not fill the gaps (aiortc plays only the frames it gets).
     pub dtx: bool,
-    /// Send RED (RFC 2198: each packet also carries a copy of the frame before it) to a peer
-    /// that negotiated it while it reports 3% loss or more; a lost packet's frame then comes
-    /// whole from the next one. Off: plain Opus always (RED is still accepted).
+    /// Send RED (RFC 2198: each packet also carries a copy of the frame before it, and of
+    /// the one before that at 10% loss or more) to a peer that negotiated it, from its first
+    /// report of 3% loss or more until it has reported none for 5 s; a lost packet's frame
+    /// then comes whole from a later one. Off: plain Opus always (RED is still accepted).
     pub red: bool,
 }
 
@@ -227,10 +228,9 @@ const PLAYOUT_RESYNC: Duration = Duration::from_millis(100);
 /// Most frames written per tick: refills the deepest queue after a stall without spinning
 /// forever on a device that does not drain.
 const MAX_FRAMES_PER_TICK: usize = 8;
-/// Reported loss at which the bitrate doubles (see [`CallConfig::loss_boost`]) or RED starts
-/// (see [`CallConfig::red`]) ...
+/// Reported loss at which the bitrate doubles (see [`CallConfig::loss_boost`]) ...
 const LOSS_BOOST_ON: f32 = 0.03;
-/// ... and below which they stop: the gap keeps them from flapping around one threshold.
+/// ... and below which it stops: the gap keeps it from flapping around one threshold.
 const LOSS_BOOST_OFF: f32 = 0.01;
 /// Codec look-ahead of Opus in VoIP mode (ms), for the mouth-to-ear estimate.
 const OPUS_LOOKAHEAD_MS: f64 = 6.5;
@@ -482,7 +482,7 @@ impl Call {
         Ok(())
     }
 
-    /// Changes noise suppression, gain, gate or input gain mid-call.
+    /// Changes echo cancellation, noise suppression, gain, gate or input gain mid-call.
     pub fn set_send_settings(&self, settings: SendSettings) {
         *lock(&self.shared.controls.send) = settings;
     }
@@ -502,6 +502,8 @@ impl Call {
         let mut io = lock(&self.shared.io);
         io.playout = playout;
         io.out_resampler = resampler;
+        // Another room, another delay: the echo path is learnt anew.
+        io.chain.reset_echo();
         Ok(())
     }
 
@@ -531,7 +533,8 @@ impl Call {
                 let js = rx.stats();
                 let n = net.get(&link.id).cloned().unwrap_or_default();
                 let played = js.played.max(1) as f64;
-                let expected = (js.received + js.lost).max(1) as f64;
+                // Every packet the sequence numbers account for, padding and late ones included.
+                let expected = (js.received + js.late + js.padding + js.lost).max(1) as f64;
                 let mouth_to_ear = crate::FRAME_MS
                     + OPUS_LOOKAHEAD_MS
                     + TICK.as_secs_f64() * 500.0
@@ -700,7 +703,7 @@ async fn run_peer_events(shared: Arc<Shared>, mut events: mpsc::Receiver<PeerEve
     }
 }
 
-/// Whether a loss response (bitrate boost, RED) that is `on` should be on at `loss`.
+/// Whether the bitrate boost, `on` now, should be on at `loss`.
 fn loss_response(on: bool, loss: f32) -> bool {
     if loss >= LOSS_BOOST_ON {
         true
@@ -711,8 +714,8 @@ fn loss_response(on: bool, loss: f32) -> bool {
     }
 }
 
-/// Polls RTCP-derived figures once a second, feeds the worst reported loss to FEC and the
-/// bitrate boost, and turns RED on or off for each peer by the loss that peer reports.
+/// Polls RTCP-derived figures once a second and feeds the worst reported loss to FEC and the
+/// bitrate boost (RED follows each peer's reports in its send loop).
 async fn run_stats(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -777,10 +780,8 @@ async fn run_stats(shared: Arc<Shared>) {
                     _ => {}
                 }
             }
+            // The send loop chooses RED packet by packet from the same reports.
             let red_on = link.red_distance.load(Ordering::Relaxed) > 0;
-            let red_on = shared.config.red && loss_response(red_on, net.remote_loss as f32);
-            link.red_distance
-                .store(u8::from(red_on) * MAX_RED_DISTANCE, Ordering::Relaxed);
             worst_loss = worst_loss.max(net.remote_loss);
             if !(red_on && link.red_negotiated()) {
                 worst_unprotected = worst_unprotected.max(net.remote_loss);
@@ -931,6 +932,12 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
             frame_index += 1;
         });
         let links: Vec<Arc<PeerLink>> = lock(&shared.peers).values().cloned().collect();
+        // What the device still holds has not been heard by the microphone yet: the echo
+        // canceller's pairing must not have used it (see `echo`).
+        let format = io.playout.format();
+        let unplayed = io.playout.queued() as u64 * u64::from(SAMPLE_RATE)
+            / u64::from(format.sample_rate.max(1));
+        io.chain.align_far_end(unplayed as usize);
         for frame in &encoded {
             for link in &links {
                 if link.outbound.try_send(frame.clone()).is_err() {
@@ -940,7 +947,6 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
         }
 
         // Receive path.
-        let format = io.playout.format();
         pacer.observe(io.playout.underruns(), Instant::now());
         controls
             .playout_ms
@@ -962,7 +968,9 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
                 }
             }
             mono.clear();
-            io.out_resampler.process(mixer.finish(), &mut mono);
+            let mixed = mixer.finish();
+            io.chain.far_end(mixed);
+            io.out_resampler.process(mixed, &mut mono);
             device.clear();
             upmix(&mono, format.channels, &mut device);
             io.playout.write(&device);

@@ -1,8 +1,11 @@
 //! Signal processing on the send path (device audio in, 20 ms 48 kHz mono frames out) and
 //! the conversions the receive path needs (48 kHz mono to the device's rate and channels).
 //!
-//! Send chain, in order: downmix to mono → resample to 48 kHz → noise suppression (RNNoise,
-//! switchable) → voice-activity detection → automatic gain → noise gate. The gain only moves
+//! Send chain, in order: downmix to mono → resample to 48 kHz → echo cancellation (SpeexDSP,
+//! fed with what the engine plays, switchable; see [`crate::echo`]) → noise suppression
+//! (RNNoise, switchable) → voice-activity detection → automatic gain (switchable) → noise
+//! gate. Echo cancellation comes first because it needs the microphone as linear as possible:
+//! RNNoise's time-varying gains would make the echo path look like it keeps changing. The gain only moves
 //! while someone is speaking and then slowly, so background noise is never pumped up in the
 //! pauses; a peak limiter catches what the slow gain cannot.
 
@@ -11,10 +14,15 @@ use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Resampler as _};
 
 use crate::audio::StreamFormat;
+use crate::echo::{EchoCanceller, AEC_FRAME};
 use crate::{Result, VoiceError, FRAME_SAMPLES, SAMPLE_RATE};
 
 /// RNNoise works on 10 ms frames at 48 kHz.
 const SUBFRAME: usize = DenoiseState::FRAME_SIZE;
+const _: () = assert!(
+    SUBFRAME == AEC_FRAME,
+    "the canceller and RNNoise share 10 ms frames"
+);
 /// RNNoise expects samples scaled like 16-bit integers.
 const I16_SCALE: f32 = 32768.0;
 
@@ -49,6 +57,8 @@ pub fn level_dbfs(samples: &[f32]) -> f32 {
 pub struct MonoResampler {
     inner: Option<Fft<f32>>,
     chunk: usize,
+    /// Rates, for [`MonoResampler::pending_out`].
+    rates: (u32, u32),
     pending: Vec<f32>,
     out_buf: Vec<f32>,
 }
@@ -69,9 +79,16 @@ impl MonoResampler {
         Ok(Self {
             inner,
             chunk,
+            rates: (from, to),
             pending: Vec::with_capacity(chunk * 4),
             out_buf: vec![0.0; out_max],
         })
+    }
+
+    /// Input held back until a whole chunk is there, counted at the output rate.
+    pub fn pending_out(&self) -> usize {
+        (self.pending.len() as u64 * u64::from(self.rates.1) / u64::from(self.rates.0.max(1)))
+            as usize
     }
 
     /// Feeds `input`, appending every resampled sample that is ready to `out`.
@@ -243,6 +260,8 @@ impl AutoGain {
 /// Send-path settings that can change mid-call.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SendSettings {
+    /// Acoustic echo cancellation against what the engine plays (SpeexDSP).
+    pub echo_cancellation: bool,
     /// RNNoise noise suppression.
     pub noise_suppression: bool,
     /// Automatic gain control (speech-only adaptation, see [`AutoGain`]).
@@ -256,6 +275,7 @@ pub struct SendSettings {
 impl Default for SendSettings {
     fn default() -> Self {
         Self {
+            echo_cancellation: true,
             noise_suppression: true,
             auto_gain: true,
             noise_gate: true,
@@ -279,6 +299,9 @@ pub struct SendChain {
     mono: Vec<f32>,
     resampler: MonoResampler,
     at_48k: Vec<f32>,
+    echo: EchoCanceller,
+    /// One 10 ms subframe between the canceller and RNNoise.
+    sub: [f32; SUBFRAME],
     denoiser: Box<DenoiseState<'static>>,
     sub_in: [f32; SUBFRAME],
     sub_out: [f32; SUBFRAME],
@@ -299,6 +322,8 @@ impl SendChain {
             mono: Vec::with_capacity(format.sample_rate as usize / 10),
             resampler: MonoResampler::new(format.sample_rate, SAMPLE_RATE)?,
             at_48k: Vec::with_capacity(FRAME_SAMPLES * 4),
+            echo: EchoCanceller::new()?,
+            sub: [0.0; SUBFRAME],
             denoiser: DenoiseState::new(),
             sub_in: [0.0; SUBFRAME],
             sub_out: [0.0; SUBFRAME],
@@ -313,6 +338,29 @@ impl SendChain {
     /// The device format this chain was built for.
     pub fn format(&self) -> StreamFormat {
         self.format
+    }
+
+    /// Hands the canceller what the engine plays (48 kHz mono, as handed to the device).
+    pub fn far_end(&mut self, played: &[f32]) {
+        self.echo.played(played);
+    }
+
+    /// Keeps the canceller's pairing of microphone and far end causal: `unplayed` is what
+    /// the playout device still holds, in 48 kHz samples. Call once per engine tick.
+    pub fn align_far_end(&mut self, unplayed: usize) -> bool {
+        // Captured but not yet through the canceller.
+        let pending = self.at_48k.len() + self.resampler.pending_out();
+        self.echo.align(unplayed, pending)
+    }
+
+    /// Forgets the echo path (a new output device).
+    pub fn reset_echo(&mut self) {
+        self.echo.reset();
+    }
+
+    /// Times the canceller's pairing was realigned since the chain was built.
+    pub fn echo_realigned(&self) -> u64 {
+        self.echo.realigned()
     }
 
     /// Feeds captured interleaved samples; calls `on_frame` for each finished 20 ms frame.
@@ -332,6 +380,9 @@ impl SendChain {
             self.frame.clear();
             let mut rnn_prob: Option<f32> = None;
             for sub in self.at_48k[..FRAME_SAMPLES].chunks_exact(SUBFRAME) {
+                self.sub.copy_from_slice(sub);
+                self.echo.process(&mut self.sub, settings.echo_cancellation);
+                let sub = &self.sub;
                 if settings.noise_suppression {
                     for (d, s) in self.sub_in.iter_mut().zip(sub) {
                         *d = s * I16_SCALE;
@@ -486,6 +537,8 @@ mod tests {
         let scale = 10f32.powf((AGC_TARGET_DB + 3.0 - level) / 20.0);
         let input: Vec<f32> = input.iter().map(|s| s * scale).collect();
         let settings = SendSettings {
+            // Its residual-echo suppressor delays by 10 ms: compared sample by sample here.
+            echo_cancellation: false,
             noise_suppression: false,
             noise_gate: false,
             ..SendSettings::default()

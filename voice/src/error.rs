@@ -26,6 +26,9 @@ pub enum VoiceError {
     /// The resampler could not be built for the requested rates.
     #[error("resampler: {0}")]
     Resample(String),
+    /// The echo canceller (SpeexDSP) refused its settings or a frame.
+    #[error("echo canceller: {0}")]
+    EchoCanceller(#[from] sohbet_speexdsp::Error),
     /// Reading or writing a WAV file failed.
     #[error("wav: {0}")]
     Wav(#[from] hound::Error),

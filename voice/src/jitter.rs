@@ -83,6 +83,9 @@ pub struct JitterStats {
     pub lost: u64,
     /// Packets that arrived after their slot had been played.
     pub late: u64,
+    /// Packets with no payload (a sender's bandwidth probes, RFC 3550 padding): they take
+    /// sequence numbers, so they count as received for the loss, but carry no audio.
+    pub padding: u64,
     /// Frames played (all kinds).
     pub played: u64,
     /// Frames rebuilt from FEC.
@@ -239,6 +242,16 @@ impl JitterBuffer {
             },
         );
         self.bound();
+    }
+
+    /// Takes a packet that carries no payload (padding only: libwebrtc probes the bandwidth
+    /// with such packets on the audio stream when transport-wide feedback is negotiated). It
+    /// holds a sequence number, so it counts towards the loss figures as received, and nothing
+    /// else: its timestamp repeats the last audio packet's, whose slot it must not take.
+    pub fn insert_padding(&mut self, seq: u16) {
+        let seq = self.seq.unwrap(u64::from(seq), 16);
+        self.stats.padding += 1;
+        self.track_loss(seq);
     }
 
     /// Takes a redundant copy of an earlier frame (a RED block): `seq` and `timestamp` are
@@ -441,7 +454,8 @@ impl JitterBuffer {
     pub fn stats(&self) -> JitterStats {
         let mut stats = self.stats;
         if let (Some(first), Some(high)) = (self.first_seq, self.highest_seq) {
-            stats.lost = (high - first + 1).saturating_sub(stats.received + stats.late);
+            stats.lost =
+                (high - first + 1).saturating_sub(stats.received + stats.late + stats.padding);
         }
         stats
     }

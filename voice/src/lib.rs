@@ -4,8 +4,10 @@
 //! Module map:
 //! - [`audio`]: the [`audio::Capture`] / [`audio::Playout`] traits, real devices through cpal
 //!   ([`audio::device`]) and WAV files through hound ([`audio::wav`]).
-//! - [`dsp`]: the send chain (downmix, resample to 48 kHz, noise suppression, voice activity,
-//!   gain, noise gate) and the conversions back to a device's format.
+//! - [`dsp`]: the send chain (downmix, resample to 48 kHz, echo cancellation, noise
+//!   suppression, voice activity, gain, noise gate) and the conversions back to a device's format.
+//! - [`echo`]: acoustic echo cancellation (SpeexDSP) against what the engine plays, and the
+//!   pairing of microphone and far-end audio it needs.
 //! - [`codec`]: Opus in VoIP mode with FEC and DTX.
 //! - [`jitter`]: the per-peer adaptive jitter buffer.
 //! - [`red`]: RFC 2198 redundant audio (RED) payloads: building and splitting them.
@@ -25,6 +27,7 @@ pub mod audio;
 pub mod call;
 pub mod codec;
 pub mod dsp;
+pub mod echo;
 mod error;
 mod feedback;
 pub mod jitter;

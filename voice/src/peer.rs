@@ -27,6 +27,7 @@ use webrtc::rtp_transceiver::RtpSender;
 
 use crate::call::{CallConfig, IcePolicy};
 use crate::feedback::{self, LossReportInterceptor, ReportedLoss};
+use crate::jitter::JitterStats;
 use crate::receive::PeerReceiver;
 use crate::red::{self, DEFAULT_RED_PT, MIME_TYPE_RED};
 use crate::signal::{PeerId, Signal, SignalMessage};
@@ -59,8 +60,10 @@ pub(crate) const OUT_QUEUE: usize = 10;
 
 /// Most earlier frames a RED packet repeats. One covers every isolated loss with a copy that
 /// arrives 20 ms after the lost packet, inside the frame of headroom the jitter buffer keeps
-/// under loss anyway; a second copy would need 20 ms more delay to be of use.
-pub(crate) const MAX_RED_DISTANCE: u8 = 1;
+/// under loss anyway; the second, sent only at heavy loss (see `feedback`), covers two
+/// losses in a row when the network's jitter leaves it in time. libwebrtc sends one by
+/// default (up to nine through a field trial) and reads any number.
+pub(crate) const MAX_RED_DISTANCE: u8 = 2;
 
 /// The payload types both sides agreed on, read from our sender once negotiation is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +197,28 @@ impl PeerConnectionEventHandler for Handler {
 /// How often we tell the sender what we receive (RTCP receiver report): once a second, as
 /// RFC 3550 suggests for a two-party session's bandwidth share.
 const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// When packets go missing while our last report told the sender of too little loss for
+/// redundancy, the next report goes out early, but no sooner than this after the previous
+/// one: the sender's RED then starts a fraction of a second after the first losses rather
+/// than up to a second later, for at most five extra reports a second.
+const EARLY_REPORT_GAP: Duration = Duration::from_millis(200);
+
+/// Our receiver report on the stream `ssrc`: the loss over the jitter buffer's recent window
+/// (what the sender's FEC and RED should plan for), the cumulative loss and the jitter.
+fn receiver_report(ssrc: u32, last_seq: u16, stats: &JitterStats) -> ReceiverReport {
+    ReceiverReport {
+        ssrc: 0,
+        reports: vec![ReceptionReport {
+            ssrc,
+            fraction_lost: (stats.recent_loss * 256.0).clamp(0.0, 255.0) as u8,
+            total_lost: stats.lost.min(0x7f_ffff) as u32,
+            last_sequence_number: u32::from(last_seq),
+            jitter: (stats.jitter_ms * 48.0) as u32,
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
 
 /// Feeds a remote track's packets to the peer's jitter buffer and reports our reception
 /// (loss, jitter) back to the sender, whose encoder uses the loss to size its FEC and RED.
@@ -207,8 +232,10 @@ async fn receive_loop(
     let mut remote_ssrc: Option<u32> = None;
     let mut last_seq: u16 = 0;
     let mut types: Option<PayloadTypes> = None;
+    // What the last report said: when, the loss fraction, and the packets lost by then.
+    let mut reported = (Instant::now(), 0u8, 0u64);
     loop {
-        tokio::select! {
+        let due = tokio::select! {
             event = track.poll() => match event {
                 Some(TrackRemoteEvent::OnRtpPacket(p)) => {
                     let now = Instant::now();
@@ -218,44 +245,36 @@ async fn receive_loop(
                         types = negotiation.payload_types().await;
                     }
                     let h = &p.header;
+                    let mut rx = lock(&receiver);
                     match types.filter(|t| t.red == Some(h.payload_type)) {
-                        Some(t) => lock(&receiver).push_red(
+                        Some(t) => rx.push_red(
                             now,
                             h.sequence_number,
                             h.timestamp,
                             &p.payload,
                             t.opus,
                         ),
-                        None => lock(&receiver).push_rtp(
-                            now,
-                            h.sequence_number,
-                            h.timestamp,
-                            p.payload,
-                        ),
+                        None => rx.push_rtp(now, h.sequence_number, h.timestamp, p.payload),
                     }
+                    let (at, fraction, lost) = reported;
+                    rx.stats().lost > lost
+                        && u32::from(fraction) < feedback::RED_ON
+                        && now.duration_since(at) >= EARLY_REPORT_GAP
                 }
                 Some(TrackRemoteEvent::OnEnded) | None => break,
-                Some(_) => {}
+                Some(_) => false,
             },
-            _ = report.tick() => {
-                let Some(ssrc) = remote_ssrc else { continue };
-                let stats = lock(&receiver).stats();
-                let rr = ReceiverReport {
-                    ssrc: 0,
-                    reports: vec![ReceptionReport {
-                        ssrc,
-                        fraction_lost: (stats.recent_loss * 256.0).clamp(0.0, 255.0) as u8,
-                        total_lost: stats.lost.min(0x7f_ffff) as u32,
-                        last_sequence_number: u32::from(last_seq),
-                        jitter: (stats.jitter_ms * 48.0) as u32,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                };
-                if let Err(e) = track.write_rtcp(vec![Box::new(rr)]).await {
-                    tracing::debug!(%peer, error = %e, "receiver report not sent");
-                }
-            }
+            _ = report.tick() => true,
+        };
+        let Some(ssrc) = remote_ssrc.filter(|_| due) else {
+            continue;
+        };
+        let stats = lock(&receiver).stats();
+        let rr = receiver_report(ssrc, last_seq, &stats);
+        reported = (Instant::now(), rr.reports[0].fraction_lost, stats.lost);
+        report.reset();
+        if let Err(e) = track.write_rtcp(vec![Box::new(rr)]).await {
+            tracing::debug!(%peer, error = %e, "receiver report not sent");
         }
     }
     tracing::debug!(%peer, "remote track ended");
@@ -271,8 +290,8 @@ pub(crate) struct PeerLink {
     pub created: Instant,
     /// Loss this peer reports about our stream (RTCP).
     pub reported_loss: ReportedLoss,
-    /// Earlier frames each packet to this peer repeats as RED (0: plain Opus); set from the
-    /// loss it reports, used only once RED is negotiated.
+    /// Earlier frames the last packet to this peer repeated as RED (0: plain Opus), as the
+    /// send loop chose it from the loss the peer reports.
     pub red_distance: Arc<AtomicU8>,
     negotiation: Arc<Negotiation>,
 }
@@ -365,7 +384,11 @@ impl PeerLink {
         let sender_task = tokio::spawn(send_loop(
             track,
             Arc::clone(&negotiation),
-            Arc::clone(&red_distance),
+            Redundancy {
+                allowed: config.red,
+                reported: reported_loss.clone(),
+                distance: Arc::clone(&red_distance),
+            },
             ssrc,
             out_rx,
         ));
@@ -395,13 +418,23 @@ impl PeerLink {
 /// both offer 111).
 const DEFAULT_OPUS_PT: u8 = 111;
 
-/// Packetizes frames for one peer: one Opus frame per RTP packet (RFC 7587), or, while
-/// `red_distance` asks for it and the peer accepts RED, a RED packet (RFC 2198) carrying the
+/// How much redundancy a peer's send loop adds.
+struct Redundancy {
+    /// [`CallConfig::red`]: RED may be sent at all.
+    allowed: bool,
+    /// The loss the peer reports, read for every packet.
+    reported: ReportedLoss,
+    /// Where the loop says what it sent, for the call's statistics.
+    distance: Arc<AtomicU8>,
+}
+
+/// Packetizes frames for one peer: one Opus frame per RTP packet (RFC 7587), or, while the
+/// peer's reports ask for it and the peer accepts RED, a RED packet (RFC 2198) carrying the
 /// frame and copies of the frames sent just before it.
 async fn send_loop(
     track: Arc<TrackLocalStaticRTP>,
     negotiation: Arc<Negotiation>,
-    red_distance: Arc<AtomicU8>,
+    redundancy: Redundancy,
     ssrc: u32,
     mut frames: mpsc::Receiver<OutFrame>,
 ) {
@@ -415,7 +448,15 @@ async fn send_loop(
         let Some(types) = negotiation.payload_types().await else {
             continue;
         };
-        let distance = u64::from(red_distance.load(Ordering::Relaxed).min(MAX_RED_DISTANCE));
+        let depth = match types.red {
+            Some(_) if redundancy.allowed => redundancy
+                .reported
+                .red_depth(Instant::now())
+                .min(MAX_RED_DISTANCE),
+            _ => 0,
+        };
+        redundancy.distance.store(depth, Ordering::Relaxed);
+        let distance = u64::from(depth);
         let (payload_type, payload) = match types.red.filter(|_| distance > 0) {
             Some(red_pt) => {
                 // Only copies of the frames just before this one: older ones (before a DTX

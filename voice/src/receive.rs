@@ -41,10 +41,15 @@ impl PeerReceiver {
         })
     }
 
-    /// Takes an RTP packet of Opus as it arrived.
+    /// Takes an RTP packet of Opus as it arrived. One with no payload (padding only, as
+    /// libwebrtc sends to probe the bandwidth) counts for the loss figures and nothing else.
     pub fn push_rtp(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Bytes) {
         self.packets += 1;
-        self.jitter.insert(now, seq, timestamp, payload);
+        if payload.is_empty() {
+            self.jitter.insert_padding(seq);
+        } else {
+            self.jitter.insert(now, seq, timestamp, payload);
+        }
     }
 
     /// Takes an RTP packet of RED (RFC 2198) whose blocks are Opus at `opus_pt`: the primary
@@ -58,6 +63,10 @@ impl PeerReceiver {
         payload: &Bytes,
         opus_pt: u8,
     ) {
+        if payload.is_empty() {
+            // Padding only (a bandwidth probe), not a broken RED payload.
+            return self.push_rtp(now, seq, timestamp, Bytes::new());
+        }
         let Ok(red) = crate::red::parse(payload) else {
             self.malformed += 1;
             return;
@@ -261,6 +270,95 @@ mod tests {
     }
 
     #[test]
+    fn loss_counts_packets_not_the_red_copies_that_ride_in_them() -> Result<()> {
+        use rand::{Rng, SeedableRng};
+        // Every packet RED with two copies, as a sender at heavy loss sends them; one in
+        // ten lost at random.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut rx = PeerReceiver::new()?;
+        let start = Instant::now();
+        let frame = |i: u64| Bytes::from(vec![(i % 251) as u8; 120]);
+        let (mut sent, mut lost) = (0u64, 0u64);
+        for i in 2..1002u64 {
+            let (seq, ts) = (i as u16, (i * FRAME_SAMPLES as u64) as u32);
+            let at = start + Duration::from_millis(20 * i);
+            sent += 1;
+            if rng.random_bool(0.1) {
+                lost += 1;
+            } else {
+                let payload = crate::red::build(
+                    111,
+                    &[(1920, &frame(i - 2)), (960, &frame(i - 1))],
+                    &frame(i),
+                );
+                rx.push_red(at, seq, ts, &payload, 111);
+            }
+            rx.next_frame(at + Duration::from_millis(7));
+        }
+        let stats = rx.stats();
+        let real = lost as f64 / sent as f64;
+        let counted = stats.lost as f64 / (stats.received + stats.late + stats.lost) as f64;
+        assert!(
+            (counted - real).abs() < 0.005,
+            "counted {counted:.3} lost, really {real:.3}: {stats:?}"
+        );
+        assert!(
+            (stats.recent_loss - real).abs() < 0.05,
+            "reported {:.3} lost, really {real:.3}: {stats:?}",
+            stats.recent_loss
+        );
+        Ok(())
+    }
+
+    /// Chromium probes the bandwidth with padding-only packets on the audio stream: they take
+    /// sequence numbers and repeat the last audio packet's timestamp.
+    #[test]
+    fn padding_packets_count_as_received_and_never_replace_audio() -> Result<()> {
+        for red in [false, true] {
+            let mut rx = PeerReceiver::new()?;
+            let start = Instant::now();
+            let mut seq = 0u16;
+            let mut played = Vec::new();
+            for i in 0..200u64 {
+                let at = start + Duration::from_millis(20 * i);
+                let ts = (i * FRAME_SAMPLES as u64) as u32;
+                let frame = Bytes::from(vec![(i % 251) as u8 + 1; 100]);
+                if red {
+                    rx.push_red(at, seq, ts, &crate::red::build(111, &[], &frame), 111);
+                } else {
+                    rx.push_rtp(at, seq, ts, frame);
+                }
+                seq = seq.wrapping_add(1);
+                // Bursts of probes after every fourth packet, in both forms.
+                for _ in 0..(if i % 4 == 0 { 3 } else { 0 }) {
+                    if red {
+                        rx.push_red(at, seq, ts, &Bytes::new(), 111);
+                    } else {
+                        rx.push_rtp(at, seq, ts, Bytes::new());
+                    }
+                    seq = seq.wrapping_add(1);
+                }
+                if let Playout::Frame(p) = rx.jitter.pop(at + Duration::from_millis(7)) {
+                    played.push(p.len());
+                }
+            }
+            let stats = rx.stats();
+            assert_eq!(
+                (stats.lost, stats.padding),
+                (0, 150),
+                "RED {red}: {stats:?}"
+            );
+            assert!(stats.recent_loss < 0.001, "RED {red}: {stats:?}");
+            assert_eq!(rx.malformed(), 0);
+            assert!(
+                played.len() > 190 && played.iter().all(|&n| n == 100),
+                "RED {red}: played {played:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
     fn a_malformed_red_packet_counts_as_lost() -> Result<()> {
         let mut rx = PeerReceiver::new()?;
         let now = Instant::now();
@@ -271,7 +369,7 @@ mod tests {
             &Bytes::from_static(&[0xEF, 0x0F, 0x00, 0x63, 0x6F, 1]),
             111,
         );
-        rx.push_red(now, 2, 1920, &Bytes::new(), 111);
+        rx.push_red(now, 2, 1920, &Bytes::from_static(&[0x80, 0x01]), 111);
         assert_eq!(rx.malformed(), 2);
         assert_eq!(rx.stats().received, 0);
         Ok(())

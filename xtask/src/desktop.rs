@@ -53,11 +53,10 @@ fn npm(dir: &Path) -> Command {
     cmd
 }
 
-/// The app, built (release, as users run it: the bench and the bundle reuse that build)
-/// and started in the background, preset to `server`. Stops when `up` ends.
-pub fn launch_app(server: &str) -> Result<Stopped> {
-    let child = Command::new(crate::cargo())
-        .args(["run", "--quiet", "--release", "-p", "sohbet-desktop"])
+/// The app binary `app` (the release build, as users run it: the bench and the bundle
+/// reuse that build) started in the background, preset to `server`. Stops when `up` ends.
+pub fn launch_app(app: &Path, server: &str) -> Result<Stopped> {
+    let child = Command::new(app)
         .env("SOHBET_SERVER", server)
         .stdin(Stdio::null())
         .spawn()

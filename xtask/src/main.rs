@@ -123,22 +123,35 @@ fn up(rest: &[String]) -> Result<()> {
         desktop::install_ui(&root)?;
         desktop::build_ui(&root)?;
     }
-    step("building and starting sohbet-server (Ctrl-C stops it)");
-    let mut cmd = Command::new(cargo());
-    cmd.args(["run", "--release", "-p", "sohbet-server", "--"])
-        .args(rest);
+    // One build of the server and the app together: built one by one, each would unify
+    // the shared dependencies' features differently and rebuild hundreds of crates.
+    step(if has_display {
+        "building sohbet-server and the desktop app (release)"
+    } else {
+        "building sohbet-server (release)"
+    });
+    let mut build = Command::new(cargo());
+    build.args(["build", "--release", "-p", "sohbet-server"]);
+    if has_display {
+        build.args(["-p", "sohbet-desktop"]);
+    }
+    run(&mut build)?;
+    let release = target_dir()?.join("release");
+    step("starting sohbet-server (Ctrl-C stops it)");
+    let mut cmd = Command::new(release.join("sohbet-server"));
+    cmd.args(rest);
     env.apply(&mut cmd);
-    let mut server = desktop::Stopped(cmd.spawn().context("starting cargo run")?);
+    let mut server = desktop::Stopped(cmd.spawn().context("starting sohbet-server")?);
     let url = server_url(rest);
     // The app starts once the server answers, so its first screen can reach it; without a
     // display, the way to start it is said then, under the server's start-up lines.
     desktop::wait_until_listening(&url, &mut server.0)?;
     let _app = if has_display {
         step(&format!(
-            "sohbet-server answers on {url}; building and starting the desktop app, preset to \
-             it (a profile that already has a server keeps it)"
+            "sohbet-server answers on {url}; starting the desktop app, preset to it (a \
+             profile that already has a server keeps it)"
         ));
-        Some(desktop::launch_app(&url)?)
+        Some(desktop::launch_app(&release.join("sohbet-desktop"), &url)?)
     } else {
         step(&format!(
             "sohbet-server answers on {url}. No display (DISPLAY/WAYLAND_DISPLAY unset): to \

@@ -16,6 +16,8 @@ const BUILD_PACKAGES: &[&str] = &[
     "cmake",
     "libssl-dev",
     "libasound2-dev",
+    // The voice engine's echo canceller links the system SpeexDSP (voice/speexdsp).
+    "libspeexdsp-dev",
     "curl",
     "file",
     // The desktop app (Tauri 2 on WebKitGTK), part of the workspace build.

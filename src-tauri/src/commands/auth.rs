@@ -41,6 +41,7 @@ pub enum Startup {
 #[tauri::command]
 #[specta::specta]
 pub async fn startup(state: State<'_, AppState>) -> CommandResult<Startup> {
+    crate::startup_mark("startup command");
     let Ok(server) = state.server().await else {
         return Ok(Startup::NoServer);
     };
@@ -55,11 +56,14 @@ pub async fn startup(state: State<'_, AppState>) -> CommandResult<Startup> {
         .await
         .ok()
         .flatten();
+    crate::startup_mark("token loaded");
     let Some(token) = token else {
         return Ok(Startup::LoggedOut { server: base });
     };
     let client = server.with_token(token);
-    match client.me().await {
+    let me = client.me().await;
+    crate::startup_mark("session checked");
+    match me {
         Ok(user) => {
             state.start_session(client).await;
             Ok(Startup::LoggedIn { server: base, user })

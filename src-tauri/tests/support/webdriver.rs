@@ -51,6 +51,12 @@ pub struct Driver {
 impl Driver {
     /// Starts a driver whose app instances keep their data in `profile`.
     pub async fn start(app: &Path, profile: &Path) -> Self {
+        Self::start_logging(app, profile, None).await
+    }
+
+    /// [`Driver::start`], with the app's log (and the driver's) written to `log` instead of
+    /// the test's output, to be read back (the launch benchmark reads the start-up marks).
+    pub async fn start_logging(app: &Path, profile: &Path, log: Option<&Path>) -> Self {
         assert!(
             std::env::var_os("DISPLAY").is_some(),
             "no DISPLAY: run the end-to-end tests with `cargo xtask test`, which starts Xvfb"
@@ -65,8 +71,13 @@ impl Driver {
             ])
             .env("SOHBET_DATA_DIR", profile)
             .env("RUST_LOG", "warn,sohbet_desktop=info")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).expect("the app's log")),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start tauri-driver (cargo xtask test installs it)");
         let driver = Self {

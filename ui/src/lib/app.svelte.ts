@@ -13,6 +13,7 @@ import {
   type FriendRequests,
   type GroupDetail,
   type GroupListItem,
+  type GroupPosition,
   type Message,
   type NotificationLevel,
   type Presence,
@@ -98,9 +99,12 @@ export class App {
   // --- start, server, login ------------------------------------------------------------
 
   async start() {
-    await subscribe((e) => this.onEvent(e));
+    // Subscribing and restoring the session go together: events of a session that starts
+    // before the channel is in wait on the Rust side until it is.
+    const subscribed = subscribe((e) => this.onEvent(e)).then(() => void performance.mark("sohbet:subscribed"));
     try {
-      const s = await commands.startup();
+      const [s] = await Promise.all([commands.startup(), subscribed]);
+      performance.mark("sohbet:session");
       switch (s.state) {
         case "no_server":
           this.phase = "no_server";
@@ -179,12 +183,14 @@ export class App {
   private async enter(user: User) {
     this.me = user;
     this.phase = "app";
+    // Each marked as it arrives (`sohbet:loaded:*`), for the launch benchmark's breakdown.
+    const loaded = (what: string) => () => void performance.mark(`sohbet:loaded:${what}`);
     await Promise.all([
-      this.refreshConversations(),
-      this.refreshFriends(),
-      this.loadNotificationLevels(),
-      this.loadDrafts(),
-      this.calls.loadAudio(),
+      this.refreshConversations().then(loaded("conversations")),
+      this.refreshFriends().then(loaded("friends")),
+      this.loadNotificationLevels().then(loaded("notification-levels")),
+      this.loadDrafts().then(loaded("drafts")),
+      this.calls.loadAudio().then(loaded("audio")),
     ]);
     if (this.selected == null && this.sorted.length > 0) this.view = "chat";
     await tick();
@@ -203,10 +209,11 @@ export class App {
         this.voice.clear();
         for (const c of e.voice_calls) this.voice.set(c.group_id, c.participants.map((p) => p.user_id));
         this.calls.onReady(e.rings);
-        // Catch up on what changed while away: the list, the friends, and any open
+        // Catch up on what changed while away: the list (unless it already matches the
+        // snapshot, as at start-up, when it was just fetched), the friends, and any open
         // conversation whose gap the replay does not cover.
         if (this.phase === "app") {
-          void this.refreshConversations();
+          void this.catchUpConversations(e.groups);
           void this.refreshFriends();
         }
         break;
@@ -397,7 +404,32 @@ export class App {
 
   // --- conversations -----------------------------------------------------------------------
 
-  async refreshConversations() {
+  /** The list fetch in flight, if any. */
+  private listing: Promise<void> | null = null;
+
+  refreshConversations(): Promise<void> {
+    const p = this.fetchConversations().finally(() => {
+      if (this.listing === p) this.listing = null;
+    });
+    this.listing = p;
+    return p;
+  }
+
+  /** Refetches the list unless, once a fetch in flight is in, it matches `positions` (the
+   * gateway's snapshot of my groups): a redundant fetch at start-up would compete with the
+   * rest of it for the server and the CPU, and redraw the whole list. */
+  async catchUpConversations(positions: GroupPosition[]) {
+    await this.listing;
+    const same =
+      positions.length === this.conversations.size &&
+      positions.every((p) => {
+        const c = this.conversations.get(p.group_id);
+        return c != null && c.group.last_seq === p.last_seq && c.unread_count === p.unread;
+      });
+    if (!same) await this.refreshConversations();
+  }
+
+  private async fetchConversations() {
     try {
       const list = await commands.groups();
       const seen = new Set<number>();

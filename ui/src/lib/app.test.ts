@@ -45,6 +45,43 @@ describe("App events", () => {
     expect(a.timelines.get(7)?.messages.map((m) => m.seq)).toEqual([1]);
   });
 
+  it("refetches the list on ready only when it differs from the gateway's snapshot", async () => {
+    let listed = 0;
+    mockIPC((cmd) => {
+      if (cmd === "groups") {
+        listed += 1;
+        return [{ ...item(7), group: { ...item(7).group, last_seq: 3 } }];
+      }
+      return null;
+    });
+    await a.catchUpConversations([{ group_id: 7, last_seq: 0, unread: 0 }]);
+    expect(listed).toBe(0);
+    await a.catchUpConversations([{ group_id: 7, last_seq: 3, unread: 0 }]);
+    expect(listed).toBe(1);
+    expect(a.conversations.get(7)?.group.last_seq).toBe(3);
+    // A group I joined meanwhile, and one whose unread count moved.
+    await a.catchUpConversations([{ group_id: 7, last_seq: 3, unread: 0 }, { group_id: 8, last_seq: 1, unread: 1 }]);
+    await a.catchUpConversations([{ group_id: 7, last_seq: 3, unread: 2 }]);
+    expect(listed).toBe(3);
+  });
+
+  it("waits for a list fetch in flight before deciding it is current", async () => {
+    let listed = 0;
+    let release: () => void = () => {};
+    mockIPC(async (cmd) => {
+      if (cmd !== "groups") return null;
+      listed += 1;
+      await new Promise<void>((r) => (release = r));
+      return [{ ...item(7), group: { ...item(7).group, last_seq: 5 } }];
+    });
+    const first = a.refreshConversations();
+    const ready = a.catchUpConversations([{ group_id: 7, last_seq: 5, unread: 0 }]);
+    await Promise.resolve();
+    release();
+    await Promise.all([first, ready]);
+    expect(listed).toBe(1);
+  });
+
   it("keeps a failed send with its nonce and retries with the same one", async () => {
     const nonces: string[] = [];
     let fail = true;
