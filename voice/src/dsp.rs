@@ -260,7 +260,8 @@ impl AutoGain {
 /// Send-path settings that can change mid-call.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SendSettings {
-    /// Acoustic echo cancellation against what the engine plays (SpeexDSP).
+    /// Acoustic echo cancellation against what the engine plays (SpeexDSP). Off by default:
+    /// it degrades the near voice in double talk even with no echo (voice/README.md).
     pub echo_cancellation: bool,
     /// RNNoise noise suppression.
     pub noise_suppression: bool,
@@ -275,7 +276,7 @@ pub struct SendSettings {
 impl Default for SendSettings {
     fn default() -> Self {
         Self {
-            echo_cancellation: true,
+            echo_cancellation: false,
             noise_suppression: true,
             auto_gain: true,
             noise_gate: true,
