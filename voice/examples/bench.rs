@@ -24,15 +24,14 @@ use std::time::{Duration, Instant};
 use common::external::{ExternalCall, Stack};
 use common::relay::Netem;
 use common::*;
-use voice::analysis::{find_offset, match_segments, sine, to_analysis_rate, ANALYSIS_RATE};
-use voice::audio::wav::{write_wav, Recording};
+use voice::analysis::{match_segments, sine, to_analysis_rate, ANALYSIS_RATE};
+use voice::audio::wav::Recording;
 use voice::audio::StreamFormat;
 use voice::dsp::SendSettings;
 use voice::CallConfig;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
-const SCRIPTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts");
 const SPEECH_TEXT: &str = "The birch canoe slid on the smooth planks. Glue the sheet to the \
     dark blue background. It is easy to tell the depth of a well. These days a chicken leg \
     is a rare dish. Rice is often served in round bowls.";
@@ -69,38 +68,9 @@ fn speech(dir: &Path) -> BenchResult<(Vec<f32>, &'static str)> {
 /// PESQ-WB of `received` (48 kHz mono, containing the speech somewhere) against `speech`
 /// (48 kHz mono), after aligning them by cross-correlation.
 fn pesq(speech: &[f32], received: &[f32], dir: &Path, tag: &str) -> Option<f64> {
-    let reference = to_analysis_rate(speech, RATE).ok()?;
-    let degraded = to_analysis_rate(received, RATE).ok()?;
-    let (from, _) = find_offset(&reference, &degraded, ANALYSIS_RATE)?;
-    let reference = &reference[..];
-    let aligned: Vec<f32> = (0..reference.len())
-        .map(|i| {
-            usize::try_from(from + i as isize)
-                .ok()
-                .and_then(|j| degraded.get(j))
-                .copied()
-                .unwrap_or(0.0)
-        })
-        .collect();
-    let format = StreamFormat {
-        sample_rate: ANALYSIS_RATE,
-        channels: 1,
-    };
-    let ref_path = dir.join(format!("{tag}-ref.wav"));
-    let deg_path = dir.join(format!("{tag}-deg.wav"));
-    write_wav(&ref_path, reference, format).ok()?;
-    write_wav(&deg_path, &aligned, format).ok()?;
-    let out = Command::new(common::external::python())
-        .arg(format!("{SCRIPTS}/pesq_score.py"))
-        .arg(&ref_path)
-        .arg(&deg_path)
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        eprintln!("pesq failed: {}", String::from_utf8_lossy(&out.stderr));
-        return None;
-    }
-    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    common::pesq::pesq_wb(speech, received, dir, tag)
+        .map_err(|e| eprintln!("pesq: {e}"))
+        .ok()
 }
 
 /// The device format speech reaches the send chain in.
@@ -455,7 +425,7 @@ async fn main() -> BenchResult<()> {
         speech.len() as f32 / RATE as f32
     );
     if section("echo") {
-        echo_rows();
+        echo_rows(&dir);
     }
     if section("codec") {
         codec_rows(&speech, &dir);
@@ -493,7 +463,7 @@ async fn main() -> BenchResult<()> {
 /// Echo cancellation on the simulated echo path of `tests/echo.rs` (espeak-ng speech, far end
 /// at -20 dBFS, near end at -26 dBFS from 8 s): ERLE per delay, the near end's survival in
 /// double talk, and what the canceller costs per 10 ms. Offline: no network, no clock.
-fn echo_rows() {
+fn echo_rows(dir: &Path) {
     use common::echo::{canceller_only, erle_db, near_end_score, run, EchoPath, Scenario};
     let s = match Scenario::speech() {
         Ok(s) => s,
@@ -550,6 +520,85 @@ fn echo_rows() {
         per_frame(on_time),
         per_frame(off_time),
     );
+    double_talk_rows(dir);
+}
+
+/// Double talk scored with PESQ-WB (`DoubleTalk` in tests/common/echo.rs): the near end talks
+/// over a different far-end talker for ~11 s, through the default send chain with the
+/// canceller on and off; and the same-speech case of the network rows (each peer plays the
+/// very speech it sends, a network delay later).
+fn double_talk_rows(dir: &Path) {
+    use common::echo::{DoubleTalk, EchoPath, FarEnd};
+    let talk = match DoubleTalk::speech() {
+        Ok(t) => t,
+        Err(e) => {
+            println!("double talk: skipped, no test speech ({e})");
+            return;
+        }
+    };
+    println!();
+    println!(
+        "double talk (near end -26 dBFS talking all through a far end at -20 dBFS), default send \
+         chain, PESQ-WB of the output against the clean near-end speech:"
+    );
+    println!("| far end | echo path | canceller on | canceller off |");
+    println!("|---|---|---|---|");
+    let echo = |delay_ms, attenuation_db| {
+        Some(EchoPath {
+            delay_ms,
+            attenuation_db,
+        })
+    };
+    for (row, (far_end, label, path)) in [
+        (
+            FarEnd::Other { echo: None },
+            "another talker",
+            "none".to_owned(),
+        ),
+        (
+            FarEnd::Other {
+                echo: echo(60.0, -10.0),
+            },
+            "another talker",
+            "60 ms, -10 dB".to_owned(),
+        ),
+        (
+            FarEnd::Other {
+                echo: echo(120.0, -10.0),
+            },
+            "another talker",
+            "120 ms, -10 dB".to_owned(),
+        ),
+        (
+            FarEnd::Same { lag_ms: 50.0 },
+            "the near speech 50 ms later",
+            "none".to_owned(),
+        ),
+        (
+            FarEnd::Same { lag_ms: 90.0 },
+            "the near speech 90 ms later",
+            "none".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let score = |on: bool| {
+            let settings = SendSettings {
+                echo_cancellation: on,
+                ..SendSettings::default()
+            };
+            let tag = format!("double-talk-{row}-{on}");
+            talk.score(far_end, settings, dir, &tag)
+                .map_err(|e| eprintln!("double talk: {e}"))
+                .ok()
+        };
+        println!(
+            "| {label} | {path} | {} | {} |",
+            pesq_fmt(score(true)),
+            pesq_fmt(score(false))
+        );
+    }
 }
 
 fn codec_rows(speech: &[f32], dir: &Path) {

@@ -260,8 +260,9 @@ impl AutoGain {
 /// Send-path settings that can change mid-call.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SendSettings {
-    /// Acoustic echo cancellation against what the engine plays (SpeexDSP). Off by default:
-    /// it degrades the near voice in double talk even with no echo (voice/README.md).
+    /// Acoustic echo cancellation against what the engine plays (SpeexDSP). On by default:
+    /// with no echo to remove it leaves the near voice as it was, within 0.04 PESQ-WB, even
+    /// while the far end talks (voice/README.md).
     pub echo_cancellation: bool,
     /// RNNoise noise suppression.
     pub noise_suppression: bool,
@@ -276,7 +277,7 @@ pub struct SendSettings {
 impl Default for SendSettings {
     fn default() -> Self {
         Self {
-            echo_cancellation: false,
+            echo_cancellation: true,
             noise_suppression: true,
             auto_gain: true,
             noise_gate: true,

@@ -234,9 +234,16 @@ impl EchoCanceller {
     }
 
     /// Removes from `mic` the echo of `far` (what was played, aligned so that its echo comes
-    /// later in `mic`, within the filter length), writing the result to `out`. All three are
-    /// one frame long.
+    /// later in `mic`, within the filter length), writing the result to `out`: the linear
+    /// filter, then the residual-echo suppressor if configured. All three are one frame long.
     pub fn process(&mut self, mic: &[i16], far: &[i16], out: &mut [i16]) -> Result<(), Error> {
+        self.cancel(mic, far, out)?;
+        self.suppress_residual(out)
+    }
+
+    /// The linear filter alone: `out` is `mic` minus the filter's estimate of the echo of
+    /// `far`. All three are one frame long.
+    pub fn cancel(&mut self, mic: &[i16], far: &[i16], out: &mut [i16]) -> Result<(), Error> {
         let n = self.frame_size;
         if mic.len() != n || far.len() != n || out.len() != n {
             return Err(Error::FrameLength {
@@ -256,10 +263,26 @@ impl EchoCanceller {
                 out.as_mut_ptr(),
             );
         }
+        Ok(())
+    }
+
+    /// The residual-echo suppressor alone (nothing without one), in place, on the frame the
+    /// last [`EchoCanceller::cancel`] produced (or a correction of it): it takes the echo
+    /// left from the filter's state after that call.
+    pub fn suppress_residual(&mut self, frame: &mut [i16]) -> Result<(), Error> {
+        let n = self.frame_size;
+        if frame.len() != n {
+            return Err(Error::FrameLength {
+                expected: n,
+                mic: frame.len(),
+                far: n,
+                out: frame.len(),
+            });
+        }
         if let Some(pre) = self.preprocess {
-            // SAFETY: the state is live and `out` is one frame long, processed in place.
+            // SAFETY: the state is live and `frame` is one frame long, processed in place.
             unsafe {
-                ffi::speex_preprocess_run(pre.as_ptr(), out.as_mut_ptr());
+                ffi::speex_preprocess_run(pre.as_ptr(), frame.as_mut_ptr());
             }
         }
         Ok(())

@@ -22,6 +22,11 @@ pub const FAR_TEXT: &str = "The birch canoe slid on the smooth planks. Glue the 
 /// Near-end talker: two other sentences, in another voice (~5 s).
 pub const NEAR_TEXT: &str = "The juice of lemons makes fine punch. The box was thrown beside \
     the parked truck.";
+/// Near-end talker for the double-talk measurement: five more sentences, talked over the far
+/// end's [`FAR_TEXT`] from start to end (~12 s).
+pub const NEAR_LONG_TEXT: &str = "The juice of lemons makes fine punch. The box was thrown \
+    beside the parked truck. The hogs were fed chopped corn and garbage. Four hours of steady \
+    work faced us. A large size in stockings is hard to sell.";
 
 /// Speech from espeak-ng (`voice` e.g. `en-us`, `en-us+f3`), 48 kHz mono, scaled so its
 /// active speech is at `level_db` dBFS. Fails with what to install when espeak-ng is missing.
@@ -135,8 +140,16 @@ const TICK: usize = RATE as usize / 100;
 /// each tick the microphone's new samples are pushed, then the far end is topped up to
 /// [`QUEUED`] ahead of what has played. `far` plays from sample 0.
 pub fn run(far: &[f32], near: &[f32], path: EchoPath, settings: SendSettings) -> EchoRun {
+    run_mixed(far, near, path.apply(far), settings)
+}
+
+/// [`run`] with no echo path: the microphone hears only `near`, the far end still plays.
+pub fn run_without_echo(far: &[f32], near: &[f32], settings: SendSettings) -> EchoRun {
+    run_mixed(far, near, vec![0.0; far.len()], settings)
+}
+
+fn run_mixed(far: &[f32], near: &[f32], echo: Vec<f32>, settings: SendSettings) -> EchoRun {
     let len = far.len().max(near.len());
-    let echo = path.apply(far);
     let mic: Vec<f32> = (0..len)
         .map(|i| near.get(i).copied().unwrap_or(0.0) + echo.get(i).copied().unwrap_or(0.0))
         .collect();
@@ -244,6 +257,65 @@ impl Scenario {
     /// Where both talk: from the near end's start to the end of the shorter of the two.
     pub fn double_talk(&self) -> (usize, usize) {
         (self.near_at, self.far.len().min(self.near.len()))
+    }
+}
+
+/// What the far end plays while the near end talks, in [`DoubleTalk::score`].
+#[derive(Debug, Clone, Copy)]
+pub enum FarEnd {
+    /// Another talker ([`FAR_TEXT`], another voice), coming back into the microphone through
+    /// `echo` if any.
+    Other { echo: Option<EchoPath> },
+    /// The near end's own speech `lag_ms` later, and no echo path: what each peer of the
+    /// benchmark's network rows played while sending the very speech it received.
+    Same { lag_ms: f32 },
+}
+
+/// Double talk scored with PESQ: a near-end talker talks all the way through while the far
+/// end talks too; the send chain's output is scored against the clean near-end speech.
+pub struct DoubleTalk {
+    /// Near-end speech, -26 dBFS, from [`DoubleTalk::NEAR_AT`].
+    pub near: Vec<f32>,
+    /// The other talker, -20 dBFS, from 0 s.
+    pub other: Vec<f32>,
+}
+
+impl DoubleTalk {
+    /// Where the near end starts talking: the far end has talked for 2 s, as in a
+    /// conversation (the canceller has heard some of it), and both then talk for ~11 s.
+    pub const NEAR_AT: usize = RATE as usize * 2;
+
+    pub fn speech() -> Result<Self, String> {
+        Ok(Self {
+            near: espeak(NEAR_LONG_TEXT, "en-us+f3", -26.0)?,
+            other: espeak(FAR_TEXT, "en-us", -20.0)?,
+        })
+    }
+
+    /// PESQ-WB of what a send chain with `settings` makes of the near end's speech while the
+    /// far end plays `far_end`. WAV files go to `dir`, named after `tag`.
+    pub fn score(
+        &self,
+        far_end: FarEnd,
+        settings: SendSettings,
+        dir: &std::path::Path,
+        tag: &str,
+    ) -> Result<f64, String> {
+        let mut near = vec![0.0; Self::NEAR_AT];
+        near.extend_from_slice(&self.near);
+        let (far, path) = match far_end {
+            FarEnd::Other { echo } => (self.other.clone(), echo),
+            FarEnd::Same { lag_ms } => {
+                let mut far = vec![0.0; Self::NEAR_AT + (lag_ms * RATE as f32 / 1000.0) as usize];
+                far.extend_from_slice(&self.near);
+                (far, None)
+            }
+        };
+        let result = match path {
+            Some(path) => run(&far, &near, path, settings),
+            None => run_without_echo(&far, &near, settings),
+        };
+        super::pesq::pesq_wb(&self.near, &result.out[Self::NEAR_AT..], dir, tag)
     }
 }
 

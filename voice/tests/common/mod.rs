@@ -6,6 +6,7 @@
 pub mod echo;
 pub mod external;
 pub mod loopback;
+pub mod pesq;
 pub mod relay;
 pub mod room;
 
