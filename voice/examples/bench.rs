@@ -65,6 +65,20 @@ fn speech(dir: &Path) -> BenchResult<(Vec<f32>, &'static str)> {
     ))
 }
 
+/// What b says in the network rows while a says `speech`: other sentences in another voice
+/// (the double-talk measurement's near end) at the same level, or other synthetic speech.
+fn other_speech(speech: &[f32]) -> Vec<f32> {
+    use common::echo::{espeak, speech_level, DoubleTalk};
+    let level = speech_level(speech);
+    match espeak(common::echo::NEAR_LONG_TEXT, DoubleTalk::NEAR_VOICE, level) {
+        Ok(other) => other,
+        Err(e) => {
+            eprintln!("b's speech: {e}; synthetic speech instead");
+            voice::analysis::synth_speech(2, RATE, 12.0)
+        }
+    }
+}
+
 /// PESQ-WB of `received` (48 kHz mono, containing the speech somewhere) against `speech`
 /// (48 kHz mono), after aligning them by cross-correlation.
 fn pesq(speech: &[f32], received: &[f32], dir: &Path, tag: &str) -> Option<f64> {
@@ -213,10 +227,12 @@ struct PairResult {
     jitter_buffer_ms: f64,
 }
 
-/// Two peers send each other `speech` through a relay with `loss` and `jitter`, sending RED
-/// under loss if `red`.
+/// Two peers talk at once through a relay with `loss` and `jitter`, sending RED under loss if
+/// `red`: a says `speech.0`, b says `speech.1`, each scored against its own. Different speech
+/// each way, as in a real call: with the same speech both ways each peer played what it was
+/// sending a network delay later, and the echo canceller took it for an echo.
 async fn run_pair(
-    speech: &[f32],
+    speech: (&[f32], &[f32]),
     (bitrate, red): (u32, bool),
     loss: f64,
     jitter_ms: u64,
@@ -228,10 +244,11 @@ async fn run_pair(
         jitter: Duration::from_millis(jitter_ms),
         seed: 42,
     });
-    let signal = with_lead_in(speech);
-    let secs = signal.len() as f32 / RATE as f32;
+    let speech = [speech.0, speech.1];
+    let signals = speech.map(with_lead_in);
+    let secs = signals.iter().map(Vec::len).max().unwrap_or(0) as f32 / RATE as f32;
     let mesh = start_mesh(
-        vec![("a", signal.clone()), ("b", signal.clone())],
+        vec![("a", signals[0].clone()), ("b", signals[1].clone())],
         CallConfig {
             bind_addrs: vec!["127.0.0.1:0".to_owned()],
             bitrate,
@@ -247,9 +264,10 @@ async fn run_pair(
     for (from, to) in [(0, 1), (1, 0)] {
         let heard = &mesh.peers[to].recording;
         if let Some(start) = mesh.peers[from].source_start.get() {
-            lat.extend(latencies(&signal, *start, heard));
+            lat.extend(latencies(&signals[from], *start, heard));
         }
-        if let Some(p) = pesq(speech, &heard.samples(), dir, &format!("{tag}-{from}{to}")) {
+        let tag = format!("{tag}-{from}{to}");
+        if let Some(p) = pesq(speech[from], &heard.samples(), dir, &tag) {
             scores.push(p);
         }
     }
@@ -444,7 +462,7 @@ async fn main() -> BenchResult<()> {
         codec_rows(&speech, &dir);
     }
     if section("network") {
-        network_rows(&speech, &dir).await;
+        network_rows(&speech, &other_speech(&speech), &dir).await;
     }
     if section("offer") {
         let times = offer_to_audio(5).await;
@@ -688,7 +706,7 @@ fn codec_rows(speech: &[f32], dir: &Path) {
     }
 }
 
-async fn network_rows(speech: &[f32], dir: &Path) {
+async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
     println!();
     println!("| bitrate | RED | network (jitter: each packet delayed 0–20 ms) | latency p50 | latency p95 | PESQ-WB (a→b, b→a) | concealed | FEC frames | RED frames | jitter buffer |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
@@ -704,7 +722,15 @@ async fn network_rows(speech: &[f32], dir: &Path) {
         (32, true, "0% loss", 0.0, 0),
     ] {
         let tag = format!("{bitrate}k-{red}-{}", label.replace([' ', '%', '+'], ""));
-        let r = run_pair(speech, (bitrate * 1000, red), loss, jitter, dir, &tag).await;
+        let r = run_pair(
+            (speech, other),
+            (bitrate * 1000, red),
+            loss,
+            jitter,
+            dir,
+            &tag,
+        )
+        .await;
         let scores = r
             .pesq
             .iter()

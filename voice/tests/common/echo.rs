@@ -284,10 +284,12 @@ impl DoubleTalk {
     /// Where the near end starts talking: the far end has talked for 2 s, as in a
     /// conversation (the canceller has heard some of it), and both then talk for ~11 s.
     pub const NEAR_AT: usize = RATE as usize * 2;
+    /// The near end's espeak-ng voice.
+    pub const NEAR_VOICE: &'static str = "en-us+f3";
 
     pub fn speech() -> Result<Self, String> {
         Ok(Self {
-            near: espeak(NEAR_LONG_TEXT, "en-us+f3", -26.0)?,
+            near: espeak(NEAR_LONG_TEXT, Self::NEAR_VOICE, -26.0)?,
             other: espeak(FAR_TEXT, "en-us", -20.0)?,
         })
     }
