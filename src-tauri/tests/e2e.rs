@@ -573,6 +573,18 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     a.find("[data-testid=call-waiting]").await;
     let caller = b.text("[data-testid=incoming-caller]").await;
     assert_eq!(caller, "cara");
+    // The ringing box sits over the bottom right of Cem's settings page: the page scrolls
+    // out from under it, down to the end of its last card.
+    b.until(
+        "the end of the settings page clear of the incoming call",
+        "const view = document.querySelector('[data-testid=settings-view]');
+         view.scrollTop = view.scrollHeight;
+         const cards = view.querySelectorAll('.card');
+         const end = cards[cards.length - 1].getBoundingClientRect().bottom;
+         return end <= document.querySelector('[data-testid=incoming-call]').getBoundingClientRect().top",
+        json!([]),
+    )
+    .await;
     b.screenshot(&shots.join("call-incoming.png")).await;
     b.click("[data-testid=decline-call]").await;
     let notice = a.text("[data-testid=call-notice]").await;
