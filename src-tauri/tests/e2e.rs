@@ -708,7 +708,7 @@ fn x_key(action: &str, key: &str) {
 async fn push_to_talk_sends_only_while_the_key_is_held_globally_or_in_the_window() {
     let server = TestApp::spawn().await;
     let shots = screenshots();
-    let ((dir_a, _driver_a, a), (_dir_b, _driver_b, b)) =
+    let ((dir_a, _driver_a, a), (dir_b, _driver_b, b)) =
         two_friends(&server.base, "dila", "emre").await;
     audio_settings(&a, true).await;
     audio_settings(&b, false).await;
@@ -758,10 +758,15 @@ async fn push_to_talk_sends_only_while_the_key_is_held_globally_or_in_the_window
     x_key("keyup", "F8");
     until_speaking(&b, "dila", false).await;
 
-    // Emre turns push-to-talk on with the same key during the call. Dila's app holds the key
-    // on the display, so his cannot register it: it listens in his window instead, says
-    // so, and he is silent until he holds the key there.
+    // Emre turns push-to-talk on with the same key during the call, and automatic gain
+    // control off (a processing switch the running call takes at once). Dila's app holds
+    // the key on the display, so his cannot register it: it listens in his window instead,
+    // says so, and he is silent until he holds the key there.
+    b.click("[data-testid=nav-settings]").await;
+    let auto_gain = processing_ticks(&b).await[2];
+    b.click("[data-testid=auto-gain]").await;
     audio_settings(&b, true).await;
+    assert_eq!(saved_audio(&dir_b)["auto_gain"], json!(!auto_gain));
     b.click("[data-testid=conversation]").await;
     let hint = b.text("[data-testid=ptt-hint]").await;
     assert_eq!(hint.trim(), "Push to talk: hold F8 (in this window)");
