@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::external::{ExternalCall, Stack};
+use common::external::{chromium_pair, ExternalCall, Stack};
 use common::relay::Netem;
 use common::*;
 use voice::analysis::{find_offset, match_segments, sine, to_analysis_rate, ANALYSIS_RATE};
@@ -365,19 +365,33 @@ struct ExternalRow {
     their_fec: Option<f64>,
 }
 
-async fn external_call(
-    stack: Stack,
-    speech: &[f32],
-    loss: f64,
-    jitter_ms: u64,
-    dir: &Path,
-) -> ExternalRow {
-    let signal = with_lead_in(speech);
-    // Chromium's fake microphone starts playing its file while the browser starts, before
-    // the call connects, and loops it: give it silence enough to cover that start-up.
+/// What an independent peer plays: speech after 4 s of silence and before 1 s. Chromium's
+/// fake microphone starts playing its file while the browser starts, before the call
+/// connects, and loops it: the silence covers that start-up.
+fn their_signal(speech: &[f32]) -> Vec<f32> {
     let mut theirs = vec![0.0; RATE as usize * 4];
     theirs.extend_from_slice(speech);
     theirs.extend(std::iter::repeat_n(0.0, RATE as usize));
+    theirs
+}
+
+/// The relay's impairments for a row; `seed` varies between the runs of a row.
+fn netem(loss: f64, jitter_ms: u64, seed: u64) -> Option<Netem> {
+    (loss > 0.0 || jitter_ms > 0).then_some(Netem {
+        loss,
+        jitter: Duration::from_millis(jitter_ms),
+        seed,
+    })
+}
+
+async fn external_call(
+    stack: Stack,
+    speech: &[f32],
+    netem: Option<Netem>,
+    dir: &Path,
+) -> ExternalRow {
+    let signal = with_lead_in(speech);
+    let theirs = their_signal(speech);
     let config = CallConfig {
         // aiortc plays only the frames it receives, so DTX gaps would shorten its recording.
         dtx: stack != Stack::Aiortc,
@@ -387,11 +401,6 @@ async fn external_call(
         },
         ..loopback_config()
     };
-    let netem = (loss > 0.0 || jitter_ms > 0).then_some(Netem {
-        loss,
-        jitter: Duration::from_millis(jitter_ms),
-        seed: 42,
-    });
     let peer = ExternalCall::start(stack, config, signal.clone(), &theirs, dir, netem, &[]).await;
     run_for(theirs.len() as f32 / RATE as f32).await;
     let we_heard = peer.heard.samples();
@@ -403,7 +412,11 @@ async fn external_call(
             eprintln!("{} stats: {theirs:#}", stack.name());
         }
     }
-    let tag = format!("{}-{}", stack.name(), (loss * 100.0) as u32);
+    let tag = format!(
+        "{}-{}",
+        stack.name(),
+        netem.map_or(0, |n| (n.loss * 100.0) as u32)
+    );
     let theirs = result.stats.as_ref();
     let num = |k: &str| {
         theirs
@@ -668,11 +681,60 @@ async fn network_rows(speech: &[f32], dir: &Path) {
     println!();
 }
 
+/// Two Chromium peers calling each other through the same relay: what libwebrtc gets from
+/// itself, the baseline for the rows with us. PESQ-WB a → b and b → a.
+async fn chromium_to_chromium(speech: &[f32], netem: Option<Netem>, dir: &Path) -> Vec<f64> {
+    let theirs = their_signal(speech);
+    let secs = theirs.len() as f32 / RATE as f32;
+    let (a, b) = chromium_pair(&theirs, &theirs, secs, dir, netem).await;
+    let tag = format!(
+        "chromium-pair-{}",
+        netem.map_or(0, |n| (n.loss * 100.0) as u32)
+    );
+    [(&b, "ab"), (&a, "ba")]
+        .into_iter()
+        .filter_map(|(heard, dir_tag)| pesq(speech, &heard.heard, dir, &format!("{tag}-{dir_tag}")))
+        .collect()
+}
+
+/// Median and range of a row's runs, e.g. `3.4 (3.1–3.6)`.
+fn spread(mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    match (v.first(), v.last(), percentile(&v, 0.5)) {
+        (Some(lo), Some(hi), Some(mid)) if v.len() > 1 => format!("{mid:.2} ({lo:.2}–{hi:.2})"),
+        (_, _, Some(mid)) => format!("{mid:.2}"),
+        _ => "n/a".to_owned(),
+    }
+}
+
+/// Runs per row of the independent peers' tables (`VOICE_BENCH_RUNS`, default 3): single
+/// calls through a lossy relay scatter by several tenths.
+fn runs() -> usize {
+    std::env::var("VOICE_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0)
+        .unwrap_or(3)
+}
+
+/// The network conditions of the independent peers' rows (the issue's: 0/5/10/20 % loss,
+/// every packet delayed 0–20 ms, as in our own network rows).
+const EXTERNAL_NETWORKS: [(&str, f64, u64); 4] = [
+    ("0% loss + jitter", 0.0, 20),
+    ("5% loss + jitter", 0.05, 20),
+    ("10% loss + jitter", 0.10, 20),
+    ("20% loss + jitter", 0.20, 20),
+];
+
 async fn external_rows(speech: &[f32], dir: &Path) {
-    println!();
-    println!("| independent peer | network | PESQ-WB them → us | PESQ-WB us → them | our concealed / jitter buffer | their concealed / jitter buffer / FEC packets |");
-    println!("|---|---|---|---|---|---|");
     let only = std::env::var("VOICE_BENCH_STACKS").unwrap_or_default();
+    let runs = runs();
+    println!();
+    println!(
+        "independent peers, {runs} calls per row (median, and range when more than one), PESQ-WB:"
+    );
+    println!("| peer | network | them → us | us → them | our concealed / jitter buffer | their concealed / jitter buffer / FEC packets |");
+    println!("|---|---|---|---|---|---|");
     for stack in [Stack::Chromium, Stack::Aiortc] {
         if !only.is_empty() && !only.contains(stack.name()) {
             continue;
@@ -681,25 +743,45 @@ async fn external_rows(speech: &[f32], dir: &Path) {
             println!("| {} | not installed | | | | |", stack.name());
             continue;
         }
-        for (label, loss, jitter) in [
-            ("0% loss", 0.0, 0),
-            ("10% loss", 0.10, 0),
-            ("20% loss", 0.20, 0),
-            ("5% + 20 ms jitter", 0.05, 20),
-        ] {
-            let r = external_call(stack, speech, loss, jitter, dir).await;
+        for (label, loss, jitter) in EXTERNAL_NETWORKS {
+            let mut rows = Vec::new();
+            for run in 0..runs {
+                rows.push(
+                    external_call(stack, speech, netem(loss, jitter, 42 + run as u64), dir).await,
+                );
+            }
+            let n = rows.len() as f64;
+            let mean = |f: &dyn Fn(&ExternalRow) -> Option<f64>| {
+                let v: Vec<f64> = rows.iter().filter_map(f).collect();
+                (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+            };
             let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.1}%", v * 100.0));
             println!(
                 "| {} | {label} | {} | {} | {:.1}% / {:.0} ms | {} / {} / {} |",
                 stack.name(),
-                fmt(r.to_us, ""),
-                fmt(r.to_them, ""),
-                r.our_concealed * 100.0,
-                r.our_jitter_buffer_ms,
-                pct(r.their_concealed),
-                fmt(r.their_jitter_buffer_ms, " ms"),
-                r.their_fec.map_or("n/a".to_owned(), |v| format!("{v:.0}")),
+                spread(rows.iter().filter_map(|r| r.to_us).collect()),
+                spread(rows.iter().filter_map(|r| r.to_them).collect()),
+                rows.iter().map(|r| r.our_concealed).sum::<f64>() * 100.0 / n,
+                rows.iter().map(|r| r.our_jitter_buffer_ms).sum::<f64>() / n,
+                pct(mean(&|r| r.their_concealed)),
+                fmt(mean(&|r| r.their_jitter_buffer_ms), " ms"),
+                mean(&|r| r.their_fec).map_or("n/a".to_owned(), |v| format!("{v:.0}")),
             );
+        }
+    }
+    if (only.is_empty() || only.contains("chromium")) && Stack::Chromium.available() {
+        println!();
+        println!("Chromium → Chromium through the same relay (libwebrtc's defaults on both ends: no RED), {runs} calls per row, both directions pooled, PESQ-WB:");
+        println!("| network | Chromium → Chromium |");
+        println!("|---|---|");
+        for (label, loss, jitter) in EXTERNAL_NETWORKS {
+            let mut scores = Vec::new();
+            for run in 0..runs {
+                scores.extend(
+                    chromium_to_chromium(speech, netem(loss, jitter, 42 + run as u64), dir).await,
+                );
+            }
+            println!("| {label} | {} |", spread(scores));
         }
     }
 }

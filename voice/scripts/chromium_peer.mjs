@@ -10,6 +10,8 @@
 // after, as Chromium does: --red prefer moves it first in the offer received and in the
 // answer (how a page opts in), so Chromium sends RED; --red off leaves RED out of the
 // answer; without --red Chromium answers in its own order (RED accepted, not sent).
+// --offer NAME makes it the offering side instead (an offer to NAME, then the answer it gets
+// back): two of these talk to each other, libwebrtc on both ends.
 import { chromium } from "playwright-core";
 import { createInterface } from "node:readline";
 import { writeFileSync } from "node:fs";
@@ -23,6 +25,7 @@ const play = arg("play");
 const record = arg("record");
 const timeout = Number(arg("timeout", "60")) * 1000;
 const red = arg("red", "default");
+const offerTo = arg("offer");
 const executablePath = process.env.CHROMIUM || "/usr/bin/chromium";
 
 function send(obj) {
@@ -150,31 +153,39 @@ await page.evaluate(async (red) => {
       const answer = await pc.createAnswer();
       await pc.setLocalDescription(answer);
       window.sendSignal(JSON.stringify({ peer: msg.peer, type: "answer", sdp: pc.localDescription.sdp }));
+    } else if (msg.type === "answer") {
+      await pc.setRemoteDescription({ type: "answer", sdp: msg.sdp });
     } else if (msg.type === "candidate") {
       await pc.addIceCandidate({
         candidate: msg.candidate, sdpMid: msg.sdp_mid ?? null, sdpMLineIndex: msg.sdp_mline_index ?? 0,
       });
     }
   };
+  window.offer = async (to) => {
+    await pc.setLocalDescription(await pc.createOffer());
+    window.sendSignal(JSON.stringify({ peer: to, type: "offer", sdp: pc.localDescription.sdp }));
+  };
 }, red);
 
-// Messages are applied one at a time, in order; candidates that come before the offer wait.
+// Messages are applied one at a time, in order; candidates that come before the remote
+// description (the offer, or the answer to ours) wait.
 const lines = createInterface({ input: process.stdin });
 let queue = Promise.resolve();
 let early = [];
-let haveOffer = false;
+let haveRemote = false;
 const apply = async (msg) => {
-  if (msg.type === "candidate" && !haveOffer) {
+  if (msg.type === "candidate" && !haveRemote) {
     early.push(msg);
     return;
   }
   await page.evaluate((m) => window.handle(m), msg);
-  if (msg.type === "offer") {
-    haveOffer = true;
+  if (msg.type === "offer" || msg.type === "answer") {
+    haveRemote = true;
     for (const c of early) await page.evaluate((m) => window.handle(m), c);
     early = [];
   }
 };
+if (offerTo) queue = queue.then(() => page.evaluate((to) => window.offer(to), offerTo));
 const finished = new Promise((resolve) => {
   lines.on("line", (line) => {
     if (!line.trim()) return;

@@ -126,44 +126,15 @@ impl ExternalCall {
         netem: Option<super::relay::Netem>,
         args: &[&str],
     ) -> Self {
-        std::fs::create_dir_all(dir).expect("temp dir");
+        let Spawned {
+            child,
+            mut stdin,
+            stdout,
+            record,
+            stats,
+            ..
+        } = Spawned::start(stack, stack.name(), theirs, dir, args);
         let name = stack.name();
-        let play = dir.join(format!("{name}-sends.wav"));
-        let record = dir.join(format!("{name}-heard.wav"));
-        write_wav(&play, theirs, MONO).expect("write wav");
-        let mut child = stack
-            .command()
-            .arg("--play")
-            .arg(&play)
-            .arg("--record")
-            .arg(&record)
-            .arg("--timeout")
-            .arg("120")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the independent peer");
-        let mut stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let stderr = child.stderr.take().expect("stderr");
-        let stats: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let stats_slot = Arc::clone(&stats);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                match line.strip_prefix("chromium-stats ") {
-                    Some(json) => {
-                        if let Ok(mut slot) = stats_slot.lock() {
-                            *slot = Some(json.to_owned());
-                        }
-                    }
-                    None => eprintln!("{line}"),
-                }
-            }
-        });
         let book = Arc::new(super::relay::RelayBook::new(netem));
         let (in_tx, in_rx) = mpsc::channel(64);
         let (out_tx, mut out_rx) = mpsc::channel::<SignalMessage>(64);
@@ -269,15 +240,178 @@ impl ExternalCall {
             matches!(status, Ok(Ok(s)) if s.success()),
             "independent peer ended badly: {status:?}"
         );
-        let (samples, format) = read_wav(&self.record).expect("independent peer's recording");
-        let mut mono = Vec::new();
-        downmix(&samples, format.channels, &mut mono);
-        let stats = self
-            .stats
-            .lock()
-            .ok()
-            .and_then(|s| s.clone())
-            .and_then(|json| serde_json::from_str(&json).ok());
-        ExternalResult { heard: mono, stats }
+        result(&self.record, &self.stats)
+    }
+}
+
+/// An independent peer's process with its ends of the signaling pipes.
+struct Spawned {
+    child: Child,
+    stdin: tokio::process::ChildStdin,
+    stdout: tokio::process::ChildStdout,
+    record: PathBuf,
+    stats: Arc<std::sync::Mutex<Option<String>>>,
+    /// Becomes true when the peer logs that its connection is up.
+    connected: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Spawned {
+    /// Starts `stack` as `name`, playing `plays` (48 kHz mono) and recording into `dir`;
+    /// its stderr goes to ours, except the stats line it ends with, which is kept.
+    fn start(stack: Stack, name: &str, plays: &[f32], dir: &Path, args: &[&str]) -> Self {
+        std::fs::create_dir_all(dir).expect("temp dir");
+        let play = dir.join(format!("{name}-sends.wav"));
+        let record = dir.join(format!("{name}-heard.wav"));
+        write_wav(&play, plays, MONO).expect("write wav");
+        let mut child = stack
+            .command()
+            .arg("--play")
+            .arg(&play)
+            .arg("--record")
+            .arg(&record)
+            .arg("--timeout")
+            .arg("120")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the independent peer");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let stats: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+        let stats_slot = Arc::clone(&stats);
+        let (up, connected) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                match line.strip_prefix("chromium-stats ") {
+                    Some(json) => {
+                        if let Ok(mut slot) = stats_slot.lock() {
+                            *slot = Some(json.to_owned());
+                        }
+                    }
+                    None => {
+                        if line.ends_with("connection connected") {
+                            up.send_replace(true);
+                        }
+                        eprintln!("{line}");
+                    }
+                }
+            }
+        });
+        Self {
+            child,
+            stdin,
+            stdout,
+            record,
+            stats,
+            connected,
+        }
+    }
+}
+
+/// What a finished peer recorded (downmixed to mono) and its stats line, parsed.
+fn result(record: &Path, stats: &std::sync::Mutex<Option<String>>) -> ExternalResult {
+    let (samples, format) = read_wav(record).expect("independent peer's recording");
+    let mut mono = Vec::new();
+    downmix(&samples, format.channels, &mut mono);
+    let stats = stats
+        .lock()
+        .ok()
+        .and_then(|s| s.clone())
+        .and_then(|json| serde_json::from_str(&json).ok());
+    ExternalResult { heard: mono, stats }
+}
+
+/// Two Chromium peers calling each other through the relay (libwebrtc on both ends, its
+/// defaults: the baseline people know): `a` offers; each plays its file from start-up,
+/// looping; `secs` after both are connected both are told bye. Returns what `a` and `b`
+/// heard.
+pub async fn chromium_pair(
+    a_plays: &[f32],
+    b_plays: &[f32],
+    secs: f32,
+    dir: &Path,
+    netem: Option<super::relay::Netem>,
+) -> (ExternalResult, ExternalResult) {
+    let book = Arc::new(super::relay::RelayBook::new(netem));
+    let a = Spawned::start(
+        Stack::Chromium,
+        "chromium-a",
+        a_plays,
+        dir,
+        &["--offer", "b"],
+    );
+    let b = Spawned::start(Stack::Chromium, "chromium-b", b_plays, dir, &[]);
+    let (a_tx, a_rx) = mpsc::channel::<String>(64);
+    let (b_tx, b_rx) = mpsc::channel::<String>(64);
+    let mut ends = Vec::new();
+    for (me, other, peer, inbox, to_other) in [
+        ("a", "b", a, a_rx, b_tx.clone()),
+        ("b", "a", b, b_rx, a_tx.clone()),
+    ] {
+        tokio::spawn(write_lines(peer.stdin, inbox));
+        let book = Arc::clone(&book);
+        // Its signals go to the other, candidates rewritten to point at the relay.
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(peer.stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Ok(mut msg) = serde_json::from_str::<SignalMessage>(&line) else {
+                    continue;
+                };
+                if let voice::Signal::Candidate { candidate, .. } = &mut msg.signal {
+                    match book.rewrite(me, other, candidate).await {
+                        Some(rewritten) => *candidate = rewritten,
+                        None => continue,
+                    }
+                }
+                msg.peer = me.into();
+                let Ok(json) = serde_json::to_string(&msg) else {
+                    continue;
+                };
+                if to_other.send(json).await.is_err() {
+                    break;
+                }
+            }
+        });
+        ends.push((peer.child, peer.record, peer.stats, peer.connected));
+    }
+    for (_, _, _, connected) in &mut ends {
+        let up = tokio::time::timeout(Duration::from_secs(30), connected.wait_for(|c| *c)).await;
+        assert!(
+            matches!(up, Ok(Ok(_))),
+            "the Chromium peers did not connect"
+        );
+    }
+    tokio::time::sleep(Duration::from_secs_f32(secs)).await;
+    for tx in [&a_tx, &b_tx] {
+        let _ = tx.send(r#"{"peer":"x","type":"bye"}"#.to_owned()).await;
+    }
+    let mut heard = Vec::new();
+    for (mut child, record, stats, _) in ends {
+        let status = tokio::time::timeout(Duration::from_secs(30), child.wait()).await;
+        assert!(
+            matches!(status, Ok(Ok(s)) if s.success()),
+            "Chromium peer ended badly: {status:?}"
+        );
+        heard.push(result(&record, &stats));
+    }
+    let b = heard.pop().expect("two results");
+    let a = heard.pop().expect("two results");
+    (a, b)
+}
+
+async fn write_lines(mut stdin: tokio::process::ChildStdin, mut lines: mpsc::Receiver<String>) {
+    while let Some(line) = lines.recv().await {
+        if stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
     }
 }
