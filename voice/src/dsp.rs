@@ -261,7 +261,7 @@ impl AutoGain {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SendSettings {
     /// Acoustic echo cancellation against what the engine plays (SpeexDSP). On by default:
-    /// with no echo to remove it leaves the near voice as it was, within 0.04 PESQ-WB, even
+    /// with no echo to remove it leaves the near voice as it was, within 0.15 PESQ-WB, even
     /// while the far end talks (voice/README.md).
     pub echo_cancellation: bool,
     /// RNNoise noise suppression.

@@ -20,7 +20,7 @@ use voice::dsp::{level_dbfs, SendSettings};
 /// (the simulation is deterministic; the figures are in voice/README.md).
 const ERLE_FLOOR_DB: f32 = 20.0;
 
-/// The aim, once converged: from 5 s of far-end speech on (measured 29–33 dB at 40
+/// The aim, once converged: from 5 s of far-end speech on (measured 30–34 dB at 40
 /// and 120 ms).
 const SETTLED_ERLE_FLOOR_DB: f32 = 25.0;
 /// Where "converged" starts: 5 s into the far end's speech.
@@ -124,7 +124,7 @@ const DOUBLE_TALK_PESQ_MARGIN: f64 = 0.2;
 
 /// How much PESQ-WB the canceller must give back to a near end talking over an echo of the
 /// far end (60 and 120 ms, -10 dB): with no cancellation the echo sinks it to ~1.4; the
-/// canceller brings it to 2.6–2.9 (the simulation is deterministic; voice/README.md).
+/// canceller brings it to 2.8–3.0 (the simulation is deterministic; voice/README.md).
 const DOUBLE_TALK_PESQ_GAIN: f64 = 1.0;
 
 fn double_talk() -> DoubleTalk {
