@@ -25,6 +25,7 @@ use serde::Serialize;
 use tokio::{sync::mpsc, task::JoinHandle};
 use voice::{
     audio::{Capture, Playout},
+    dsp::SendSettings,
     Call, CallConfig, Signal, SignalMessage,
 };
 
@@ -171,6 +172,7 @@ enum Command {
     Volume(UserId, f32),
     Input(Box<dyn Capture>),
     Output(Box<dyn Playout>),
+    Send(SendSettings),
     Leave,
 }
 
@@ -226,6 +228,12 @@ impl CallHandle {
     /// Switches the speaker.
     pub fn set_output(&self, playout: Box<dyn Playout>) -> Result<(), ClientError> {
         self.command(Command::Output(playout))
+    }
+
+    /// Changes the microphone's processing (echo cancellation, noise suppression, gain,
+    /// gate) for the rest of the call.
+    pub fn set_send_settings(&self, settings: SendSettings) -> Result<(), ClientError> {
+        self.command(Command::Send(settings))
     }
 
     /// Leaves the call (bye to every peer, `voice_leave` to the server) and waits until it
@@ -618,6 +626,7 @@ impl Driver {
                     });
                 }
             }
+            Command::Send(settings) => call.set_send_settings(settings),
             Command::Leave => {}
         }
     }

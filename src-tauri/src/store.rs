@@ -13,6 +13,7 @@ use std::{
 
 use protocol::GroupId;
 use serde::{Deserialize, Serialize};
+use voice::dsp::SendSettings;
 
 use crate::error::CommandError;
 
@@ -29,38 +30,79 @@ const KEYRING_SERVICE: &str = "org.sohbet.desktop";
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Config {
     pub server: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "audio_or_defaults")]
     pub audio: AudioSettings,
     /// Conversations whose level is not [`NotificationLevel::All`]; they belong to `server`.
     #[serde(default)]
     pub notifications: BTreeMap<GroupId, NotificationLevel>,
 }
 
-/// The devices and processing a call uses.
+/// The devices and processing a call uses. The UI always sends and gets every field; in the
+/// profile's file a field may be missing (a file from before it existed): it takes its
+/// default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, specta::Type)]
 pub struct AudioSettings {
     /// A device name from `audio_devices`; `None` is the system default.
     pub input: Option<String>,
     pub output: Option<String>,
+    /// Echo cancellation against what the call plays.
+    pub echo_cancellation: bool,
     /// RNNoise on the microphone.
     pub noise_suppression: bool,
+    /// Automatic gain control of the microphone.
+    pub auto_gain: bool,
     /// Send audio only while the push-to-talk key is held.
     pub push_to_talk: bool,
     /// The push-to-talk key as the global-shortcut plugin names it (`F8`, `Ctrl+Space`).
     pub ptt_key: String,
 }
 
+impl AudioSettings {
+    /// The voice engine's send settings with these switches; the rest (gate, gain) as the
+    /// engine has them by default.
+    pub fn send_settings(&self) -> SendSettings {
+        SendSettings {
+            echo_cancellation: self.echo_cancellation,
+            noise_suppression: self.noise_suppression,
+            auto_gain: self.auto_gain,
+            ..SendSettings::default()
+        }
+    }
+}
+
 impl Default for AudioSettings {
     fn default() -> Self {
+        // The processing switches start as the engine's defaults, whatever it decides they are.
+        let engine = SendSettings::default();
         Self {
             input: None,
             output: None,
-            noise_suppression: true,
+            echo_cancellation: engine.echo_cancellation,
+            noise_suppression: engine.noise_suppression,
+            auto_gain: engine.auto_gain,
             push_to_talk: false,
             // A key no common app claims globally.
             ptt_key: "F8".to_owned(),
         }
     }
+}
+
+/// The audio settings of a profile's file, each field the file lacks (one written before
+/// that setting existed) taken from [`AudioSettings::default`]. Kept out of the type itself:
+/// a serde default there would make every field optional in the UI's generated bindings.
+fn audio_or_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<AudioSettings, D::Error> {
+    use serde::de::Error;
+    let stored = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
+    let mut merged = match serde_json::to_value(AudioSettings::default()) {
+        Ok(serde_json::Value::Object(defaults)) => defaults,
+        _ => {
+            return Err(D::Error::custom(
+                "the default audio settings are not an object",
+            ))
+        }
+    };
+    merged.extend(stored);
+    serde_json::from_value(serde_json::Value::Object(merged)).map_err(D::Error::custom)
 }
 
 /// Which messages of a conversation notify.
@@ -267,6 +309,105 @@ mod tests {
         assert_eq!(config.server.as_deref(), Some("http://127.0.0.1:8080"));
         assert_eq!(config.audio, AudioSettings::default());
         assert!(config.notifications.is_empty());
+    }
+
+    /// A profile in a fresh folder whose `config.json` is `json`, and that folder.
+    fn profile_with_config(name: &str, json: &str) -> (Profile, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("sohbet-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).expect("test folder");
+        fs::write(dir.join("config.json"), json).expect("write config.json");
+        (Profile::new(dir.clone()), dir)
+    }
+
+    #[test]
+    fn audio_processing_defaults_are_the_voice_engines() {
+        let engine = SendSettings::default();
+        let audio = AudioSettings::default();
+        assert_eq!(
+            (
+                audio.echo_cancellation,
+                audio.noise_suppression,
+                audio.auto_gain
+            ),
+            (
+                engine.echo_cancellation,
+                engine.noise_suppression,
+                engine.auto_gain
+            )
+        );
+        assert_eq!(audio.send_settings(), engine);
+    }
+
+    #[test]
+    fn audio_settings_from_before_the_echo_and_gain_switches_still_load() {
+        // A config.json as the app wrote it before echo cancellation and gain control were
+        // settings: what it says is kept, the new switches take the engine's defaults.
+        let (profile, dir) = profile_with_config(
+            "old-audio",
+            r#"{
+  "server": "http://127.0.0.1:8080",
+  "audio": {
+    "input": "pulse",
+    "output": null,
+    "noise_suppression": false,
+    "push_to_talk": true,
+    "ptt_key": "Ctrl+Space"
+  },
+  "notifications": {}
+}"#,
+        );
+        let audio = profile.load_config().audio;
+        let engine = SendSettings::default();
+        assert_eq!(
+            audio,
+            AudioSettings {
+                input: Some("pulse".into()),
+                output: None,
+                echo_cancellation: engine.echo_cancellation,
+                noise_suppression: false,
+                auto_gain: engine.auto_gain,
+                push_to_talk: true,
+                ptt_key: "Ctrl+Space".into(),
+            }
+        );
+        // Saving writes the new switches, and they come back as saved.
+        profile
+            .update_config(|c| {
+                c.audio.echo_cancellation = !engine.echo_cancellation;
+                c.audio.auto_gain = !engine.auto_gain;
+            })
+            .expect("save");
+        let again = profile.load_config().audio;
+        assert_eq!(
+            (
+                again.echo_cancellation,
+                again.auto_gain,
+                again.noise_suppression
+            ),
+            (!engine.echo_cancellation, !engine.auto_gain, false)
+        );
+        assert_eq!(
+            again.send_settings(),
+            SendSettings {
+                echo_cancellation: !engine.echo_cancellation,
+                noise_suppression: false,
+                auto_gain: !engine.auto_gain,
+                ..engine
+            }
+        );
+        fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    #[test]
+    fn audio_settings_of_the_wrong_type_fall_back_to_the_defaults() {
+        // A hand-edited file with a switch that is not a boolean does not stop the start.
+        let (profile, dir) = profile_with_config(
+            "bad-audio",
+            r#"{"server": "http://a", "audio": {"echo_cancellation": "yes"}}"#,
+        );
+        let config = profile.load_config();
+        assert_eq!(config.audio, AudioSettings::default());
+        fs::remove_dir_all(&dir).expect("clean up");
     }
 
     #[test]

@@ -270,10 +270,7 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
     until_saved_draft(&dir_b, draft).await;
 
     // Ben quits and starts again: still logged in, the conversation is there.
-    b.quit().await;
-    driver_b.wait_app_gone().await;
-    let b = driver_b.launch().await;
-    b.find("[data-testid=me-name]").await;
+    let b = restart(&driver_b, b).await;
     b.until(
         "the DM after the restart",
         "const e = document.querySelector('[data-testid=conversation]'); return e && e.dataset.title",
@@ -305,6 +302,15 @@ async fn two_apps_befriend_chat_and_stay_logged_in_across_a_restart() {
     b.quit().await;
 }
 
+/// Quits the app of `s` and starts it again on the same profile, logged in as before.
+async fn restart(driver: &Driver, s: Session) -> Session {
+    s.quit().await;
+    driver.wait_app_gone().await;
+    let s = driver.launch().await;
+    s.find("[data-testid=me-name]").await;
+    s
+}
+
 /// Waits until the profile's drafts file holds `text` (the UI saves a draft once typing
 /// pauses).
 async fn until_saved_draft(profile: &Path, text: &str) {
@@ -325,6 +331,102 @@ async fn until_saved_draft(profile: &Path, text: &str) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// The ticks of the audio settings' processing checkboxes, once the page shows them:
+/// `[echo cancellation, noise suppression, automatic gain]`.
+async fn processing_ticks(s: &Session) -> Vec<bool> {
+    let ticks = s
+        .until(
+            "the processing switches",
+            "const ids = ['echo-cancellation', 'noise-suppression', 'auto-gain'];
+             const boxes = ids.map(id => document.querySelector(`[data-testid=${id}]`));
+             return boxes.every(b => b) && boxes.map(b => b.checked)",
+            json!([]),
+        )
+        .await;
+    serde_json::from_value(ticks).expect("three ticks")
+}
+
+/// The audio settings as the profile's `config.json` holds them.
+fn saved_audio(profile: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(profile.join("config.json")).expect("config.json written");
+    let config: serde_json::Value = serde_json::from_slice(&bytes).expect("config.json is JSON");
+    config["audio"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_cancellation_toggled_in_settings_stays_across_reopening_and_a_restart() {
+    let server = TestApp::spawn().await;
+    let shots = screenshots();
+    let dir = profile("fatma");
+    let driver = Driver::start(Path::new(APP), &dir).await;
+    let s = driver.launch().await;
+    choose_server(&s, &server.base).await;
+    sign_up(&s, "fatma").await;
+
+    // A new profile starts with the voice engine's processing defaults.
+    let engine = voice::dsp::SendSettings::default();
+    s.click("[data-testid=nav-settings]").await;
+    assert_eq!(
+        processing_ticks(&s).await,
+        [
+            engine.echo_cancellation,
+            engine.noise_suppression,
+            engine.auto_gain
+        ]
+    );
+
+    // A refused save (push-to-talk with a blank key) says why and changes nothing on disk.
+    s.click("[data-testid=echo-cancellation]").await;
+    s.click("[data-testid=push-to-talk]").await;
+    s.clear("[data-testid=ptt-key]").await;
+    s.type_into("[data-testid=ptt-key]", "  ").await;
+    s.click("[data-testid=audio-save]").await;
+    let refused = s.text("[data-testid=audio-error]").await;
+    assert_eq!(refused, "Choose a push-to-talk key.");
+    assert!(
+        !dir.join("config.json").exists()
+            || saved_audio(&dir)["echo_cancellation"] == json!(engine.echo_cancellation),
+        "a refused save wrote the switch"
+    );
+
+    // With a key, the toggled switch is saved.
+    s.clear("[data-testid=ptt-key]").await;
+    s.type_into("[data-testid=ptt-key]", "F9").await;
+    save_audio(&s).await;
+    let toggled = !engine.echo_cancellation;
+    let audio = saved_audio(&dir);
+    assert_eq!(audio["echo_cancellation"], json!(toggled), "{audio}");
+    assert_eq!(audio["auto_gain"], json!(engine.auto_gain), "{audio}");
+    s.js(
+        "document.querySelector('[data-testid=audio-settings]').scrollIntoView()",
+        json!([]),
+    )
+    .await;
+    s.screenshot(&shots.join("settings-audio-processing.png"))
+        .await;
+    let expected = [toggled, engine.noise_suppression, engine.auto_gain];
+
+    // Another page and back: the settings page shows what was saved.
+    s.click("[data-testid=nav-friends]").await;
+    s.find("[data-testid=my-friend-code]").await;
+    s.click("[data-testid=nav-settings]").await;
+    assert_eq!(processing_ticks(&s).await, expected);
+
+    // Quit and start again: still so.
+    let s = restart(&driver, s).await;
+    s.click("[data-testid=nav-settings]").await;
+    assert_eq!(processing_ticks(&s).await, expected);
+    assert_eq!(
+        s.js(
+            "return document.querySelector('[data-testid=ptt-key]').value",
+            json!([])
+        )
+        .await,
+        json!("F9")
+    );
+    s.quit().await;
 }
 
 /// Points the app's calls at the virtual sound card (`cargo xtask test` starts it: a
@@ -355,6 +457,11 @@ async fn audio_settings(s: &Session, push_to_talk: bool) {
         json!([push_to_talk]),
     )
     .await;
+    save_audio(s).await;
+}
+
+/// Saves the audio settings page and waits until it says so.
+async fn save_audio(s: &Session) {
     s.click("[data-testid=audio-save]").await;
     s.until(
         "the audio settings saved",
@@ -466,6 +573,18 @@ async fn a_friend_called_from_a_dm_accepts_and_both_are_in_the_call() {
     a.find("[data-testid=call-waiting]").await;
     let caller = b.text("[data-testid=incoming-caller]").await;
     assert_eq!(caller, "cara");
+    // The ringing box sits over the bottom right of Cem's settings page: the page scrolls
+    // out from under it, down to the end of its last card.
+    b.until(
+        "the end of the settings page clear of the incoming call",
+        "const view = document.querySelector('[data-testid=settings-view]');
+         view.scrollTop = view.scrollHeight;
+         const cards = view.querySelectorAll('.card');
+         const end = cards[cards.length - 1].getBoundingClientRect().bottom;
+         return end <= document.querySelector('[data-testid=incoming-call]').getBoundingClientRect().top",
+        json!([]),
+    )
+    .await;
     b.screenshot(&shots.join("call-incoming.png")).await;
     b.click("[data-testid=decline-call]").await;
     let notice = a.text("[data-testid=call-notice]").await;
@@ -589,7 +708,7 @@ fn x_key(action: &str, key: &str) {
 async fn push_to_talk_sends_only_while_the_key_is_held_globally_or_in_the_window() {
     let server = TestApp::spawn().await;
     let shots = screenshots();
-    let ((dir_a, _driver_a, a), (_dir_b, _driver_b, b)) =
+    let ((dir_a, _driver_a, a), (dir_b, _driver_b, b)) =
         two_friends(&server.base, "dila", "emre").await;
     audio_settings(&a, true).await;
     audio_settings(&b, false).await;
@@ -639,10 +758,15 @@ async fn push_to_talk_sends_only_while_the_key_is_held_globally_or_in_the_window
     x_key("keyup", "F8");
     until_speaking(&b, "dila", false).await;
 
-    // Emre turns push-to-talk on with the same key during the call. Dila's app holds the key
-    // on the display, so his cannot register it: it listens in his window instead, says
-    // so, and he is silent until he holds the key there.
+    // Emre turns push-to-talk on with the same key during the call, and automatic gain
+    // control off (a processing switch the running call takes at once). Dila's app holds
+    // the key on the display, so his cannot register it: it listens in his window instead,
+    // says so, and he is silent until he holds the key there.
+    b.click("[data-testid=nav-settings]").await;
+    let auto_gain = processing_ticks(&b).await[2];
+    b.click("[data-testid=auto-gain]").await;
     audio_settings(&b, true).await;
+    assert_eq!(saved_audio(&dir_b)["auto_gain"], json!(!auto_gain));
     b.click("[data-testid=conversation]").await;
     let hint = b.text("[data-testid=ptt-hint]").await;
     assert_eq!(hint.trim(), "Push to talk: hold F8 (in this window)");

@@ -319,6 +319,44 @@ async fn participants_on_two_server_instances_hear_each_other() {
     alice_and_bob_in_a_call(&first, &second).await;
 }
 
+/// Waits until `call` hears `freq` (or, with `false`, no longer hears it); fails after
+/// `CONNECT`.
+async fn until_hears(who: &str, call: &InCall, freq: f32, audible: bool) {
+    let started = std::time::Instant::now();
+    loop {
+        let p = call.hears(freq, LISTEN);
+        if (audible && p > AUDIBLE) || (!audible && p < SILENT) {
+            return;
+        }
+        assert!(
+            started.elapsed() < CONNECT,
+            "{who} should {}hear {freq} Hz: power {p}",
+            if audible { "" } else { "not " }
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn send_settings_changed_mid_call_apply_to_the_call_in_progress() {
+    let app = app().await;
+    let (_a, _b, ac, bc) = alice_and_bob_in_a_call(&app, &app).await;
+
+    // No input gain silences Alice's microphone for Bob, without muting her.
+    let silent = voice::dsp::SendSettings {
+        input_gain: 0.0,
+        ..Default::default()
+    };
+    ac.handle.set_send_settings(silent).expect("in a call");
+    until_hears("bob", &bc, ALICE_HZ, false).await;
+    assert_hears("alice", &ac, &[BOB_HZ], &[]);
+
+    ac.handle
+        .set_send_settings(Default::default())
+        .expect("in a call");
+    until_hears("bob", &bc, ALICE_HZ, true).await;
+}
+
 #[tokio::test]
 async fn a_gateway_reconnect_mid_call_keeps_the_audio_flowing() {
     let app = app().await;

@@ -96,10 +96,11 @@ pub async fn join_call(
     }
     let settings = state.profile.load_config().audio;
     let (capture, playout) = open_devices(&settings).await?;
-    let mut config = CallConfig::default();
-    config.send.noise_suppression = settings.noise_suppression;
     let mut options = CallOptions::new(capture, playout);
-    options.config = config;
+    options.config = CallConfig {
+        send: settings.send_settings(),
+        ..CallConfig::default()
+    };
     options.muted = muted;
     options.deafened = deafened;
     let (handle, call_events) = session
@@ -221,8 +222,8 @@ pub fn audio_settings(state: State<'_, AppState>) -> AudioSettings {
     state.profile.load_config().audio
 }
 
-/// Saves the audio settings; a call in progress switches to the devices and push-to-talk
-/// mode they name (noise suppression applies from the next call).
+/// Saves the audio settings; a call in progress switches to the devices, processing and
+/// push-to-talk mode they name.
 #[tauri::command]
 #[specta::specta]
 pub async fn set_audio_settings(
@@ -249,6 +250,11 @@ pub async fn set_audio_settings(
                 }
                 Ok(())
             })
+            .await?;
+    }
+    if in_call && before.send_settings() != settings.send_settings() {
+        state
+            .with_call(|c| c.set_send_settings(settings.send_settings()))
             .await?;
     }
     if in_call && before.push_to_talk != settings.push_to_talk {

@@ -101,8 +101,8 @@ export const commands = {
 	/**  The audio settings. */
 	audioSettings: () => __TAURI_INVOKE<AudioSettings>("audio_settings"),
 	/**
-	 *  Saves the audio settings; a call in progress switches to the devices and push-to-talk
-	 *  mode they name (noise suppression applies from the next call).
+	 *  Saves the audio settings; a call in progress switches to the devices, processing and
+	 *  push-to-talk mode they name.
 	 */
 	setAudioSettings: (settings: AudioSettings) => __TAURI_INVOKE<null>("set_audio_settings", { settings }),
 };
@@ -129,13 +129,21 @@ export type AudioDevices = {
 	outputs: string[],
 };
 
-/**  The devices and processing a call uses. */
+/**
+ *  The devices and processing a call uses. The UI always sends and gets every field; in the
+ *  profile's file a field may be missing (a file from before it existed): it takes its
+ *  default.
+ */
 export type AudioSettings = {
 	/**  A device name from `audio_devices`; `None` is the system default. */
 	input: string | null,
 	output: string | null,
+	/**  Echo cancellation against what the call plays. */
+	echo_cancellation: boolean,
 	/**  RNNoise on the microphone. */
 	noise_suppression: boolean,
+	/**  Automatic gain control of the microphone. */
+	auto_gain: boolean,
 	/**  Send audio only while the push-to-talk key is held. */
 	push_to_talk: boolean,
 	/**  The push-to-talk key as the global-shortcut plugin names it (`F8`, `Ctrl+Space`). */

@@ -67,7 +67,7 @@ export class Calls {
   missed = $state<MissedCall[]>([]);
   /** Why the last call ended, when that is news. */
   notice = $state<string | null>(null);
-  /** The saved audio settings (devices, noise suppression, push-to-talk). */
+  /** The saved audio settings (devices, processing, push-to-talk). */
   audio = $state<AudioSettings | null>(null);
   /** Where the push-to-talk key is listened for once bound: anywhere on the desktop (a
    * global shortcut), or in this window only (the shortcut could not be registered). */

@@ -59,7 +59,7 @@ describe("Calls", () => {
     const pressed: boolean[] = [];
     mockIPC((cmd, args) => {
       if (cmd === "plugin:global-shortcut|register" && taken) throw "HotKey already registered";
-      if (cmd === "audio_settings") return { input: null, output: null, noise_suppression: true, push_to_talk: true, ptt_key: "F8" };
+      if (cmd === "audio_settings") return { input: null, output: null, echo_cancellation: false, noise_suppression: true, auto_gain: true, push_to_talk: true, ptt_key: "F8" };
       if (cmd === "push_to_talk") pressed.push((args as { pressed: boolean }).pressed);
       return null;
     });
