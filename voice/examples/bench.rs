@@ -122,8 +122,9 @@ impl Input {
 enum Recovery {
     /// From the next packet's in-band FEC, told to plan for the loss.
     Fec,
-    /// From an exact copy (RED) in the next packet, with the encoder's FEC hint at `hint`.
-    Red { hint: f64 },
+    /// From an exact copy (RED) in one of the next `copies` packets, with the encoder's FEC
+    /// hint at `hint`.
+    Red { hint: f64, copies: usize },
 }
 
 /// PESQ of the send chain and Opus alone (no network, an ideal jitter buffer that always
@@ -143,7 +144,7 @@ fn codec_only(
     let mut enc = voice::codec::OpusEncoder::new(bitrate, true).ok()?;
     enc.set_expected_loss(match recovery {
         Recovery::Fec => loss,
-        Recovery::Red { hint } => hint,
+        Recovery::Red { hint, .. } => hint,
     } as f32)
         .ok()?;
     let mut dec = voice::codec::OpusDecoder::new().ok()?;
@@ -168,7 +169,11 @@ fn codec_only(
                 dec.decode(p, &mut frame);
             }
             (Some(p), true) => match (packets.get(i + 1), lost.get(i + 1), recovery) {
-                (Some(Some(_)), Some(false), Recovery::Red { .. }) => {
+                (_, _, Recovery::Red { copies, .. })
+                    if (i + 1..=i + copies).any(|j| {
+                        matches!((packets.get(j), lost.get(j)), (Some(Some(_)), Some(false)))
+                    }) =>
+                {
                     dec.decode(p, &mut frame);
                 }
                 (Some(Some(next)), Some(false), Recovery::Fec) => {
@@ -696,12 +701,16 @@ fn codec_rows(speech: &[f32], dir: &Path) {
     );
     // RED's copy makes the next packet's in-band FEC redundant; these rows show what the FEC
     // bits cost the primary encoding when the encoder is told to plan for the loss anyway.
-    for loss in [0.0, 0.10, 0.20] {
+    for (loss, copies) in [(0.0, 1), (0.10, 1), (0.20, 1), (0.10, 2), (0.20, 2)] {
+        let residual = f64::powi(loss, copies as i32 + 1);
         println!(
-            "codec only at {default_kbps} kbps, {:.0}% loss, ideal RED (one copy): encoder planning FEC for 20% loss {}, for none {}",
+            "codec only at {default_kbps} kbps, {:.0}% loss, ideal RED ({copies} cop{}): encoder planning FEC for the loss {}, for what RED leaves ({:.1}%) {}, for none {}",
             loss * 100.0,
-            lossy(loss, Recovery::Red { hint: 0.2 }, "red-hint"),
-            lossy(loss, Recovery::Red { hint: 0.0 }, "red-nohint"),
+            if copies == 1 { "y" } else { "ies" },
+            lossy(loss, Recovery::Red { hint: loss, copies }, "red-hint"),
+            residual * 100.0,
+            lossy(loss, Recovery::Red { hint: residual, copies }, "red-residual"),
+            lossy(loss, Recovery::Red { hint: 0.0, copies }, "red-nohint"),
         );
     }
 }

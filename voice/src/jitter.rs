@@ -55,6 +55,11 @@ const QUIET_PACKET_BYTES: usize = 30;
 /// before we hold it for a frame. Small: running ahead means packets arrive after their
 /// slot; a hold moves the playhead back 20 ms, well inside the skip threshold.
 const HOLD_THRESHOLD_MS: f64 = 5.0;
+/// Past this much missing delay the playhead is held even in the middle of speech; below
+/// it the hold waits for a quiet frame, like a skip: a hold in a word plays 20 ms of
+/// concealment inside it and shifts the rest of the word, which costs more than the few
+/// packets that may meanwhile come after their slot.
+const FORCE_HOLD_MS: f64 = 25.0;
 /// If the playhead is this far off (a long stall, a sender restart), jump instead of
 /// stretching frame by frame.
 const RESYNC_MS: f64 = 500.0;
@@ -368,8 +373,9 @@ impl JitterBuffer {
             self.packets.remove(&next);
             self.stats.skipped += 1;
             next += FRAME_TICKS;
-        } else if drift_ms < -HOLD_THRESHOLD_MS {
-            // Too little delay: hold the playhead for one frame.
+        } else if drift_ms < -HOLD_THRESHOLD_MS && (drift_ms < -FORCE_HOLD_MS || self.quiet(next)) {
+            // Too little delay: hold the playhead for one frame, a quiet one unless the
+            // deficit has grown large.
             self.stats.played += 1;
             return if self.frames_without_packet == 0 {
                 self.stats.concealed += 1;
@@ -471,6 +477,8 @@ mod tests {
         at_ms: f64,
         seq: u16,
         frame: u32,
+        /// Speech-sized (100 bytes) rather than silence-sized (4).
+        loud: bool,
     }
 
     /// Frames sent every 20 ms from `first_frame` with `delay(frame)` ms of network delay;
@@ -485,6 +493,7 @@ mod tests {
                     at_ms: f64::from(f) * 20.0 + d,
                     seq: (f as u16).wrapping_add(65_000),
                     frame: f,
+                    loud: false,
                 })
             })
             .collect();
@@ -492,8 +501,12 @@ mod tests {
         v
     }
 
-    fn payload(frame: u32) -> Bytes {
-        Bytes::copy_from_slice(&frame.to_be_bytes())
+    fn payload(frame: u32, loud: bool) -> Bytes {
+        let mut p = frame.to_be_bytes().to_vec();
+        if loud {
+            p.resize(100, 0x55);
+        }
+        Bytes::from(p)
     }
 
     /// Runs the buffer, popping every 20 ms (phase 7 ms), returning what was played.
@@ -518,12 +531,12 @@ mod tests {
                 let a = &arrivals[i];
                 // 4_000_000_000 start makes the 32-bit timestamp wrap during the test.
                 let ts = 4_294_000_000u32.wrapping_add(a.frame * 960);
-                jb.insert(at(a.at_ms), a.seq, ts, payload(a.frame));
+                jb.insert(at(a.at_ms), a.seq, ts, payload(a.frame, a.loud));
                 for back in (1..=red).filter(|&b| b <= a.frame) {
                     jb.insert_redundant(
                         a.seq.wrapping_sub(back as u16),
                         ts.wrapping_sub(back * 960),
-                        payload(a.frame - back),
+                        payload(a.frame - back, a.loud),
                     );
                 }
                 i += 1;
@@ -551,6 +564,41 @@ mod tests {
         let s = jb.stats();
         assert_eq!((s.lost, s.late, s.concealed, s.skipped), (0, 0, 0, 0));
         assert!(s.target_ms <= MIN_TARGET_MS + 5.0, "target {}", s.target_ms);
+    }
+
+    #[test]
+    fn a_delay_increase_waits_for_a_pause_instead_of_breaking_a_word() {
+        let mut jb = JitterBuffer::new();
+        // Speech from frame 50 to 69, a pause after; frame 60 arrives 30 ms after its slot,
+        // which raises the target by a frame's worth while the word goes on.
+        let mut arrivals = stream(0..200, |f| Some(if f == 60 { 52.0 } else { 1.0 }));
+        for a in &mut arrivals {
+            a.loud = (50..70).contains(&a.frame);
+        }
+        arrivals.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        let out = simulate(&mut jb, &arrivals, 4_200.0);
+        assert_eq!(jb.stats().late, 1, "frame 60 should come after its slot");
+        let position = |frame: u32| {
+            out.iter()
+                .position(|p| matches!(p, Playout::Frame(b) if b[..4] == frame.to_be_bytes()))
+                .expect("frame played")
+        };
+        // Between frame 61 and the end of the word every slot plays a frame: no hold.
+        let (word, pause) = (position(61), position(69));
+        assert!(
+            out[word..=pause]
+                .iter()
+                .all(|p| matches!(p, Playout::Frame(_))),
+            "a hold broke the word: {:?}",
+            &out[word..=pause]
+        );
+        // The hold comes in the pause: one slot more than frames between 69 and 80.
+        assert_eq!(
+            position(80) - pause,
+            12,
+            "no hold in the pause: {:?}",
+            &out[pause..position(80)]
+        );
     }
 
     #[test]
@@ -606,12 +654,12 @@ mod tests {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         // Copies carry other bytes than the packets, to tell which one played.
-        let copy = |frame: u32| payload(1000 + frame);
-        jb.insert(at(0), 10, 9600, payload(10));
+        let copy = |frame: u32| payload(1000 + frame, false);
+        jb.insert(at(0), 10, 9600, payload(10, false));
         // Frame 12 overtakes frame 11: its copy of 11 comes first, then 11 itself.
-        jb.insert(at(41), 12, 9600 + 1920, payload(12));
+        jb.insert(at(41), 12, 9600 + 1920, payload(12, false));
         jb.insert_redundant(11, 9600 + 960, copy(11));
-        jb.insert(at(42), 11, 9600 + 960, payload(11));
+        jb.insert(at(42), 11, 9600 + 960, payload(11, false));
         // A copy of frame 10, which is already held.
         jb.insert_redundant(10, 9600, copy(10));
         let out: Vec<Playout> = [40, 60, 80, 100].map(|ms| jb.pop(at(ms))).into();
