@@ -239,16 +239,10 @@ struct PairResult {
 async fn run_pair(
     speech: (&[f32], &[f32]),
     (bitrate, red): (u32, bool),
-    loss: f64,
-    jitter_ms: u64,
+    netem: Option<Netem>,
     dir: &Path,
     tag: &str,
 ) -> PairResult {
-    let netem = (loss > 0.0 || jitter_ms > 0).then_some(Netem {
-        loss,
-        jitter: Duration::from_millis(jitter_ms),
-        seed: 42,
-    });
     let speech = [speech.0, speech.1];
     let signals = speech.map(with_lead_in);
     let secs = signals.iter().map(Vec::len).max().unwrap_or(0) as f32 / RATE as f32;
@@ -716,8 +710,10 @@ fn codec_rows(speech: &[f32], dir: &Path) {
 }
 
 async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
+    let runs = runs();
     println!();
-    println!("| bitrate | RED | network (jitter: each packet delayed 0–20 ms) | latency p50 | latency p95 | PESQ-WB (a→b, b→a) | concealed | FEC frames | RED frames | jitter buffer |");
+    println!("our engine ↔ our engine, {runs} calls per row; PESQ-WB both directions pooled (median, range), the other columns averaged:");
+    println!("| bitrate | RED | network (jitter: each packet delayed 0–20 ms) | latency p50 | latency p95 | PESQ-WB | concealed | FEC frames | RED frames | jitter buffer |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let default = voice::codec::DEFAULT_BITRATE / 1000;
     for (bitrate, red, label, loss, jitter) in [
@@ -731,35 +727,40 @@ async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
         (32, true, "0% loss", 0.0, 0),
     ] {
         let tag = format!("{bitrate}k-{red}-{}", label.replace([' ', '%', '+'], ""));
-        let r = run_pair(
-            (speech, other),
-            (bitrate * 1000, red),
-            loss,
-            jitter,
-            dir,
-            &tag,
-        )
-        .await;
-        let scores = r
-            .pesq
-            .iter()
-            .map(|p| format!("{p:.2}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let mut results = Vec::new();
+        for run in 0..runs {
+            results.push(
+                run_pair(
+                    (speech, other),
+                    (bitrate * 1000, red),
+                    netem(loss, jitter, 42 + run as u64),
+                    dir,
+                    &format!("{tag}-{run}"),
+                )
+                .await,
+            );
+        }
+        let n = results.len() as f64;
+        let mean = |f: fn(&PairResult) -> f64| results.iter().map(f).sum::<f64>() / n;
+        let mean_of = |f: fn(&PairResult) -> Option<f64>| {
+            let v: Vec<f64> = results.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
         println!(
-            "| {bitrate} kbps | {} | {label} | {} | {} | {} | {:.1}% | {} | {} | {:.0} ms |",
+            "| {bitrate} kbps | {} | {label} | {} | {} | {} | {:.1}% | {:.0} | {:.0} | {:.0} ms |",
             if red { "on" } else { "off" },
-            fmt(r.latency_p50, " ms"),
-            fmt(r.latency_p95, " ms"),
-            if scores.is_empty() {
-                "n/a".to_owned()
-            } else {
-                scores
-            },
-            r.concealed * 100.0,
-            r.fec,
-            r.red,
-            r.jitter_buffer_ms
+            fmt(mean_of(|r| r.latency_p50), " ms"),
+            fmt(mean_of(|r| r.latency_p95), " ms"),
+            spread(
+                results
+                    .iter()
+                    .flat_map(|r| r.pesq.iter().copied())
+                    .collect()
+            ),
+            mean(|r| r.concealed) * 100.0,
+            mean(|r| r.fec as f64),
+            mean(|r| r.red as f64),
+            mean(|r| r.jitter_buffer_ms),
         );
     }
     println!();
@@ -784,14 +785,18 @@ async fn chromium_to_chromium(speech: &[f32], netem: Option<Netem>, dir: &Path) 
 /// Median and range of a row's runs, e.g. `3.4 (3.1–3.6)`.
 fn spread(mut v: Vec<f64>) -> String {
     v.sort_by(f64::total_cmp);
-    match (v.first(), v.last(), percentile(&v, 0.5)) {
-        (Some(lo), Some(hi), Some(mid)) if v.len() > 1 => format!("{mid:.2} ({lo:.2}–{hi:.2})"),
-        (_, _, Some(mid)) => format!("{mid:.2}"),
-        _ => "n/a".to_owned(),
+    let median = match v.len() {
+        0 => return "n/a".to_owned(),
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    };
+    match (v.first(), v.last()) {
+        (Some(lo), Some(hi)) if v.len() > 1 => format!("{median:.2} ({lo:.2}–{hi:.2})"),
+        _ => format!("{median:.2}"),
     }
 }
 
-/// Runs per row of the independent peers' tables (`VOICE_BENCH_RUNS`, default 3): single
+/// Calls per row of the network tables (`VOICE_BENCH_RUNS`, default 3): single
 /// calls through a lossy relay scatter by several tenths.
 fn runs() -> usize {
     std::env::var("VOICE_BENCH_RUNS")
