@@ -63,7 +63,11 @@ const TEST_PACKAGES: &[&str] = &[
 ];
 
 pub fn repo_root() -> Result<PathBuf> {
-    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    // `cargo run` (the `cargo xtask` alias) sets it for the process: the checkout being run,
+    // even when the binary comes from a build cache that another checkout's path compiled in
+    // (cargo reuses artifacts across checkouts at different paths).
+    let here = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
     Ok(here
         .parent()
         .context("xtask has no parent folder")?
