@@ -550,7 +550,48 @@ fn echo_rows(dir: &Path) {
         per_frame(on_time),
         per_frame(off_time),
     );
+    onset_rows();
     double_talk_rows(dir);
+}
+
+/// An echo appearing mid-call after a stretch of double talk with none (`EchoOnset` in
+/// tests/common/echo.rs): how low the canceller's presence had gone, how soon it is back to
+/// full suppression, and the ERLE in the seconds after the echo appeared.
+fn onset_rows() {
+    use common::echo::{canceller_only, EchoOnset, EchoPath};
+    let onset = match EchoOnset::speech() {
+        Ok(o) => o,
+        Err(e) => {
+            println!("echo onset: skipped, no test speech ({e})");
+            return;
+        }
+    };
+    println!();
+    println!(
+        "echo appearing at {} s, after ~6 s of double talk with no echo (canceller only):",
+        EchoOnset::AT / RATE as usize
+    );
+    println!("| echo delay | echo level | presence before | full suppression after | ERLE 0–0.5 s | 0.5–1 s | 1–2 s | 2–4 s | 4–6 s |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (delay_ms, attenuation_db) in [(60.0, -6.0), (120.0, -10.0)] {
+        let path = EchoPath {
+            delay_ms,
+            attenuation_db,
+        };
+        let run = onset.run(path, canceller_only(true));
+        let before = run.presence[EchoOnset::AT / (RATE as usize / 100) - 1];
+        let back = EchoOnset::presence_back_after(&run)
+            .map_or("never".to_owned(), |d| format!("{} ms", d.as_millis()));
+        let erle = |from, to| format!("{:.1} dB", EchoOnset::erle_after(&run, from, to));
+        println!(
+            "| {delay_ms} ms | {attenuation_db} dB | {before:.3} | {back} | {} | {} | {} | {} | {} |",
+            erle(0.0, 0.5),
+            erle(0.5, 1.0),
+            erle(1.0, 2.0),
+            erle(2.0, 4.0),
+            erle(4.0, 6.0),
+        );
+    }
 }
 
 /// Double talk scored with PESQ-WB (`DoubleTalk` in tests/common/echo.rs): the near end talks

@@ -261,8 +261,9 @@ impl AutoGain {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SendSettings {
     /// Acoustic echo cancellation against what the engine plays (SpeexDSP). On by default:
-    /// with no echo to remove it leaves the near voice as it was, within 0.15 PESQ-WB, even
-    /// while the far end talks (voice/README.md).
+    /// with no echo to remove it steps aside and leaves the near voice as it was (PESQ-WB
+    /// 4.41 on against 4.37 off in double talk), even while the far end talks
+    /// (voice/README.md).
     pub echo_cancellation: bool,
     /// RNNoise noise suppression.
     pub noise_suppression: bool,
@@ -358,6 +359,12 @@ impl SendChain {
     /// Forgets the echo path (a new output device).
     pub fn reset_echo(&mut self) {
         self.echo.reset();
+    }
+
+    /// Whether the canceller hears an echo in the microphone, 0 (none: it leaves the
+    /// microphone alone) to 1 (see [`EchoCanceller::echo_presence`]).
+    pub fn echo_presence(&self) -> f32 {
+        self.echo.echo_presence()
     }
 
     /// Times the canceller's pairing was realigned since the chain was built.

@@ -288,6 +288,34 @@ impl EchoCanceller {
         Ok(())
     }
 
+    /// Changes the residual-echo suppression (dB, negative; 0 lets the frame through as it
+    /// is) while only the far end talks and while the near end talks too: takes effect from
+    /// the next [`EchoCanceller::suppress_residual`]. Nothing without a suppressor.
+    pub fn set_residual_suppression(&mut self, db: i32, active_db: i32) -> Result<(), Error> {
+        let Some(pre) = self.preprocess else {
+            return Ok(());
+        };
+        for (request, value) in [
+            (SPEEX_PREPROCESS_SET_ECHO_SUPPRESS, db),
+            (SPEEX_PREPROCESS_SET_ECHO_SUPPRESS_ACTIVE, active_db),
+        ] {
+            // Clamped to what SpeexDSP stores (it takes the negative absolute value).
+            let mut value: c_int = value.clamp(-100, 0);
+            // SAFETY: `pre` is a live state; each of these requests takes an int pointer.
+            let status = unsafe {
+                ffi::speex_preprocess_ctl(
+                    pre.as_ptr(),
+                    request,
+                    (&mut value as *mut c_int).cast::<c_void>(),
+                )
+            };
+            if status != 0 {
+                return Err(Error::Init("preprocessor setting"));
+            }
+        }
+        Ok(())
+    }
+
     /// Forgets the learnt echo path (after the devices or their alignment changed).
     pub fn reset(&mut self) {
         // SAFETY: the state is live.
@@ -351,6 +379,23 @@ mod tests {
         let err = aec.process(&[0; 100], &[0; 160], &mut out);
         assert!(matches!(err, Err(Error::FrameLength { mic: 100, .. })));
         aec.process(&[0; 160], &[0; 160], &mut out)?;
+        Ok(())
+    }
+
+    #[test]
+    fn suppression_can_change_mid_stream_with_or_without_a_suppressor() -> Result<(), Error> {
+        for residual_suppression_db in [Some(-40), None] {
+            let mut aec = EchoCanceller::new(EchoConfig {
+                residual_suppression_db,
+                ..config()
+            })?;
+            let mut out = [0i16; 160];
+            aec.process(&[100; 160], &[100; 160], &mut out)?;
+            for db in [0, -5, -40, 7, -200] {
+                aec.set_residual_suppression(db, db)?;
+                aec.process(&[100; 160], &[100; 160], &mut out)?;
+            }
+        }
         Ok(())
     }
 

@@ -129,6 +129,8 @@ pub struct EchoRun {
     pub realigned: u64,
     /// Time spent in the send chain (for the benchmark's cost per frame).
     pub chain_time: std::time::Duration,
+    /// The canceller's echo presence (0..=1) after each 10 ms tick.
+    pub presence: Vec<f32>,
 }
 
 /// How far ahead of playing the engine hands a frame to the device (its playout queue).
@@ -162,6 +164,7 @@ fn run_mixed(far: &[f32], near: &[f32], echo: Vec<f32>, settings: SendSettings) 
     let mut played = 0;
     let mut block = Vec::with_capacity(TICK);
     let mut chain_time = std::time::Duration::ZERO;
+    let mut presence = Vec::with_capacity(len / TICK + 1);
     while played < len {
         let end = (played + TICK).min(len);
         let start = std::time::Instant::now();
@@ -171,6 +174,7 @@ fn run_mixed(far: &[f32], near: &[f32], echo: Vec<f32>, settings: SendSettings) 
         played = end;
         chain.align_far_end(handed - played.min(handed));
         chain_time += start.elapsed();
+        presence.push(chain.echo_presence());
         while handed < played + QUEUED {
             let to = handed + TICK;
             block.clear();
@@ -186,6 +190,7 @@ fn run_mixed(far: &[f32], near: &[f32], echo: Vec<f32>, settings: SendSettings) 
         out,
         realigned: chain.echo_realigned(),
         chain_time,
+        presence,
     }
 }
 
@@ -257,6 +262,57 @@ impl Scenario {
     /// Where both talk: from the near end's start to the end of the shorter of the two.
     pub fn double_talk(&self) -> (usize, usize) {
         (self.near_at, self.far.len().min(self.near.len()))
+    }
+}
+
+/// An echo path appearing mid-call (headphones unplugged, a speaker switched on): the near
+/// end talks over the far end with no echo for ~6 s, falls silent, and from
+/// [`EchoOnset::AT`] the far end's voice comes back into the microphone while it goes on
+/// talking alone. What the canceller leaves of the echo right after it appears shows how
+/// fast it takes up suppressing again after a stretch with nothing to suppress.
+pub struct EchoOnset {
+    /// Far-end speech ([`FAR_TEXT`], -20 dBFS) from 0 s.
+    pub far: Vec<f32>,
+    /// Near-end speech ([`NEAR_TEXT`], -26 dBFS) from 0.5 s to about 6.2 s.
+    pub near: Vec<f32>,
+}
+
+impl EchoOnset {
+    /// Where the echo appears: 7 s, after the near end's last word (6.2 s).
+    pub const AT: usize = RATE as usize * 7;
+
+    pub fn speech() -> Result<Self, String> {
+        let far = espeak(FAR_TEXT, "en-us", -20.0)?;
+        let mut near = vec![0.0; RATE as usize / 2];
+        near.extend(espeak(NEAR_TEXT, "en-us+f3", -26.0)?);
+        if near.len() > Self::AT {
+            return Err(format!(
+                "near-end speech runs to {:.1} s, past the echo's onset",
+                near.len() as f32 / RATE as f32
+            ));
+        }
+        Ok(Self { far, near })
+    }
+
+    /// Runs the scenario with the echo arriving through `path` from [`EchoOnset::AT`].
+    pub fn run(&self, path: EchoPath, settings: SendSettings) -> EchoRun {
+        let mut echo = path.apply(&self.far);
+        echo[..Self::AT.min(self.far.len())].fill(0.0);
+        run_mixed(&self.far, &self.near, echo, settings)
+    }
+
+    /// How long after the echo appeared the canceller's presence first reached 1 (full
+    /// suppression), if it did.
+    pub fn presence_back_after(run: &EchoRun) -> Option<std::time::Duration> {
+        let tick = Self::AT.div_ceil(TICK);
+        let ticks = run.presence.iter().skip(tick).position(|&p| p >= 1.0)?;
+        Some(std::time::Duration::from_millis(ticks as u64 * 10))
+    }
+
+    /// ERLE over `from_s..to_s` seconds after the echo appeared.
+    pub fn erle_after(run: &EchoRun, from_s: f32, to_s: f32) -> f32 {
+        let at = |s: f32| Self::AT + (s * RATE as f32) as usize;
+        erle_db(run, at(from_s), at(to_s))
     }
 }
 
