@@ -437,7 +437,7 @@ fn pesq_fmt(v: Option<f64>) -> String {
 }
 
 /// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
-/// (comma-separated: echo, codec, network, offer, cpu, external).
+/// (comma-separated: echo, apm, codec, network, offer, cpu, external).
 fn section(name: &str) -> bool {
     std::env::var("VOICE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
 }
@@ -456,6 +456,9 @@ async fn main() -> BenchResult<()> {
     );
     if section("echo") {
         echo_rows(&dir);
+    }
+    if section("apm") {
+        apm_rows(&dir);
     }
     if section("codec") {
         codec_rows(&speech, &dir);
@@ -668,6 +671,218 @@ fn double_talk_rows(dir: &Path) {
             "| {label} | {path} | {} | {} |",
             pesq_fmt(score(true)),
             pesq_fmt(score(false))
+        );
+    }
+}
+
+/// Our SpeexDSP canceller against WebRTC's APM (AEC3) on the same simulated echo path and the
+/// same double talk (`tests/common/webrtc_apm.rs`); needs `--features webrtc-apm`.
+#[cfg(not(feature = "webrtc-apm"))]
+fn apm_rows(_dir: &Path) {
+    println!();
+    println!(
+        "apm: skipped (WebRTC APM comparison: voice/scripts/build-webrtc-apm.sh, then \
+         --features webrtc-apm)"
+    );
+}
+
+#[cfg(feature = "webrtc-apm")]
+fn apm_rows(dir: &Path) {
+    use common::echo::{
+        canceller_only, erle_db, espeak, near_end_score, run, speech_level, DoubleTalk, EchoPath,
+        FarEnd, Scenario, FAR_TEXT,
+    };
+    use common::webrtc_apm::{self, Apm};
+    let s = match Scenario::speech() {
+        Ok(s) => s,
+        Err(e) => {
+            println!("apm: skipped, no test speech ({e})");
+            return;
+        }
+    };
+    let (from, to) = s.single_talk();
+    let early = RATE as usize / 2;
+    let settled = (RATE as usize * 5).min(to);
+    let (dt_from, dt_to) = s.double_talk();
+    println!();
+    println!(
+        "SpeexDSP (ours, send chain with noise suppression, gain and gate off) against WebRTC \
+         APM 2.1 AEC3 alone (its delay estimator, its forced high-pass filter), same simulated \
+         echo path; figures SpeexDSP / AEC3:"
+    );
+    println!("| echo delay | echo level | ERLE 0.5–2 s | ERLE 2–8 s | ERLE 5–8 s | near end in double talk (correlation) |");
+    println!("|---|---|---|---|---|---|");
+    let (mut speex_on, mut speex_off, mut aec3_time) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
+    let mut samples = 0;
+    for (delay_ms, attenuation_db) in [
+        (30.0, -6.0),
+        (60.0, -6.0),
+        (80.0, -6.0),
+        (120.0, -10.0),
+        (150.0, -10.0),
+    ] {
+        let path = EchoPath {
+            delay_ms,
+            attenuation_db,
+        };
+        let on = run(&s.far, &s.near, path, canceller_only(true));
+        let off = run(&s.far, &s.near, path, canceller_only(false));
+        let aec3 = match webrtc_apm::run(Apm::Aec3, &s.far, &s.near, path) {
+            Ok(r) => r,
+            Err(e) => {
+                println!("apm: {e}");
+                return;
+            }
+        };
+        speex_on += on.chain_time;
+        speex_off += off.chain_time;
+        aec3_time += aec3.chain_time;
+        samples += on.out.len();
+        println!(
+            "| {delay_ms} ms | {attenuation_db} dB | {:.1} / {:.1} dB | {:.1} / {:.1} dB | {:.1} / {:.1} dB | {:.3} / {:.3} |",
+            erle_db(&on, early, from),
+            erle_db(&aec3, early, from),
+            erle_db(&on, from, to),
+            erle_db(&aec3, from, to),
+            erle_db(&on, settled, to),
+            erle_db(&aec3, settled, to),
+            near_end_score(&s.near, &on.out, dt_from, dt_to),
+            near_end_score(&s.near, &aec3.out, dt_from, dt_to),
+        );
+    }
+    let frames = (samples / (RATE as usize / 100)).max(1) as f64;
+    let per_frame = |t: Duration| t.as_secs_f64() * 1e6 / frames;
+    println!(
+        "cost per 10 ms frame at 48 kHz: SpeexDSP {:.0} µs (canceller, share and suppressor), \
+         AEC3 {:.0} µs (capture and render sides)",
+        per_frame(speex_on) - per_frame(speex_off),
+        per_frame(aec3_time),
+    );
+
+    let talk = match DoubleTalk::speech() {
+        Ok(t) => t,
+        Err(e) => {
+            println!("apm double talk: skipped, no test speech ({e})");
+            return;
+        }
+    };
+    println!();
+    println!(
+        "double talk (as in the echo section), PESQ-WB of the near end: default send chain with \
+         SpeexDSP on, AEC3 in front of the default chain with SpeexDSP off, no canceller:"
+    );
+    println!("| far end | echo path | SpeexDSP | AEC3 | none |");
+    println!("|---|---|---|---|---|");
+    let echo = |delay_ms, attenuation_db| {
+        Some(EchoPath {
+            delay_ms,
+            attenuation_db,
+        })
+    };
+    for (row, (far_end, label, path)) in [
+        (FarEnd::Other { echo: None }, "another talker", "none"),
+        (
+            FarEnd::Other {
+                echo: echo(60.0, -10.0),
+            },
+            "another talker",
+            "60 ms, -10 dB",
+        ),
+        (
+            FarEnd::Other {
+                echo: echo(120.0, -10.0),
+            },
+            "another talker",
+            "120 ms, -10 dB",
+        ),
+        (
+            FarEnd::Same { lag_ms: 50.0 },
+            "the near speech 50 ms later",
+            "none",
+        ),
+        (
+            FarEnd::Same { lag_ms: 90.0 },
+            "the near speech 90 ms later",
+            "none",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ours = |on: bool| {
+            let settings = SendSettings {
+                echo_cancellation: on,
+                ..SendSettings::default()
+            };
+            talk.score(far_end, settings, dir, &format!("apm-dt-{row}-{on}"))
+                .map_err(|e| eprintln!("double talk: {e}"))
+                .ok()
+        };
+        let aec3 = webrtc_apm::double_talk_score(
+            &talk,
+            Apm::Aec3,
+            far_end,
+            dir,
+            &format!("apm-dt-{row}-aec3"),
+        )
+        .map_err(|e| eprintln!("double talk: {e}"))
+        .ok();
+        println!(
+            "| {label} | {path} | {} | {} | {} |",
+            pesq_fmt(ours(true)),
+            pesq_fmt(aec3),
+            pesq_fmt(ours(false))
+        );
+    }
+
+    println!();
+    println!(
+        "automatic gain, espeak-ng speech alone (13 s), level of the second half and peak: our \
+         chain (SpeexDSP, noise suppression, gain; gate off) / APM AGC2 adaptive digital (its \
+         defaults, alone):"
+    );
+    println!("| talker | ours | AGC2 |");
+    println!("|---|---|---|");
+    for level_db in [-35.0, -20.0, -10.0] {
+        let speech = match espeak(FAR_TEXT, "en-us", level_db) {
+            Ok(s) => s.iter().map(|x| x.clamp(-1.0, 1.0)).collect::<Vec<f32>>(),
+            Err(e) => {
+                println!("agc: {e}");
+                return;
+            }
+        };
+        let settings = SendSettings {
+            noise_gate: false,
+            ..SendSettings::default()
+        };
+        let ours = run(
+            &[],
+            &speech,
+            EchoPath {
+                delay_ms: 40.0,
+                attenuation_db: -6.0,
+            },
+            settings,
+        )
+        .out;
+        let agc2 = match webrtc_apm::process(Apm::Agc2, &[], &speech) {
+            Ok((out, _)) => out,
+            Err(e) => {
+                println!("agc: {e}");
+                return;
+            }
+        };
+        let half = speech.len() / 2;
+        let describe = |out: &[f32]| {
+            let peak = out.iter().fold(0.0f32, |m, s| m.max(s.abs()));
+            format!("{:.1} dBFS, peak {peak:.2}", speech_level(&out[half..]))
+        };
+        println!(
+            "| {level_db} dBFS (second half {:.1}) | {} | {} |",
+            speech_level(&speech[half..]),
+            describe(&ours),
+            describe(&agc2)
         );
     }
 }

@@ -9,6 +9,8 @@ pub mod loopback;
 pub mod pesq;
 pub mod relay;
 pub mod room;
+#[cfg(feature = "webrtc-apm")]
+pub mod webrtc_apm;
 
 use std::collections::HashMap;
 use std::sync::Arc;
