@@ -62,9 +62,11 @@ pub fn heard(recording: &Recording, freq: f32, window: Duration) -> f32 {
     voice::analysis::tone_power(tail, RATE, freq)
 }
 
-/// A tone is heard above this power (a tenth of a clean one), and absent below
-/// [`SILENT`].
-pub const AUDIBLE: f32 = 0.0045;
+/// A tone is heard above this power (a thirtieth of a clean one, 3× [`SILENT`]), and absent
+/// below [`SILENT`]. It was a tenth (0.0045), but the default send chain brings a steady tone
+/// in a three-way call to about that (0.0043 measured in 2 of 2 CI runs on 2026-12-02, once
+/// for carol hearing bob, once for bob hearing carol): the threshold sat on the level itself.
+pub const AUDIBLE: f32 = 0.0015;
 pub const SILENT: f32 = 0.0005;
 
 /// A call of the SDK with the test's view of it.
