@@ -1060,11 +1060,16 @@ fn spread(mut v: Vec<f64>) -> String {
 /// Calls per row of the network tables (`VOICE_BENCH_RUNS`, default 3): single
 /// calls through a lossy relay scatter by several tenths.
 fn runs() -> usize {
-    std::env::var("VOICE_BENCH_RUNS")
+    count_from_env("VOICE_BENCH_RUNS", 3)
+}
+
+/// A positive count from the environment variable `name`, or `default`.
+fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|r| r.parse().ok())
         .filter(|r| *r > 0)
-        .unwrap_or(3)
+        .unwrap_or(default)
 }
 
 /// The network conditions of the independent peers' rows (the issue's: 0/5/10/20 % loss,

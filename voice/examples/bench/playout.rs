@@ -184,11 +184,7 @@ fn receive_delay_ms(signal: &[f32], audio: &[f32]) -> Option<f64> {
 
 /// Seeds per row (`VOICE_BENCH_SEEDS`, default 8).
 fn seeds() -> u64 {
-    std::env::var("VOICE_BENCH_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .filter(|s| *s > 0)
-        .unwrap_or(8)
+    crate::count_from_env("VOICE_BENCH_SEEDS", 8) as u64
 }
 
 pub fn rows(speech: &[f32], dir: &Path) {
