@@ -16,6 +16,8 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "bench/playout.rs"]
+mod playout;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -437,7 +439,7 @@ fn pesq_fmt(v: Option<f64>) -> String {
 }
 
 /// Whether a section runs: all by default, or those named in `VOICE_BENCH_ONLY`
-/// (comma-separated: echo, apm, codec, network, offer, cpu, external).
+/// (comma-separated: echo, apm, codec, jitter, network, offer, cpu, external).
 fn section(name: &str) -> bool {
     std::env::var("VOICE_BENCH_ONLY").map_or(true, |only| only.split(',').any(|s| s.trim() == name))
 }
@@ -462,6 +464,9 @@ async fn main() -> BenchResult<()> {
     }
     if section("codec") {
         codec_rows(&speech, &dir);
+    }
+    if section("jitter") {
+        playout::rows(&speech, &dir);
     }
     if section("network") {
         network_rows(&speech, &other_speech(&speech), &dir).await;
@@ -1055,11 +1060,16 @@ fn spread(mut v: Vec<f64>) -> String {
 /// Calls per row of the network tables (`VOICE_BENCH_RUNS`, default 3): single
 /// calls through a lossy relay scatter by several tenths.
 fn runs() -> usize {
-    std::env::var("VOICE_BENCH_RUNS")
+    count_from_env("VOICE_BENCH_RUNS", 3)
+}
+
+/// A positive count from the environment variable `name`, or `default`.
+fn count_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|r| r.parse().ok())
         .filter(|r| *r > 0)
-        .unwrap_or(3)
+        .unwrap_or(default)
 }
 
 /// The network conditions of the independent peers' rows (the issue's: 0/5/10/20 % loss,
