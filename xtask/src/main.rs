@@ -104,9 +104,19 @@ impl Prepared {
 }
 
 fn prepare(for_tests: bool) -> Result<Prepared> {
+    prepare_with(for_tests, true)
+}
+
+/// `prepare`, starting PostgreSQL and Redis only when `services` (the voice benchmark needs
+/// neither, and services left running by one checkout hold the ports another one wants).
+fn prepare_with(for_tests: bool, services: bool) -> Result<Prepared> {
     let root = system::repo_root()?;
     system::ensure_packages(for_tests)?;
-    let mut vars = services::ensure(&root, for_tests)?;
+    let mut vars = if services {
+        services::ensure(&root, for_tests)?
+    } else {
+        Vec::new()
+    };
     if for_tests {
         vars.extend(system::test_environment(&root)?);
     }
@@ -237,7 +247,6 @@ fn test(rest: &[String]) -> Result<()> {
 }
 
 fn bench(args: &[String]) -> Result<()> {
-    let env = prepare(true)?;
     // `voice` is the voice engine's own benchmark (an example binary; it needs no server);
     // `desktop` the desktop app's (the real app in Xvfb); other names are suites of
     // sohbet-bench. No name runs everything.
@@ -247,6 +256,7 @@ fn bench(args: &[String]) -> Result<()> {
         .collect();
     let run_voice = args.is_empty() || args.iter().any(|a| a == "voice");
     let run_desktop = args.is_empty() || args.iter().any(|a| a == "desktop");
+    let env = prepare_with(true, args.is_empty() || !suites.is_empty() || run_desktop)?;
     if args.is_empty() || !suites.is_empty() {
         let mut cmd = build_bench(true)?;
         step("running the server benchmarks");

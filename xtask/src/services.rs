@@ -129,6 +129,15 @@ fn postgres(data: &Path, port: u16, for_tests: bool) -> Result<String> {
     if running {
         step(&format!("PostgreSQL: already running on 127.0.0.1:{port}"));
     } else {
+        if port_taken(port) {
+            // pg_ctl would only say the server did not start; say why.
+            bail!(
+                "PostgreSQL: 127.0.0.1:{port} is taken by something other than this checkout's \
+                 cluster ({}): another checkout's `cargo xtask` left its PostgreSQL running \
+                 (`cargo xtask stop` there stops it), or set SOHBET_PG_PORT to a free port",
+                cluster.display()
+            );
+        }
         step(&format!("PostgreSQL: starting on 127.0.0.1:{port}"));
         fs::create_dir_all(&sockets)?;
         if root {
@@ -192,6 +201,15 @@ fn postgres(data: &Path, port: u16, for_tests: bool) -> Result<String> {
             .arg(format!("create database {DB_NAME}")))?;
     }
     Ok(url)
+}
+
+/// Whether something already listens on `127.0.0.1:port`.
+fn port_taken(port: u16) -> bool {
+    std::net::TcpStream::connect_timeout(
+        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_millis(500),
+    )
+    .is_ok()
 }
 
 fn ensure_postgres_user() -> Result<()> {
