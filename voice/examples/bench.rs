@@ -274,6 +274,9 @@ async fn run_pair(
     }
     lat.sort_by(f64::total_cmp);
     let stats: Vec<_> = mesh.peers.iter().flat_map(|p| p.call.stats()).collect();
+    if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
+        eprintln!("{tag}: PESQ {scores:?} link: {stats:#?}");
+    }
     let n = stats.len().max(1) as f64;
     PairResult {
         latency_p50: percentile(&lat, 0.5),
@@ -986,7 +989,16 @@ async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
         (default, false, "10% loss + jitter", 0.10, 20),
         (default, false, "20% loss + jitter", 0.20, 20),
         (32, true, "0% loss", 0.0, 0),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    .filter(|(i, _)| {
+        std::env::var("VOICE_BENCH_ROWS").map_or(true, |rows| {
+            rows.split(',').any(|r| r.trim().parse() == Ok(*i))
+        })
+    })
+    .map(|(_, row)| row)
+    {
         let tag = format!("{bitrate}k-{red}-{}", label.replace([' ', '%', '+'], ""));
         let mut results = Vec::new();
         for run in 0..runs {
