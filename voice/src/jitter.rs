@@ -175,9 +175,12 @@ pub struct JitterBuffer {
     target_ms: f64,
     last_transit: Option<f64>,
     frames_without_packet: u32,
-    /// Whether the last packet played carried speech (more than [`QUIET_PACKET_BYTES`]): a
-    /// buffer that runs dry after one is waiting for late packets, not for the end of a pause.
+    /// Whether the last packet played carried speech (more than [`QUIET_PACKET_BYTES`], and
+    /// not alone after a pause): a buffer that runs dry after one is waiting for late
+    /// packets, not for the end of a pause.
     speech_playing: bool,
+    /// Timestamp of the last packet played.
+    last_played_ts: Option<u64>,
     /// How far the playhead was behind its ideal position at the last pop (ms).
     drift_ms: f64,
     /// Frames concealed since the last packet played: if the next packet continues the
@@ -210,6 +213,7 @@ impl JitterBuffer {
             last_transit: None,
             frames_without_packet: 0,
             speech_playing: false,
+            last_played_ts: None,
             drift_ms: 0.0,
             pending_conceal: 0,
             stats: JitterStats {
@@ -443,7 +447,16 @@ impl JitterBuffer {
                     }
                     self.pending_conceal = 0;
                     self.last_seq = Some(e.seq);
-                    self.speech_playing = e.payload.len() > QUIET_PACKET_BYTES;
+                    // After a gap in the timestamps (DTX), a large packet is Opus's
+                    // comfort-noise update (one every 400 ms), not speech going on: nothing
+                    // follows it, and waiting for something would only churn (a hold, then
+                    // a skip, and a concealment counted). Up to 3 frames covers a lost packet
+                    // and 40/60 ms frames.
+                    let goes_on = self
+                        .last_played_ts
+                        .is_some_and(|last| last < ts && ts - last <= 3 * FRAME_TICKS);
+                    self.speech_playing = goes_on && e.payload.len() > QUIET_PACKET_BYTES;
+                    self.last_played_ts = Some(ts);
                     if e.redundant {
                         self.stats.red += 1;
                     }
@@ -806,6 +819,35 @@ mod tests {
             "a DTX pause counted as concealment"
         );
         assert!(out.iter().filter(|p| **p == Playout::Silence).count() > 30);
+    }
+
+    #[test]
+    fn comfort_noise_updates_in_a_dtx_pause_are_not_waited_for() {
+        let mut jb = JitterBuffer::new();
+        // Speech in frames 0..40 and 100..150, trailing off in quiet packets (40..50) before
+        // the encoder goes silent; in the pause, Opus's comfort-noise updates (one every
+        // 400 ms, larger than a quiet packet) at 70 and 90; sequence numbers consecutive, as
+        // DTX sends them.
+        let frames: Vec<u32> = (0..50).chain([70, 90]).chain(100..150).collect();
+        let mut arrivals: Vec<Arrival> = frames
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| Arrival {
+                at_ms: f64::from(f) * 20.0 + 1.0,
+                seq: (i as u16).wrapping_add(65_000),
+                frame: f,
+                loud: !(40..50).contains(&f),
+            })
+            .collect();
+        arrivals.sort_by(|a, b| a.at_ms.total_cmp(&b.at_ms));
+        let out = simulate(&mut jb, &arrivals, 3_010.0);
+        assert_eq!(frames_played(&out).len(), frames.len());
+        let s = jb.stats();
+        assert_eq!(
+            (s.lost, s.held, s.concealed, s.skipped),
+            (0, 0, 0, 0),
+            "a comfort-noise update was taken for speech and waited after"
+        );
     }
 
     #[test]
