@@ -681,6 +681,27 @@ fn double_talk_rows(dir: &Path) {
             pesq_fmt(score(false))
         );
     }
+    // Both talking from the call's first moment: the canceller has heard nothing before.
+    for (swapped, near_at_ms, label) in [
+        (false, 0, "another talker, both from the first moment"),
+        (true, 100, "the same two swapped, near end 100 ms after"),
+    ] {
+        let score = |on: bool| {
+            let settings = SendSettings {
+                echo_cancellation: on,
+                ..SendSettings::default()
+            };
+            let tag = format!("double-talk-start-{swapped}-{on}");
+            talk.score_from_the_start(swapped, near_at_ms, settings, dir, &tag)
+                .map_err(|e| eprintln!("double talk: {e}"))
+                .ok()
+        };
+        println!(
+            "| {label} | none | {} | {} |",
+            pesq_fmt(score(true)),
+            pesq_fmt(score(false))
+        );
+    }
 }
 
 /// Our SpeexDSP canceller against WebRTC's APM (AEC3) on the same simulated echo path and the

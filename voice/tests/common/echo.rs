@@ -377,6 +377,32 @@ impl DoubleTalk {
     }
 }
 
+impl DoubleTalk {
+    /// PESQ-WB of the near end when both start talking with the call and nothing of the far
+    /// end reaches the microphone: the canceller has heard nothing before the near voice.
+    /// `swapped` makes the other talker the near end (at -26 dBFS, the far end at -20);
+    /// the near end starts `near_at_ms` after the far end.
+    pub fn score_from_the_start(
+        &self,
+        swapped: bool,
+        near_at_ms: usize,
+        settings: SendSettings,
+        dir: &std::path::Path,
+        tag: &str,
+    ) -> Result<f64, String> {
+        let (near, far) = if swapped {
+            (scale_to(&self.other, -26.0), scale_to(&self.near, -20.0))
+        } else {
+            (self.near.clone(), self.other.clone())
+        };
+        let near_at = near_at_ms * RATE as usize / 1000;
+        let mut mic = vec![0.0; near_at];
+        mic.extend_from_slice(&near);
+        let out = run_without_echo(&far, &mic, settings).out;
+        super::pesq::pesq_wb(&near, &out[near_at..], dir, tag)
+    }
+}
+
 /// A room for a real engine: a speaker whose sound comes back into a microphone `delay`
 /// later, `gain` weaker, with one reflection. Both run on the wall clock like the WAV devices
 /// (48 kHz mono); the microphone hears nothing else.
