@@ -665,43 +665,43 @@ fn double_talk_rows(dir: &Path) {
     .into_iter()
     .enumerate()
     {
-        let score = |on: bool| {
-            let settings = SendSettings {
-                echo_cancellation: on,
-                ..SendSettings::default()
-            };
-            let tag = format!("double-talk-{row}-{on}");
-            talk.score(far_end, settings, dir, &tag)
-                .map_err(|e| eprintln!("double talk: {e}"))
-                .ok()
-        };
-        println!(
-            "| {label} | {path} | {} | {} |",
-            pesq_fmt(score(true)),
-            pesq_fmt(score(false))
-        );
+        double_talk_row(label, &path, |settings, on| {
+            talk.score(far_end, settings, dir, &format!("double-talk-{row}-{on}"))
+        });
     }
     // Both talking from the call's first moment: the canceller has heard nothing before.
     for (swapped, near_at_ms, label) in [
         (false, 0, "another talker, both from the first moment"),
         (true, 100, "the same two swapped, near end 100 ms after"),
     ] {
-        let score = |on: bool| {
-            let settings = SendSettings {
-                echo_cancellation: on,
-                ..SendSettings::default()
-            };
+        double_talk_row(label, "none", |settings, on| {
             let tag = format!("double-talk-start-{swapped}-{on}");
             talk.score_from_the_start(swapped, near_at_ms, settings, dir, &tag)
-                .map_err(|e| eprintln!("double talk: {e}"))
-                .ok()
-        };
-        println!(
-            "| {label} | none | {} | {} |",
-            pesq_fmt(score(true)),
-            pesq_fmt(score(false))
-        );
+        });
     }
+}
+
+/// One row of the double-talk table: `score` through the default send chain with the
+/// canceller on, then off.
+fn double_talk_row(
+    label: &str,
+    path: &str,
+    score: impl Fn(SendSettings, bool) -> Result<f64, String>,
+) {
+    let run = |on: bool| {
+        let settings = SendSettings {
+            echo_cancellation: on,
+            ..SendSettings::default()
+        };
+        score(settings, on)
+            .map_err(|e| eprintln!("double talk: {e}"))
+            .ok()
+    };
+    println!(
+        "| {label} | {path} | {} | {} |",
+        pesq_fmt(run(true)),
+        pesq_fmt(run(false))
+    );
 }
 
 /// Our SpeexDSP canceller against WebRTC's APM (AEC3) on the same simulated echo path and the
