@@ -232,6 +232,8 @@ struct PairResult {
     fec: u64,
     red: u64,
     jitter_buffer_ms: f64,
+    jitter_buffer_delay_ms: f64,
+    receive_delay_ms: f64,
 }
 
 /// Two peers talk at once through a relay with `loss` and `jitter`, sending RED under loss if
@@ -286,6 +288,8 @@ async fn run_pair(
         fec: stats.iter().map(|s| s.fec_frames).sum(),
         red: stats.iter().map(|s| s.red_frames).sum(),
         jitter_buffer_ms: stats.iter().map(|s| s.jitter_buffer_ms).sum::<f64>() / n,
+        jitter_buffer_delay_ms: stats.iter().map(|s| s.jitter_buffer_delay_ms).sum::<f64>() / n,
+        receive_delay_ms: stats.iter().map(|s| s.receive_delay_ms).sum::<f64>() / n,
     }
 }
 
@@ -350,6 +354,7 @@ struct ExternalRow {
     to_them: Option<f64>,
     our_concealed: f64,
     our_jitter_buffer_ms: f64,
+    our_jitter_buffer_delay_ms: f64,
     /// Chromium's own view of our stream: average jitter-buffer delay (ms), concealed share,
     /// FEC packets used.
     their_jitter_buffer_ms: Option<f64>,
@@ -420,6 +425,7 @@ async fn external_call(
         to_them: pesq(speech, &result.heard, dir, &format!("{tag}-to-them")),
         our_concealed: stats.first().map_or(0.0, |s| s.concealed_fraction),
         our_jitter_buffer_ms: stats.first().map_or(0.0, |s| s.jitter_buffer_ms),
+        our_jitter_buffer_delay_ms: stats.first().map_or(0.0, |s| s.jitter_buffer_delay_ms),
         their_jitter_buffer_ms: num("jitterBufferDelay")
             .zip(num("jitterBufferEmittedCount"))
             .map(|(d, n)| 1000.0 * d / n.max(1.0)),
@@ -998,8 +1004,8 @@ async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
     let runs = runs();
     println!();
     println!("our engine ↔ our engine, {runs} calls per row; PESQ-WB both directions pooled (median, range), the other columns averaged:");
-    println!("| bitrate | RED | network (jitter: each packet delayed 0–20 ms) | latency p50 | latency p95 | PESQ-WB | concealed | FEC frames | RED frames | jitter buffer |");
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("| bitrate | RED | network (jitter: each packet delayed 0–20 ms) | latency p50 | latency p95 | PESQ-WB | concealed | FEC frames | RED frames | jitter buffer target / delay | receive delay |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let default = voice::codec::DEFAULT_BITRATE / 1000;
     for (bitrate, red, label, loss, jitter) in [
         (default, true, "0% loss", 0.0, 0),
@@ -1041,7 +1047,7 @@ async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
         };
         println!(
-            "| {bitrate} kbps | {} | {label} | {} | {} | {} | {:.1}% | {:.0} | {:.0} | {:.0} ms |",
+            "| {bitrate} kbps | {} | {label} | {} | {} | {} | {:.1}% | {:.0} | {:.0} | {:.0} / {:.0} ms | {:.0} ms |",
             if red { "on" } else { "off" },
             fmt(mean_of(|r| r.latency_p50), " ms"),
             fmt(mean_of(|r| r.latency_p95), " ms"),
@@ -1055,6 +1061,8 @@ async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
             mean(|r| r.fec as f64),
             mean(|r| r.red as f64),
             mean(|r| r.jitter_buffer_ms),
+            mean(|r| r.jitter_buffer_delay_ms),
+            mean(|r| r.receive_delay_ms),
         );
     }
     println!();
@@ -1121,7 +1129,7 @@ async fn external_rows(speech: &[f32], dir: &Path) {
     println!(
         "independent peers, {runs} calls per row (median, and range when more than one), PESQ-WB:"
     );
-    println!("| peer | network | them → us | us → them | our concealed / jitter buffer | their concealed / jitter buffer / FEC packets |");
+    println!("| peer | network | them → us | us → them | our concealed / jitter buffer target / delay | their concealed / jitter buffer delay / FEC packets |");
     println!("|---|---|---|---|---|---|");
     for stack in [Stack::Chromium, Stack::Aiortc] {
         if !only.is_empty() && !only.contains(stack.name()) {
@@ -1145,12 +1153,16 @@ async fn external_rows(speech: &[f32], dir: &Path) {
             };
             let pct = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.1}%", v * 100.0));
             println!(
-                "| {} | {label} | {} | {} | {:.1}% / {:.0} ms | {} / {} / {} |",
+                "| {} | {label} | {} | {} | {:.1}% / {:.0} / {:.0} ms | {} / {} / {} |",
                 stack.name(),
                 spread(rows.iter().filter_map(|r| r.to_us).collect()),
                 spread(rows.iter().filter_map(|r| r.to_them).collect()),
                 rows.iter().map(|r| r.our_concealed).sum::<f64>() * 100.0 / n,
                 rows.iter().map(|r| r.our_jitter_buffer_ms).sum::<f64>() / n,
+                rows.iter()
+                    .map(|r| r.our_jitter_buffer_delay_ms)
+                    .sum::<f64>()
+                    / n,
                 pct(mean(&|r| r.their_concealed)),
                 fmt(mean(&|r| r.their_jitter_buffer_ms), " ms"),
                 mean(&|r| r.their_fec).map_or("n/a".to_owned(), |v| format!("{v:.0}")),

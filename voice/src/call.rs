@@ -131,6 +131,13 @@ pub struct PeerStats {
     pub jitter_ms: f64,
     /// Jitter-buffer target delay (ms).
     pub jitter_buffer_ms: f64,
+    /// Mean time a frame waited in the jitter buffer, from its packet's arrival (for a frame
+    /// rebuilt from a RED copy, its carrier's) to leaving for the mixer (ms): WebRTC's
+    /// `jitterBufferDelay / jitterBufferEmittedCount`, so comparable with Chromium's.
+    pub jitter_buffer_delay_ms: f64,
+    /// The receive side's whole share of the delay (ms): that wait plus the audio we keep
+    /// queued at the playout device (the hand-off; the device's own buffers excluded).
+    pub receive_delay_ms: f64,
     /// Fraction of played frames that were concealed.
     pub concealed_fraction: f64,
     /// Frames rebuilt from FEC.
@@ -535,14 +542,15 @@ impl Call {
                 let played = js.played.max(1) as f64;
                 // Every packet the sequence numbers account for, padding and late ones included.
                 let expected = (js.received + js.late + js.padding + js.lost).max(1) as f64;
+                let playout_ms = f64::from(f32::from_bits(
+                    self.shared.controls.playout_ms.load(Ordering::Relaxed),
+                ));
                 let mouth_to_ear = crate::FRAME_MS
                     + OPUS_LOOKAHEAD_MS
                     + TICK.as_secs_f64() * 500.0
                     + n.rtt_ms.unwrap_or(0.0) / 2.0
                     + js.target_ms
-                    + f64::from(f32::from_bits(
-                        self.shared.controls.playout_ms.load(Ordering::Relaxed),
-                    ));
+                    + playout_ms;
                 PeerStats {
                     peer: link.id.clone(),
                     rtt_ms: n.rtt_ms,
@@ -550,6 +558,8 @@ impl Call {
                     remote_loss: n.remote_loss,
                     jitter_ms: js.jitter_ms,
                     jitter_buffer_ms: js.target_ms,
+                    jitter_buffer_delay_ms: js.delay_ms,
+                    receive_delay_ms: js.delay_ms + playout_ms,
                     concealed_fraction: js.concealed as f64 / played,
                     fec_frames: js.fec,
                     red_received: rx.red_packets(),

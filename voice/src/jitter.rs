@@ -114,6 +114,10 @@ pub struct JitterStats {
     pub held: u64,
     /// Current target delay (ms).
     pub target_ms: f64,
+    /// Mean time from a packet's arrival to the start of its frame's playout (ms), over the
+    /// frames played from a packet or a RED copy (a copy counts from its carrier's arrival):
+    /// what WebRTC's `jitterBufferDelay / jitterBufferEmittedCount` reports.
+    pub delay_ms: f64,
     /// Interarrival jitter (RFC 3550 estimator, ms).
     pub jitter_ms: f64,
     /// Loss fraction over the recent window (lost / expected).
@@ -152,6 +156,8 @@ impl Unwrapper {
 struct Entry {
     seq: u64,
     payload: Bytes,
+    /// When it arrived (ms since the epoch); for a RED copy, when its carrier did.
+    arrived_ms: f64,
     /// A copy carried as redundancy by a later packet (RED), not the packet itself: the
     /// packet, if it turns up, replaces it.
     redundant: bool,
@@ -183,6 +189,9 @@ pub struct JitterBuffer {
     last_played_ts: Option<u64>,
     /// How far the playhead was behind its ideal position at the last pop (ms).
     drift_ms: f64,
+    /// Sum of arrival-to-playout times (ms) and the frames they cover, for `delay_ms`.
+    delay_sum_ms: f64,
+    delay_frames: u64,
     /// Frames concealed since the last packet played: if the next packet continues the
     /// sequence, they covered a DTX pause, not a loss, and are not counted as concealed.
     pending_conceal: u64,
@@ -215,6 +224,8 @@ impl JitterBuffer {
             speech_playing: false,
             last_played_ts: None,
             drift_ms: 0.0,
+            delay_sum_ms: 0.0,
+            delay_frames: 0,
             pending_conceal: 0,
             stats: JitterStats {
                 target_ms: MIN_TARGET_MS,
@@ -260,11 +271,13 @@ impl JitterBuffer {
             return;
         }
         self.stats.received += 1;
+        let arrived_ms = self.ms_since_epoch(now);
         self.packets.insert(
             ts,
             Entry {
                 seq,
                 payload,
+                arrived_ms,
                 redundant: false,
             },
         );
@@ -284,8 +297,8 @@ impl JitterBuffer {
     /// Takes a redundant copy of an earlier frame (a RED block): `seq` and `timestamp` are
     /// those of the packet it repeats. It fills that frame's slot only if the packet itself
     /// has not arrived and the slot has not been played yet; it says nothing about timing or
-    /// loss, since it rode in another packet.
-    pub fn insert_redundant(&mut self, seq: u16, timestamp: u32, payload: Bytes) {
+    /// loss, since it rode in another packet, which arrived at `now`.
+    pub fn insert_redundant(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Bytes) {
         let ts = self.ts.unwrap(u64::from(timestamp), 32);
         let seq = self.seq.unwrap(u64::from(seq), 16);
         if self.next_ts.is_some_and(|next| ts < next) || self.packets.contains_key(&ts) {
@@ -296,6 +309,7 @@ impl JitterBuffer {
             Entry {
                 seq,
                 payload,
+                arrived_ms: self.ms_since_epoch(now),
                 redundant: true,
             },
         );
@@ -377,7 +391,7 @@ impl JitterBuffer {
                 return Playout::Silence;
             }
             self.next_ts = Some(first);
-            return self.play(first);
+            return self.play(first, now);
         };
         let drift_ms = (self.ideal_ts(now) - next as f64) / TICKS_PER_MS;
         self.drift_ms = drift_ms;
@@ -408,7 +422,7 @@ impl JitterBuffer {
                 Playout::Silence
             };
         }
-        self.play(next)
+        self.play(next, now)
     }
 
     /// Whether the frame at `ts` is near silence or part of a DTX pause, so skipping it to
@@ -427,7 +441,7 @@ impl JitterBuffer {
         self.packets = self.packets.split_off(&ts);
     }
 
-    fn play(&mut self, next: u64) -> Playout {
+    fn play(&mut self, next: u64, now: Instant) -> Playout {
         self.shrink_target();
         self.stats.played += 1;
         // A stream with other frame sizes: play the first packet inside this slot.
@@ -460,6 +474,8 @@ impl JitterBuffer {
                     if e.redundant {
                         self.stats.red += 1;
                     }
+                    self.delay_sum_ms += self.ms_since_epoch(now) - e.arrived_ms;
+                    self.delay_frames += 1;
                     Playout::Frame(e.payload)
                 }
                 None => Playout::Conceal,
@@ -507,6 +523,7 @@ impl JitterBuffer {
     /// Counters and figures so far.
     pub fn stats(&self) -> JitterStats {
         let mut stats = self.stats;
+        stats.delay_ms = self.delay_sum_ms / self.delay_frames.max(1) as f64;
         if let (Some(first), Some(high)) = (self.first_seq, self.highest_seq) {
             stats.lost =
                 (high - first + 1).saturating_sub(stats.received + stats.late + stats.padding);
@@ -582,6 +599,7 @@ mod tests {
                 jb.insert(at(a.at_ms), a.seq, ts, payload(a.frame, a.loud));
                 for back in (1..=red).filter(|&b| b <= a.frame) {
                     jb.insert_redundant(
+                        at(a.at_ms),
                         a.seq.wrapping_sub(back as u16),
                         ts.wrapping_sub(back * 960),
                         payload(a.frame - back, a.loud),
@@ -612,6 +630,50 @@ mod tests {
         let s = jb.stats();
         assert_eq!((s.lost, s.late, s.concealed, s.skipped), (0, 0, 0, 0));
         assert!(s.target_ms <= MIN_TARGET_MS + 5.0, "target {}", s.target_ms);
+    }
+
+    #[test]
+    fn the_receive_delay_runs_from_a_packets_arrival_to_its_playout() {
+        // Every packet 1–15 ms late, pops every 20 ms at phase 7 ms: each frame's wait is its
+        // pop's time less its packet's arrival; a frame played from a RED copy (frame 44,
+        // lost, carried by 45, which comes 1 ms late, well before 44's slot) waits from its
+        // carrier's arrival.
+        let delay = |f: u32| 1.0 + f64::from(f * 7 % 15);
+        let arrival = |f: u32| f64::from(f) * 20.0 + delay(f);
+        for lost in [None, Some(44)] {
+            let arrivals: Vec<Arrival> = stream(0..100, |f| Some(delay(f)))
+                .into_iter()
+                .filter(|a| Some(a.frame) != lost)
+                .collect();
+            let mut jb = JitterBuffer::new();
+            // (The loss makes the buffer grow by a frame, so it plays on a little longer.)
+            let out = simulate_red(&mut jb, &arrivals, 2_100.0, 1);
+            let waits: Vec<f64> = out
+                .iter()
+                .enumerate()
+                .filter_map(|(tick, p)| match p {
+                    Playout::Frame(b) => {
+                        let f = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                        let came = if Some(f) == lost { f + 1 } else { f };
+                        Some(7.0 + 20.0 * tick as f64 - arrival(came))
+                    }
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(waits.len(), 100, "every frame played (lost: {lost:?})");
+            let expected = waits.iter().sum::<f64>() / waits.len() as f64;
+            let s = jb.stats();
+            assert_eq!(s.red, u64::from(lost.is_some()));
+            assert!(
+                (s.delay_ms - expected).abs() < 1e-6,
+                "{} vs {expected} (lost: {lost:?})",
+                s.delay_ms
+            );
+            // Never negative (nothing plays before it came), and within the target and the
+            // pop's phase.
+            assert!(waits.iter().all(|&w| w >= 0.0), "{waits:?}");
+            assert!(expected < s.target_ms + 20.0, "{expected} ms");
+        }
     }
 
     #[test]
@@ -755,16 +817,16 @@ mod tests {
         jb.insert(at(0), 10, 9600, payload(10, false));
         // Frame 12 overtakes frame 11: its copy of 11 comes first, then 11 itself.
         jb.insert(at(41), 12, 9600 + 1920, payload(12, false));
-        jb.insert_redundant(11, 9600 + 960, copy(11));
+        jb.insert_redundant(at(41), 11, 9600 + 960, copy(11));
         jb.insert(at(42), 11, 9600 + 960, payload(11, false));
         // A copy of frame 10, which is already held.
-        jb.insert_redundant(10, 9600, copy(10));
+        jb.insert_redundant(at(41), 10, 9600, copy(10));
         let out: Vec<Playout> = [40, 60, 80, 100].map(|ms| jb.pop(at(ms))).into();
         assert_eq!(frames_played(&out), vec![10, 11, 12]);
         let s = jb.stats();
         assert_eq!((s.received, s.red, s.lost), (3, 0, 0));
         // A copy of a frame already played changes nothing.
-        jb.insert_redundant(12, 9600 + 1920, copy(12));
+        jb.insert_redundant(at(110), 12, 9600 + 1920, copy(12));
         assert!(!matches!(jb.pop(at(120)), Playout::Frame(_)));
     }
 

@@ -81,6 +81,7 @@ impl PeerReceiver {
                 // Oldest first: the block `blocks - i` packets back.
                 let back = (blocks - i) as u16;
                 self.jitter.insert_redundant(
+                    now,
                     seq.wrapping_sub(back),
                     timestamp.wrapping_sub(block.ts_offset),
                     block.payload,

@@ -247,6 +247,19 @@ async fn speech_survives_ten_percent_loss_and_thirty_ms_jitter() {
         "jitter buffer did not grow: {}",
         s.jitter_buffer_ms
     );
+    // Frames wait in the jitter buffer (the network's 0–20 ms spread at least), and the
+    // receive side's share adds the playout queue (10 ms at least) to that wait.
+    assert!(
+        (5.0..200.0).contains(&s.jitter_buffer_delay_ms),
+        "frames waited {} ms in the jitter buffer",
+        s.jitter_buffer_delay_ms
+    );
+    assert!(
+        s.receive_delay_ms >= s.jitter_buffer_delay_ms + 10.0,
+        "receive delay {} ms for a jitter-buffer wait of {} ms",
+        s.receive_delay_ms,
+        s.jitter_buffer_delay_ms
+    );
     // Lost frames come back from the RED copies once bob's reports ask for them, and from
     // in-band FEC before that or when every copy was lost too (which may not happen).
     assert!(

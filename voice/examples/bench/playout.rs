@@ -11,7 +11,9 @@
 //! Wi-Fi link, delivers it. The packets feed a receiver ticked every 20 ms, as the playout
 //! loop does. What it played is scored with PESQ-WB against the speech; the receive delay
 //! is how long after the sender finished a frame it was played, less the fastest possible
-//! network (0 ms): jitter buffer and playout together.
+//! network (0 ms): jitter buffer and playout together; "from arrival" is how long after its
+//! packet arrived a frame started playing (the receiver's own share, as WebRTC's
+//! `jitterBufferDelay` counts it).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -197,15 +199,16 @@ pub fn rows(speech: &[f32], dir: &Path) {
          median (range), mean; the other columns averaged per call):"
     );
     println!(
-        "| loss | stalls | PESQ-WB | mean | receive delay | target | concealed | late | skipped |"
+        "| loss | stalls | PESQ-WB | mean | receive delay | from arrival | target | concealed | late | skipped |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for loss in [0.0, 0.05, 0.10, 0.20] {
         let sent = send(&signal, loss);
         for stalls in [false, true] {
             let mut scores = Vec::new();
             let (mut delay, mut target, mut concealed, mut late, mut skipped) =
                 (Vec::new(), 0.0, 0.0, 0.0, 0.0);
+            let mut from_arrival = 0.0;
             for seed in 1..=seeds {
                 let Some(played) = play(&sent, &arrivals(&sent, loss, stalls, seed)) else {
                     continue;
@@ -228,15 +231,17 @@ pub fn rows(speech: &[f32], dir: &Path) {
                 concealed += s.concealed as f64 / s.played.max(1) as f64;
                 late += s.late as f64;
                 skipped += s.skipped as f64;
+                from_arrival += s.delay_ms;
             }
             let n = seeds as f64;
             let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
             let mean_delay = delay.iter().sum::<f64>() / delay.len().max(1) as f64;
             println!(
-                "| {:.0}% | {} | {} | {mean:.2} | {mean_delay:.1} ms | {:.1} ms | {:.1}% | {:.1} | {:.1} |",
+                "| {:.0}% | {} | {} | {mean:.2} | {mean_delay:.1} ms | {:.1} ms | {:.1} ms | {:.1}% | {:.1} | {:.1} |",
                 loss * 100.0,
                 if stalls { "yes" } else { "no" },
                 crate::spread(scores),
+                from_arrival / n,
                 target / n,
                 concealed / n * 100.0,
                 late / n,

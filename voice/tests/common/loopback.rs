@@ -160,7 +160,8 @@ pub fn print_stats(o: &Outcome) {
     let r = &o.receiver;
     let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.1} ms"));
     println!(
-        "receiver: {} packets, {:.1} % lost, {} late, jitter {:.1} ms, jitter buffer {:.0} ms, \
+        "receiver: {} packets, {:.1} % lost, {} late, jitter {:.1} ms, jitter buffer {:.0} ms \
+              (a frame played {:.0} ms after its packet came, on average), \
               {:.1} % of frames concealed, {} rebuilt from FEC, {} from RED copies, level \
               {:.1} dBFS",
         r.packets_received,
@@ -168,6 +169,7 @@ pub fn print_stats(o: &Outcome) {
         r.packets_late,
         r.jitter_ms,
         r.jitter_buffer_ms,
+        r.receive_delay_ms,
         r.concealed_fraction * 100.0,
         r.fec_frames,
         r.red_frames,
