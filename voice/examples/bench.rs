@@ -409,10 +409,12 @@ async fn external_call(
             eprintln!("{} stats: {theirs:#}", stack.name());
         }
     }
+    // The seed tells the runs of a row apart, so `VOICE_BENCH_KEEP=1` keeps every call.
     let tag = format!(
-        "{}-{}",
+        "{}-{}-{}",
         stack.name(),
-        netem.map_or(0, |n| (n.loss * 100.0) as u32)
+        netem.map_or(0, |n| (n.loss * 100.0) as u32),
+        netem.map_or(0, |n| n.seed)
     );
     let theirs = result.stats.as_ref();
     let num = |k: &str| {
@@ -420,9 +422,14 @@ async fn external_call(
             .and_then(|s| s.get(k))
             .and_then(serde_json::Value::as_f64)
     };
+    let to_us = pesq(speech, &we_heard, dir, &format!("{tag}-to-us"));
+    let to_them = pesq(speech, &result.heard, dir, &format!("{tag}-to-them"));
+    if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
+        eprintln!("{tag}: PESQ-WB them → us {to_us:?}, us → them {to_them:?}");
+    }
     ExternalRow {
-        to_us: pesq(speech, &we_heard, dir, &format!("{tag}-to-us")),
-        to_them: pesq(speech, &result.heard, dir, &format!("{tag}-to-them")),
+        to_us,
+        to_them,
         our_concealed: stats.first().map_or(0.0, |s| s.concealed_fraction),
         our_jitter_buffer_ms: stats.first().map_or(0.0, |s| s.jitter_buffer_ms),
         our_jitter_buffer_delay_ms: stats.first().map_or(0.0, |s| s.jitter_buffer_delay_ms),
