@@ -32,7 +32,7 @@ use crate::receive::PeerReceiver;
 use crate::red::{self, DEFAULT_RED_PT, MIME_TYPE_RED};
 use crate::signal::{PeerId, Signal, SignalMessage};
 use crate::{lock, Result, FRAME_SAMPLES};
-use rtc::interceptor::Slot;
+use rtc::interceptor::{Slot, TwccSenderBuilder};
 
 /// Events a peer connection reports to its call.
 #[derive(Debug)]
@@ -314,10 +314,15 @@ impl PeerLink {
         media.register_default_codecs()?;
         media.register_codec(red_codec(), RtpCodecKind::Audio)?;
         let reported_loss = ReportedLoss::default();
-        let registry = register_default_interceptors(Registry::new(), &mut media)?.with(
-            Slot::from(feedback::SLOT),
-            LossReportInterceptor::new(reported_loss.clone()),
-        );
+        // The defaults read transport-wide sequence numbers but add none; ours carry them so
+        // the peer sends transport-wide feedback, whose per-packet loss drives RED much sooner
+        // than libwebrtc's 5-second receiver reports (see `feedback`).
+        let registry = register_default_interceptors(Registry::new(), &mut media)?
+            .with(Slot::TwccSender, TwccSenderBuilder::new().build())
+            .with(
+                Slot::from(feedback::SLOT),
+                LossReportInterceptor::new(reported_loss.clone()),
+            );
         let rtc_config = RTCConfigurationBuilder::default()
             .with_ice_servers(
                 config
