@@ -164,17 +164,26 @@ impl FeedbackLoss {
     /// enough packets.
     fn take(&mut self, cc: &TransportLayerCc) -> Option<u32> {
         let count = usize::from(cc.packet_status_count);
+        // Only the newest statuses can fall in the window: a feedback packet claiming 65 535
+        // packets (a broken or hostile peer) costs no more than one covering 50.
         let statuses = cc
             .packet_chunks
             .iter()
-            .flat_map(|chunk| match chunk {
-                PacketStatusChunk::RunLengthChunk(r) => {
-                    vec![r.packet_status_symbol; usize::from(r.run_length)]
+            .flat_map(|chunk| -> Box<dyn Iterator<Item = SymbolTypeTcc> + '_> {
+                match chunk {
+                    PacketStatusChunk::RunLengthChunk(r) => Box::new(std::iter::repeat_n(
+                        r.packet_status_symbol,
+                        usize::from(r.run_length),
+                    )),
+                    PacketStatusChunk::StatusVectorChunk(v) => {
+                        Box::new(v.symbol_list.iter().copied())
+                    }
                 }
-                PacketStatusChunk::StatusVectorChunk(v) => v.symbol_list.clone(),
             })
-            .take(count);
-        for (i, symbol) in statuses.enumerate() {
+            .take(count)
+            .enumerate()
+            .skip(count.saturating_sub(FEEDBACK_WINDOW as usize));
+        for (i, symbol) in statuses {
             let seq = self.unwrap(cc.base_sequence_number.wrapping_add(i as u16));
             let arrived = symbol != SymbolTypeTcc::PacketNotReceived;
             *self.arrived.entry(seq).or_insert(arrived) |= arrived;
@@ -317,6 +326,32 @@ mod tests {
         assert_eq!(f.take(&feedback(65_510 + 4, &[true])), Some(12 * 256 / 50));
         let clean = vec![true; 50];
         assert_eq!(f.take(&feedback(14, &clean)), Some(0));
+    }
+
+    #[test]
+    fn a_feedback_packet_claiming_every_sequence_number_costs_only_the_window() {
+        let mut f = FeedbackLoss::default();
+        let run = |symbol, run_length| {
+            PacketStatusChunk::RunLengthChunk(RunLengthChunk {
+                type_tcc: StatusChunkTypeTcc::RunLengthChunk,
+                packet_status_symbol: symbol,
+                run_length,
+            })
+        };
+        // 65 535 packets: the first 65 485 lost, the newest 50 received.
+        let cc = TransportLayerCc {
+            base_sequence_number: 7,
+            packet_status_count: u16::MAX,
+            packet_chunks: vec![
+                run(SymbolTypeTcc::PacketNotReceived, 8191),
+                run(SymbolTypeTcc::PacketNotReceived, u16::MAX - 8191 - 50),
+                run(SymbolTypeTcc::PacketReceivedSmallDelta, 50),
+                run(SymbolTypeTcc::PacketReceivedSmallDelta, 8191),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(f.take(&cc), Some(0), "only the newest 50 count");
+        assert_eq!(f.arrived.len(), FEEDBACK_WINDOW as usize);
     }
 
     #[test]
