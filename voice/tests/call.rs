@@ -413,14 +413,25 @@ async fn switching_the_input_device_mid_call_changes_what_is_heard() {
         tone_power(&after, RATE, 440.0),
         level_dbfs(&after)
     );
-    assert!(
-        tone_power(&after, RATE, 880.0) > 0.02,
-        "new device not heard"
+    // Judged per 100 ms: a tone's power over the whole window adds up coherently, so one
+    // concealed or skipped frame (a phase jump, common on a loaded machine) could cancel half
+    // of it; the median window is what the listener hears nearly all the time.
+    let windowed = |freq: f32| {
+        let mut p: Vec<f32> = after
+            .chunks_exact(RATE as usize / 10)
+            .map(|w| tone_power(w, RATE, freq))
+            .collect();
+        p.sort_by(f32::total_cmp);
+        p.get(p.len() / 2).copied().unwrap_or(0.0)
+    };
+    eprintln!(
+        "median 100 ms window: 880 Hz {} 440 Hz {}",
+        windowed(880.0),
+        windowed(440.0)
     );
-    assert!(
-        tone_power(&after, RATE, 440.0) < 0.001,
-        "old device still heard"
-    );
+    // A 0.3-peak sine has a power of 0.045.
+    assert!(windowed(880.0) > 0.02, "new device not heard");
+    assert!(windowed(440.0) < 0.001, "old device still heard");
 }
 
 /// Alice's speech to bob through `loss` each way and 0–20 ms of jitter, with RED allowed or
