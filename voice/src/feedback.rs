@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::jitter::Unwrapper;
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::reception_report::ReceptionReport;
@@ -145,21 +146,11 @@ struct FeedbackLoss {
     /// Unwrapped sequence number → arrived. A packet first reported missing and later
     /// reported received (it was late, or the feedback repeats itself) counts as received.
     arrived: BTreeMap<u64, bool>,
+    seq: Unwrapper,
     highest: Option<u64>,
 }
 
 impl FeedbackLoss {
-    /// Extends a 16-bit sequence number to 64 bits next to the highest seen.
-    fn unwrap(&self, seq: u16) -> u64 {
-        match self.highest {
-            None => u64::from(seq) + (1 << 16),
-            Some(h) => {
-                let diff = i64::from(seq.wrapping_sub(h as u16) as i16);
-                (h as i64 + diff).max(0) as u64
-            }
-        }
-    }
-
     /// Takes one feedback packet; returns the loss (in 1/256) over the window, once it holds
     /// enough packets.
     fn take(&mut self, cc: &TransportLayerCc) -> Option<u32> {
@@ -184,7 +175,10 @@ impl FeedbackLoss {
             .enumerate()
             .skip(count.saturating_sub(FEEDBACK_WINDOW as usize));
         for (i, symbol) in statuses {
-            let seq = self.unwrap(cc.base_sequence_number.wrapping_add(i as u16));
+            let seq = self.seq.unwrap(
+                u64::from(cc.base_sequence_number.wrapping_add(i as u16)),
+                16,
+            );
             let arrived = symbol != SymbolTypeTcc::PacketNotReceived;
             *self.arrived.entry(seq).or_insert(arrived) |= arrived;
             if self.highest.is_none_or(|h| seq > h) {

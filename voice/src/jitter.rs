@@ -126,12 +126,12 @@ pub struct JitterStats {
 
 /// Extends a wrapping counter to 64 bits, tolerating reordering within half its range.
 #[derive(Debug, Default)]
-struct Unwrapper {
+pub(crate) struct Unwrapper {
     last: Option<u64>,
 }
 
 impl Unwrapper {
-    fn unwrap(&mut self, value: u64, bits: u32) -> u64 {
+    pub(crate) fn unwrap(&mut self, value: u64, bits: u32) -> u64 {
         let range = 1u64 << bits;
         let Some(last) = self.last else {
             // Start well above zero so reordered packets before the first stay positive.
