@@ -331,6 +331,29 @@ fn cpu_seconds() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The machine's CPU time so far, from `/proc/stat`: (stolen, total) in clock ticks. Steal is
+/// time the hypervisor gave this virtual machine's CPUs to someone else: the engine's clock
+/// wakes late by as much, the playout device runs dry and the engine keeps more queued
+/// (`receive delay` grows with it), so the figures of a run are read beside it.
+fn cpu_steal_ticks() -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<f64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    Some((*fields.get(7)?, fields.iter().take(8).sum()))
+}
+
+/// Share of the CPU time since `before` (from [`cpu_steal_ticks`]) that was stolen.
+fn steal_since(before: Option<(f64, f64)>) -> Option<f64> {
+    let ((s0, t0), (s1, t1)) = (before?, cpu_steal_ticks()?);
+    (t1 > t0).then(|| (s1 - s0) / (t1 - t0))
+}
+
 /// CPU per peer (% of one core) with six peers in a full mesh, all talking.
 async fn mesh_cpu(speech: &[f32]) -> f64 {
     let names = ["p1", "p2", "p3", "p4", "p5", "p6"];
@@ -1014,6 +1037,7 @@ async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
     println!("| bitrate | RED | network (jitter: each packet delayed 0–20 ms) | latency p50 | latency p95 | PESQ-WB | concealed | FEC frames | RED frames | jitter buffer target / delay | receive delay |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let default = voice::codec::DEFAULT_BITRATE / 1000;
+    let steal_before = cpu_steal_ticks();
     for (bitrate, red, label, loss, jitter) in [
         (default, true, "0% loss", 0.0, 0),
         (default, true, "0% loss + jitter", 0.0, 20),
@@ -1070,6 +1094,14 @@ async fn network_rows(speech: &[f32], other: &[f32], dir: &Path) {
             mean(|r| r.jitter_buffer_ms),
             mean(|r| r.jitter_buffer_delay_ms),
             mean(|r| r.receive_delay_ms),
+        );
+    }
+    if let Some(steal) = steal_since(steal_before) {
+        println!(
+            "CPU time stolen by the hypervisor during these calls: {:.0}% (delays the engine's \
+             clock; the playout queue, part of the receive delay, grows after each time the \
+             device runs dry)",
+            steal * 100.0
         );
     }
     println!();

@@ -3,10 +3,11 @@
 //! [`Call::start`] takes the audio devices, a stream of incoming [`SignalMessage`]s and a
 //! sink for outgoing ones, and returns the call and its [`CallEvent`]s. The joiner calls
 //! [`Call::connect`] for each participant already present; everyone else answers the offers
-//! that arrive. Four tasks run per call: the audio engine (a 5 ms clock that captures,
-//! encodes and fans packets out, and mixes the peers into the playout device), signaling,
-//! peer-state events, and a once-a-second statistics poll that feeds the loss the receivers
-//! report back into the encoder's FEC.
+//! that arrive. The audio engine (a 5 ms clock that captures, encodes and fans packets out,
+//! and mixes the peers into the playout device) runs on a thread of its own, so it wakes on
+//! time whatever the connections' tasks are doing on the runtime's workers; three tasks run
+//! beside it: signaling, peer-state events, and a once-a-second statistics poll that feeds
+//! the loss the receivers report back into the encoder's FEC.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -256,6 +257,8 @@ struct Shared {
     signals_out: mpsc::Sender<SignalMessage>,
     events_out: mpsc::Sender<CallEvent>,
     peer_events: mpsc::Sender<PeerEvent>,
+    /// Set when the call is dropped or left: the engine thread stops at its next tick.
+    stopped: AtomicBool,
 }
 
 impl Shared {
@@ -317,12 +320,15 @@ impl Shared {
 pub struct Call {
     shared: Arc<Shared>,
     tasks: Vec<JoinHandle<()>>,
+    /// The engine's thread; it ends at its next tick once `shared.stopped` is set.
+    engine: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Call {
     /// Dropping a call without [`Call::leave`] still closes its connections (webrtc-rs keeps
     /// a dropped, unclosed connection alive), so peers see it end.
     fn drop(&mut self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
         for t in &self.tasks {
             t.abort();
         }
@@ -389,15 +395,27 @@ impl Call {
             signals_out: outgoing,
             events_out,
             peer_events,
+            stopped: AtomicBool::new(false),
         });
         let encoder = OpusEncoder::new(shared.config.bitrate, shared.config.dtx)?;
+        let engine = Arc::clone(&shared);
+        let engine = std::thread::Builder::new()
+            .name("sohbet-audio".to_owned())
+            .spawn(move || run_engine(&engine, encoder))
+            .map_err(|e| VoiceError::Device(format!("starting the audio thread: {e}")))?;
         let tasks = vec![
-            tokio::spawn(run_engine(Arc::clone(&shared), encoder)),
             tokio::spawn(run_signaling(Arc::clone(&shared), incoming)),
             tokio::spawn(run_peer_events(Arc::clone(&shared), peer_events_rx)),
             tokio::spawn(run_stats(Arc::clone(&shared))),
         ];
-        Ok((Self { shared, tasks }, events))
+        Ok((
+            Self {
+                shared,
+                tasks,
+                engine: Some(engine),
+            },
+            events,
+        ))
     }
 
     /// Opens a connection to `peer` and sends it an offer (the joiner does this for each
@@ -425,8 +443,18 @@ impl Call {
             let _ = self.shared.send_signal(&peer, Signal::Bye).await;
             self.shared.remove_peer(&peer, "left").await;
         }
+        self.shared.stopped.store(true, Ordering::Relaxed);
         for t in self.tasks.drain(..) {
             t.abort();
+        }
+        // The engine ends at its next tick: when this returns, it no longer plays or captures.
+        if let Some(engine) = self.engine.take() {
+            if !matches!(
+                tokio::task::spawn_blocking(move || engine.join()).await,
+                Ok(Ok(()))
+            ) {
+                tracing::warn!("the audio engine's thread panicked");
+            }
         }
     }
 
@@ -840,6 +868,7 @@ impl PlayoutPacer {
     fn observe(&mut self, underruns: u64, now: Instant) {
         if underruns > self.underruns {
             self.headroom_ms = (self.headroom_ms + PLAYOUT_STEP_MS).min(PLAYOUT_MAX_MS);
+            tracing::debug!(headroom_ms = self.headroom_ms, "playout device ran dry");
             self.calm_since = now;
         } else if now.duration_since(self.calm_since) > PLAYOUT_CALM {
             self.headroom_ms = (self.headroom_ms - PLAYOUT_SHRINK_MS).max(PLAYOUT_LOW_WATER_MS);
@@ -879,10 +908,37 @@ impl PlayoutPacer {
     }
 }
 
+/// The engine's clock, on the engine's own thread: sleeps until each tick; ticks missed while
+/// the thread was not scheduled are skipped rather than run back to back.
+struct Ticker {
+    next: Instant,
+    period: Duration,
+}
+
+impl Ticker {
+    fn new(period: Duration) -> Self {
+        Self {
+            next: Instant::now(),
+            period,
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Some(wait) = self.next.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        self.next += self.period;
+        let now = Instant::now();
+        if self.next < now {
+            let missed = (now - self.next).as_nanos() / self.period.as_nanos().max(1) + 1;
+            self.next += self.period * u32::try_from(missed).unwrap_or(u32::MAX);
+        }
+    }
+}
+
 /// The audio engine: capture → DSP → Opus → peers, and peers → jitter buffers → mix → playout.
-async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+fn run_engine(shared: &Shared, mut encoder: OpusEncoder) {
+    let mut ticker = Ticker::new(TICK);
     let controls = &shared.controls;
     let mut captured = Vec::with_capacity(SAMPLE_RATE as usize / 10);
     let mut encoded: Vec<OutFrame> = Vec::with_capacity(4);
@@ -894,8 +950,8 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
     let mut mono = Vec::with_capacity(SAMPLE_RATE as usize / 25);
     let mut device = Vec::with_capacity(SAMPLE_RATE as usize / 10);
     let mut pacer = PlayoutPacer::new(lock(&shared.io).playout.underruns());
-    loop {
-        ticker.tick().await;
+    while !shared.stopped.load(Ordering::Relaxed) {
+        ticker.tick();
         let loss = f32::from_bits(controls.expected_loss.load(Ordering::Relaxed));
         let unprotected = f32::from_bits(controls.unprotected_loss.load(Ordering::Relaxed));
         boosted = shared.config.loss_boost && loss_response(boosted, unprotected);
@@ -985,6 +1041,60 @@ async fn run_engine(shared: Arc<Shared>, mut encoder: OpusEncoder) {
             upmix(&mono, format.channels, &mut device);
             io.playout.write(&device);
         }
+    }
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+    use crate::audio::wav::{WavSink, WavSource};
+    use crate::audio::StreamFormat;
+
+    const MONO: StreamFormat = StreamFormat {
+        sample_rate: SAMPLE_RATE,
+        channels: 1,
+    };
+
+    #[tokio::test]
+    async fn the_engine_thread_plays_and_ends_with_the_call() {
+        let sink = WavSink::new(MONO);
+        let recording = sink.recording();
+        let (_signals_in, incoming) = mpsc::channel(1);
+        let (outgoing, _signals_out) = mpsc::channel(1);
+        let (call, _events) = Call::start(
+            CallConfig::default(),
+            Box::new(WavSource::from_samples(vec![0.0; 48_000], MONO)),
+            Box::new(sink),
+            incoming,
+            outgoing,
+        )
+        .await
+        .expect("call starts");
+        // The engine's clock runs without the runtime: with nobody in the call, it keeps the
+        // device fed with silence.
+        let started = Instant::now();
+        while recording.samples().len() < 4_800 {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "engine never played"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let mut call = call;
+        let engine = call.engine.take().expect("engine thread");
+        assert_eq!(engine.thread().name(), Some("sohbet-audio"));
+        assert!(!engine.is_finished(), "engine thread ended early");
+        drop(call);
+        // It holds the devices: it must end (within a tick) once the call is gone.
+        let dropped = Instant::now();
+        while !engine.is_finished() {
+            assert!(
+                dropped.elapsed() < Duration::from_secs(5),
+                "engine thread outlived the call"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(engine.join().is_ok(), "engine thread panicked");
     }
 }
 

@@ -30,9 +30,13 @@ use crate::common::{with_lead_in, RATE};
 
 /// The payload type of Opus inside RED here (any will do: both ends are ours).
 const OPUS_PT: u8 = 111;
-/// Phase of the playout tick against the sender's frame clock (ms): an arbitrary offset,
-/// as between two machines.
-const TICK_PHASE_MS: f64 = 7.0;
+/// Phase of the playout tick against the sender's frame clock (ms) in call `seed`: any
+/// offset in a frame, as between two machines, spread evenly over the seeds (golden ratio).
+/// The buffer can only play a frame on a tick, so its delay comes in steps of a frame from
+/// this phase; one fixed phase would hide how the target delay moves it.
+fn tick_phase_ms(seed: u64) -> f64 {
+    (seed as f64 * 0.618_034).fract() * voice::FRAME_MS
+}
 /// Mean time between stalls in the "stalls" rows (ms), and their shortest and longest.
 const STALL_EVERY_MS: f64 = 2000.0;
 const STALL_MS: (f64, f64) = (40.0, 120.0);
@@ -126,7 +130,7 @@ fn arrivals(sent: &[Sent], loss: f64, stalls: bool, seed: u64) -> Vec<Option<f64
 }
 
 /// Plays `sent`, arriving at `arrivals`, into a fresh receiver ticked every 20 ms.
-fn play(sent: &[Sent], arrivals: &[Option<f64>]) -> Option<Played> {
+fn play(sent: &[Sent], arrivals: &[Option<f64>], phase_ms: f64) -> Option<Played> {
     let mut order: Vec<(f64, &Sent)> = sent
         .iter()
         .zip(arrivals)
@@ -138,7 +142,7 @@ fn play(sent: &[Sent], arrivals: &[Option<f64>]) -> Option<Played> {
     let mut rx = PeerReceiver::new().ok()?;
     let end_ms = sent.last()?.at_ms + 1000.0;
     let mut audio = Vec::new();
-    let (mut targets, mut i, mut tick) = (Vec::new(), 0, TICK_PHASE_MS);
+    let (mut targets, mut i, mut tick) = (Vec::new(), 0, phase_ms);
     while tick < end_ms {
         while let Some(&(arrival, p)) = order.get(i).filter(|(t, _)| *t <= tick) {
             if p.red {
@@ -164,7 +168,7 @@ fn play(sent: &[Sent], arrivals: &[Option<f64>]) -> Option<Played> {
 
 /// Median receive delay (ms) over the speech's 100 ms windows found in `audio`: when each
 /// was played, less when its frame was sent, for the signal `signal` that was sent.
-fn receive_delay_ms(signal: &[f32], audio: &[f32]) -> Option<f64> {
+fn receive_delay_ms(signal: &[f32], audio: &[f32], phase_ms: f64) -> Option<f64> {
     let sent = to_analysis_rate(signal, RATE).ok()?;
     let heard = to_analysis_rate(audio, RATE).ok()?;
     let per_ms = f64::from(ANALYSIS_RATE) / 1000.0;
@@ -175,7 +179,7 @@ fn receive_delay_ms(signal: &[f32], audio: &[f32]) -> Option<f64> {
             // Played at the tick phase plus its place in the output; captured at its place
             // in the input; its frame left 20 ms after the frame's first sample, which plays
             // as far into the frame as this one.
-            let played = TICK_PHASE_MS + m.received? as f64 / per_ms;
+            let played = phase_ms + m.received? as f64 / per_ms;
             let captured = m.sent as f64 / per_ms;
             Some(played - captured - voice::FRAME_MS)
         })
@@ -210,12 +214,13 @@ pub fn rows(speech: &[f32], dir: &Path) {
                 (Vec::new(), 0.0, 0.0, 0.0, 0.0);
             let mut from_arrival = 0.0;
             for seed in 1..=seeds {
-                let Some(played) = play(&sent, &arrivals(&sent, loss, stalls, seed)) else {
+                let phase = tick_phase_ms(seed);
+                let Some(played) = play(&sent, &arrivals(&sent, loss, stalls, seed), phase) else {
                     continue;
                 };
                 let tag = format!("jitter-{}-{stalls}-{seed}", (loss * 100.0) as u32);
                 let score = crate::pesq(speech, &played.audio, dir, &tag);
-                let d = receive_delay_ms(&signal, &played.audio);
+                let d = receive_delay_ms(&signal, &played.audio, phase);
                 let s = played.stats;
                 if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
                     println!(
