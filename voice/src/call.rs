@@ -927,8 +927,13 @@ impl Ticker {
         if let Some(wait) = self.next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
+        self.schedule(Instant::now());
+    }
+
+    /// Sets the next tick after one that ran at `now`: a period on, or the first tick of the
+    /// schedule still ahead if the thread woke so late that it missed some.
+    fn schedule(&mut self, now: Instant) {
         self.next += self.period;
-        let now = Instant::now();
         if self.next < now {
             let missed = (now - self.next).as_nanos() / self.period.as_nanos().max(1) + 1;
             self.next += self.period * u32::try_from(missed).unwrap_or(u32::MAX);
@@ -1095,6 +1100,28 @@ mod engine_tests {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         assert!(engine.join().is_ok(), "engine thread panicked");
+    }
+}
+
+#[cfg(test)]
+mod ticker_tests {
+    use super::*;
+
+    #[test]
+    fn ticks_keep_their_schedule_and_skip_the_ones_missed() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut ticker = Ticker::new(TICK);
+        ticker.next = t0;
+        // On time (or a little late): the next tick is a period on, not a period from now.
+        ticker.schedule(t0 + ms(1));
+        assert_eq!(ticker.next, t0 + ms(5));
+        // Woken 12 ms late: the ticks at 10 and 15 ms are gone; the schedule resumes at 20.
+        ticker.schedule(t0 + ms(17));
+        assert_eq!(ticker.next, t0 + ms(20));
+        // Exactly on a missed tick's time: that one counts as missed too.
+        ticker.schedule(t0 + ms(30));
+        assert_eq!(ticker.next, t0 + ms(35));
     }
 }
 
