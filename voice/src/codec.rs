@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use opus::{Application, Bitrate, Channels, Decoder, Encoder};
 
-use crate::{Result, VoiceError, FRAME_SAMPLES, SAMPLE_RATE};
+use crate::{Result, VoiceError, SAMPLE_RATE};
 
 /// Lowest bitrate we allow: below this Opus wide-band speech turns muffled.
 pub const MIN_BITRATE: u32 = 16_000;
@@ -92,8 +92,9 @@ impl OpusDecoder {
         })
     }
 
-    /// Decodes a packet into `out` (one 20 ms frame); returns the samples written.
-    /// A corrupt packet from the network is concealed rather than reported.
+    /// Decodes a packet into `out`, which must hold at least as much audio as the packet
+    /// (20 ms for ours); returns the samples written. A corrupt packet from the network is
+    /// concealed (all of `out`) rather than reported.
     pub fn decode(&mut self, packet: &[u8], out: &mut [f32]) -> usize {
         match self.decoder.decode_float(packet, out, false) {
             Ok(n) => n,
@@ -101,25 +102,23 @@ impl OpusDecoder {
         }
     }
 
-    /// Rebuilds the lost frame before `next_packet` from the FEC data it carries.
+    /// Rebuilds the lost frame before `next_packet` from the FEC data it carries, as long as
+    /// `out` (the lost frame's length).
     pub fn decode_fec(&mut self, next_packet: &[u8], out: &mut [f32]) -> usize {
-        match self
-            .decoder
-            .decode_float(next_packet, &mut out[..FRAME_SAMPLES], true)
-        {
+        match self.decoder.decode_float(next_packet, out, true) {
             Ok(n) => n,
             Err(_) => self.conceal(out),
         }
     }
 
-    /// Packet-loss concealment: extrapolates a frame from what came before.
+    /// Packet-loss concealment: extrapolates `out.len()` samples (a multiple of 2.5 ms) from
+    /// what came before.
     pub fn conceal(&mut self, out: &mut [f32]) -> usize {
-        let out = &mut out[..FRAME_SAMPLES];
         match self.decoder.decode_float(&[], out, false) {
             Ok(n) => n,
             Err(_) => {
                 out.fill(0.0);
-                FRAME_SAMPLES
+                out.len()
             }
         }
     }
@@ -128,6 +127,7 @@ impl OpusDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::FRAME_SAMPLES;
 
     fn tone(freq: f32, frames: usize) -> Vec<f32> {
         (0..frames * FRAME_SAMPLES)
@@ -198,6 +198,7 @@ mod tests {
 #[cfg(test)]
 mod fec_tests {
     use super::*;
+    use crate::FRAME_SAMPLES;
 
     /// Correlation of two equal-length frames.
     fn corr(a: &[f32], b: &[f32]) -> f32 {

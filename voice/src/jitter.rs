@@ -1,4 +1,6 @@
-//! A per-peer adaptive jitter buffer for 20 ms Opus packets.
+//! A per-peer adaptive jitter buffer for Opus packets: 20 ms ones as we and libwebrtc send
+//! them, and any other duration a sender chooses (2.5–120 ms, read from each packet's
+//! table-of-contents byte), so a stream of 10 ms or 60 ms packets plays whole.
 //!
 //! Packets are keyed by RTP timestamp and played on a schedule: a packet stamped `ts` is due
 //! at `ts + fastest transit seen + target delay`. The target follows the 98th percentile of
@@ -23,8 +25,10 @@ use crate::FRAME_SAMPLES;
 
 /// RTP clock ticks per millisecond for Opus.
 const TICKS_PER_MS: f64 = 48.0;
-/// One frame in RTP ticks.
+/// One frame in RTP ticks: what a packet holds until the stream says otherwise.
 const FRAME_TICKS: u64 = FRAME_SAMPLES as u64;
+/// The shortest and longest audio an Opus packet can hold (2.5 and 120 ms), in RTP ticks.
+const PACKET_TICKS: (u64, u64) = (120, 5760);
 /// Transit samples kept for the percentile: 5 s of 20 ms packets.
 const WINDOW: usize = 250;
 /// Most packets held: 10 s of audio, far beyond any useful delay.
@@ -39,20 +43,21 @@ const MAX_TARGET_MS: f64 = 400.0;
 /// When the network loses packets, keep one more frame so the next packet's FEC is there in
 /// time to rebuild the lost one.
 const FEC_HEADROOM_MS: f64 = 20.0;
-/// The target shrinks by at most this much per played frame (0.5 ms per 20 ms: ~1 s to
+/// The target shrinks by at most this much per 20 ms played (0.5 ms per 20 ms: ~1 s to
 /// give back 25 ms), so it does not flap with every quiet second.
 const SHRINK_PER_FRAME_MS: f64 = 0.5;
-/// How far (in ms) the playhead may fall behind its ideal position (more delay than the
-/// target) before we skip a frame. A skip moves it 20 ms forward, so this must stay above
-/// `20 - HOLD_THRESHOLD_MS` (15) or skips and holds would alternate; 2 ms above that keeps
-/// the average excess delay near 5 ms without flapping on scheduling noise.
-const SKIP_THRESHOLD_MS: f64 = 17.0;
+/// How far (in ms) beyond a frame's length less this the playhead may fall behind its ideal
+/// position (more delay than the target) before we skip a frame. A skip moves it a frame
+/// forward (20 ms: skips from 17 ms behind), so the threshold must stay above a frame less
+/// `HOLD_THRESHOLD_MS` or skips and holds would alternate; 2 ms above that keeps the average
+/// excess delay near 5 ms without flapping on scheduling noise.
+const SKIP_MARGIN_MS: f64 = 3.0;
 /// Past this much excess delay a frame is skipped even in the middle of speech; below it we
 /// wait for a quiet frame, since dropping 20 ms of a word is what listeners hear as a click.
 const FORCE_SKIP_MS: f64 = 60.0;
-/// Opus packets up to this size carry silence or background noise (speech runs 60–120
-/// bytes a frame at 32 kbps, twice that at 64), so skipping one is inaudible.
-const QUIET_PACKET_BYTES: usize = 30;
+/// Opus packets up to this size per 20 ms carry silence or background noise (speech runs
+/// 60–120 bytes a frame at 32 kbps, twice that at 64), so skipping one is inaudible.
+const QUIET_PACKET_BYTES: u64 = 30;
 /// How far the playhead may run ahead of its ideal position (less delay than the target)
 /// before we hold it for a frame. Small: running ahead means packets arrive after their
 /// slot; a hold moves the playhead back 20 ms, well inside the skip threshold.
@@ -156,11 +161,20 @@ impl Unwrapper {
 struct Entry {
     seq: u64,
     payload: Bytes,
+    /// How much audio it holds (RTP ticks).
+    duration: u64,
     /// When it arrived (ms since the epoch); for a RED copy, when its carrier did.
     arrived_ms: f64,
     /// A copy carried as redundancy by a later packet (RED), not the packet itself: the
     /// packet, if it turns up, replaces it.
     redundant: bool,
+}
+
+impl Entry {
+    /// Whether it carries silence or background noise (see [`QUIET_PACKET_BYTES`]).
+    fn is_quiet(&self) -> bool {
+        self.payload.len() as u64 * FRAME_TICKS <= QUIET_PACKET_BYTES * self.duration
+    }
 }
 
 /// The jitter buffer of one remote stream.
@@ -189,6 +203,11 @@ pub struct JitterBuffer {
     last_played_ts: Option<u64>,
     /// How far the playhead was behind its ideal position at the last pop (ms).
     drift_ms: f64,
+    /// How much audio the stream's packets hold (RTP ticks): the last one played's, and so
+    /// how long a frame concealed or rebuilt from FEC in its place lasts.
+    frame_ticks: u64,
+    /// How long what the last pop gave plays (RTP ticks).
+    popped_ticks: u64,
     /// Sum of arrival-to-playout times (ms) and the frames they cover, for `delay_ms`.
     delay_sum_ms: f64,
     delay_frames: u64,
@@ -224,6 +243,8 @@ impl JitterBuffer {
             speech_playing: false,
             last_played_ts: None,
             drift_ms: 0.0,
+            frame_ticks: FRAME_TICKS,
+            popped_ticks: FRAME_TICKS,
             delay_sum_ms: 0.0,
             delay_frames: 0,
             pending_conceal: 0,
@@ -236,6 +257,16 @@ impl JitterBuffer {
 
     fn ms_since_epoch(&self, now: Instant) -> f64 {
         now.saturating_duration_since(self.epoch).as_secs_f64() * 1000.0
+    }
+
+    /// How much audio `payload` holds (RTP ticks), from its Opus table of contents; one that
+    /// does not parse (it will be concealed) counts as a frame of the stream.
+    fn duration_of(&self, payload: &[u8]) -> u64 {
+        opus::packet::get_nb_samples(payload, crate::SAMPLE_RATE)
+            .ok()
+            .map(|n| n as u64)
+            .filter(|n| (PACKET_TICKS.0..=PACKET_TICKS.1).contains(n))
+            .unwrap_or(self.frame_ticks)
     }
 
     /// Takes a packet that arrived at `now`.
@@ -272,10 +303,12 @@ impl JitterBuffer {
         }
         self.stats.received += 1;
         let arrived_ms = self.ms_since_epoch(now);
+        let duration = self.duration_of(&payload);
         self.packets.insert(
             ts,
             Entry {
                 seq,
+                duration,
                 payload,
                 arrived_ms,
                 redundant: false,
@@ -304,10 +337,12 @@ impl JitterBuffer {
         if self.next_ts.is_some_and(|next| ts < next) || self.packets.contains_key(&ts) {
             return;
         }
+        let duration = self.duration_of(&payload);
         self.packets.insert(
             ts,
             Entry {
                 seq,
+                duration,
                 payload,
                 arrived_ms: self.ms_since_epoch(now),
                 redundant: true,
@@ -372,7 +407,7 @@ impl JitterBuffer {
     fn shrink_target(&mut self) {
         self.target_ms = self
             .wanted_target()
-            .max(self.target_ms - SHRINK_PER_FRAME_MS);
+            .max(self.target_ms - SHRINK_PER_FRAME_MS * self.frame_ms() / crate::FRAME_MS);
         self.stats.target_ms = self.target_ms;
     }
 
@@ -381,8 +416,10 @@ impl JitterBuffer {
         (self.ms_since_epoch(now) - self.min_transit() - self.target_ms) * TICKS_PER_MS
     }
 
-    /// Decides what to play for the next 20 ms starting at `now`.
+    /// Decides what to play from `now`: a packet's frame (as long as the packet holds), or
+    /// a frame of the stream's length in its place (see [`Self::popped_samples`]).
     pub fn pop(&mut self, now: Instant) -> Playout {
+        self.popped_ticks = self.frame_ticks;
         let Some(mut next) = self.next_ts else {
             let Some(&first) = self.packets.keys().next() else {
                 return Playout::Silence;
@@ -403,13 +440,17 @@ impl JitterBuffer {
                 .range(ideal..)
                 .next()
                 .map(|(&ts, _)| ts)
-                .unwrap_or(next + ((ideal.saturating_sub(next)) / FRAME_TICKS) * FRAME_TICKS);
+                .unwrap_or(
+                    next + (ideal.saturating_sub(next) / self.frame_ticks) * self.frame_ticks,
+                );
             self.discard_before(next);
-        } else if drift_ms > SKIP_THRESHOLD_MS && (drift_ms > FORCE_SKIP_MS || self.quiet(next)) {
+        } else if drift_ms > self.frame_ms() - SKIP_MARGIN_MS
+            && (drift_ms > FORCE_SKIP_MS || self.quiet(next))
+        {
             // Too much delay: skip one frame, a quiet one unless the excess has grown large.
-            self.packets.remove(&next);
+            let skipped = self.packets.remove(&next);
             self.stats.skipped += 1;
-            next += FRAME_TICKS;
+            next += skipped.map_or(self.frame_ticks, |e| e.duration);
         } else if drift_ms < -HOLD_THRESHOLD_MS && (drift_ms < -FORCE_HOLD_MS || self.quiet(next)) {
             // Too little delay: hold the playhead for one frame, a quiet one unless the
             // deficit has grown large.
@@ -425,12 +466,23 @@ impl JitterBuffer {
         self.play(next, now)
     }
 
+    /// How long what the last [`Self::pop`] gave plays, in samples at 48 kHz: a packet's own
+    /// length, or the stream's frame length for concealment, FEC and silence.
+    pub fn popped_samples(&self) -> usize {
+        self.popped_ticks as usize
+    }
+
+    /// The stream's frame length in ms.
+    fn frame_ms(&self) -> f64 {
+        self.frame_ticks as f64 / TICKS_PER_MS
+    }
+
     /// Whether the frame at `ts` is near silence or part of a DTX pause, so skipping it to
     /// shed delay is inaudible. A frame missing in the middle of speech is not: it is lost or
     /// late, and skipping it would throw away its RED copy or FEC, or the late packet itself.
     fn quiet(&self, ts: u64) -> bool {
         match (self.packets.get(&ts), self.packets.values().next()) {
-            (Some(e), _) => e.payload.len() <= QUIET_PACKET_BYTES,
+            (Some(e), _) => e.is_quiet(),
             // The sender's sequence goes on from the last packet played: a DTX pause.
             (None, Some(following)) => self.last_seq.is_some_and(|l| following.seq == l + 1),
             (None, None) => !self.speech_playing,
@@ -444,18 +496,21 @@ impl JitterBuffer {
     fn play(&mut self, next: u64, now: Instant) -> Playout {
         self.shrink_target();
         self.stats.played += 1;
-        // A stream with other frame sizes: play the first packet inside this slot.
+        // The first packet inside this frame's slot (a sender's timestamps need not follow
+        // its packets' lengths exactly).
         let slot = self
             .packets
-            .range(next..next + FRAME_TICKS)
+            .range(next..next + self.frame_ticks)
             .next()
             .map(|(&ts, _)| ts);
         let result = if let Some(ts) = slot {
             let entry = self.packets.remove(&ts);
-            self.next_ts = Some(ts + FRAME_TICKS);
             self.frames_without_packet = 0;
             match entry {
                 Some(e) => {
+                    self.next_ts = Some(ts + e.duration);
+                    self.frame_ticks = e.duration;
+                    self.popped_ticks = e.duration;
                     if self.last_seq.is_some_and(|last| e.seq == last + 1) {
                         self.stats.concealed -= self.pending_conceal.min(self.stats.concealed);
                     }
@@ -469,7 +524,7 @@ impl JitterBuffer {
                     let goes_on = self
                         .last_played_ts
                         .is_some_and(|last| last < ts && ts - last <= 3 * FRAME_TICKS);
-                    self.speech_playing = goes_on && e.payload.len() > QUIET_PACKET_BYTES;
+                    self.speech_playing = goes_on && !e.is_quiet();
                     self.last_played_ts = Some(ts);
                     if e.redundant {
                         self.stats.red += 1;
@@ -478,7 +533,10 @@ impl JitterBuffer {
                     self.delay_frames += 1;
                     Playout::Frame(e.payload)
                 }
-                None => Playout::Conceal,
+                None => {
+                    self.next_ts = Some(ts + self.frame_ticks);
+                    Playout::Conceal
+                }
             }
         } else if self.packets.is_empty()
             && self.speech_playing
@@ -492,7 +550,7 @@ impl JitterBuffer {
             self.stats.held += 1;
             Playout::Conceal
         } else {
-            self.next_ts = Some(next + FRAME_TICKS);
+            self.next_ts = Some(next + self.frame_ticks);
             self.frames_without_packet += 1;
             let following = self.packets.iter().next().map(|(&ts, e)| (ts, e));
             let dtx = match (following, self.last_seq) {
@@ -502,7 +560,8 @@ impl JitterBuffer {
             };
             if dtx {
                 Playout::Silence
-            } else if let Some((_, e)) = following.filter(|(ts, _)| *ts == next + FRAME_TICKS) {
+            } else if let Some((_, e)) = following.filter(|(ts, _)| *ts == next + self.frame_ticks)
+            {
                 self.stats.fec += 1;
                 Playout::Fec(e.payload.clone())
             } else {
@@ -567,7 +626,10 @@ mod tests {
     }
 
     fn payload(frame: u32, loud: bool) -> Bytes {
-        let mut p = frame.to_be_bytes().to_vec();
+        // A table-of-contents byte for one 20 ms frame (CELT, full band, mono), the frame's
+        // number after it.
+        let mut p = vec![0xF8];
+        p.extend_from_slice(&frame.to_be_bytes());
         if loud {
             p.resize(100, 0x55);
         }
@@ -616,7 +678,7 @@ mod tests {
     fn frames_played(out: &[Playout]) -> Vec<u32> {
         out.iter()
             .filter_map(|p| match p {
-                Playout::Frame(b) => Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]])),
+                Playout::Frame(b) => Some(u32::from_be_bytes([b[1], b[2], b[3], b[4]])),
                 _ => None,
             })
             .collect()
@@ -653,7 +715,7 @@ mod tests {
                 .enumerate()
                 .filter_map(|(tick, p)| match p {
                     Playout::Frame(b) => {
-                        let f = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                        let f = u32::from_be_bytes([b[1], b[2], b[3], b[4]]);
                         let came = if Some(f) == lost { f + 1 } else { f };
                         Some(7.0 + 20.0 * tick as f64 - arrival(came))
                     }
@@ -690,7 +752,7 @@ mod tests {
         assert_eq!(jb.stats().late, 1, "frame 60 should come after its slot");
         let position = |frame: u32| {
             out.iter()
-                .position(|p| matches!(p, Playout::Frame(b) if b[..4] == frame.to_be_bytes()))
+                .position(|p| matches!(p, Playout::Frame(b) if b[1..5] == frame.to_be_bytes()))
                 .expect("frame played")
         };
         // Between frame 61 and the end of the word every slot plays a frame: no hold.
