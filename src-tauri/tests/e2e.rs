@@ -429,6 +429,60 @@ async fn echo_cancellation_toggled_in_settings_stays_across_reopening_and_a_rest
     s.quit().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_microphone_test_in_settings_hears_the_microphone_and_finds_the_speakers_echo() {
+    let server = TestApp::spawn().await;
+    let shots = screenshots();
+    let (dir, _driver, s) = start_app("gul").await;
+    choose_server(&s, &server.base).await;
+    sign_up(&s, "gul").await;
+    // The virtual sound card's microphone is its speaker's monitor: it hears the speech
+    // played into it, and then the test's own playback of what it recorded (an echo at
+    // 0 dB, as from loud speakers next to the microphone).
+    audio_settings(&s, false).await;
+    let talking = Talking::start(&dir);
+    s.click("[data-testid=mic-test-start]").await;
+    assert!(
+        s.text("[data-testid=mic-test-status]")
+            .await
+            .contains("Say something"),
+        "no word of what the test does while it runs"
+    );
+    s.until_for(
+        std::time::Duration::from_secs(30),
+        "the microphone test's result",
+        "const r = document.querySelector('[data-testid=mic-test-result]'); return r && r.textContent",
+        json!([]),
+    )
+    .await;
+    drop(talking);
+    let level = s.text("[data-testid=mic-test-level]").await;
+    assert!(
+        level.starts_with("Level:") && !level.contains("No sound"),
+        "{level}"
+    );
+    let echo = s.text("[data-testid=mic-test-echo]").await;
+    assert!(
+        echo.contains("Your speakers reach the microphone"),
+        "{echo}"
+    );
+    assert!(s
+        .js(
+            "return document.querySelector('[data-testid=mic-test-error]') === null",
+            json!([])
+        )
+        .await
+        .as_bool()
+        .unwrap_or(false));
+    s.js(
+        "document.querySelector('[data-testid=mic-test]').scrollIntoView()",
+        json!([]),
+    )
+    .await;
+    s.screenshot(&shots.join("settings-mic-test.png")).await;
+    s.quit().await;
+}
+
 /// Points the app's calls at the virtual sound card (`cargo xtask test` starts it: a
 /// PipeWire null sink reached through ALSA's `pulse` device) through the audio settings,
 /// with push-to-talk (on the default key, F8) on or off.

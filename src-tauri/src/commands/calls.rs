@@ -63,7 +63,14 @@ fn device_error(which: &str, name: Option<&str>, e: voice::VoiceError) -> Comman
 async fn open_devices(
     settings: &AudioSettings,
 ) -> CommandResult<(Box<dyn Capture>, Box<dyn Playout>)> {
-    let (input, output) = (settings.input.clone(), settings.output.clone());
+    open_devices_named(settings.input.clone(), settings.output.clone()).await
+}
+
+/// Opens the microphone and speaker of these names (`None`: the system's default).
+async fn open_devices_named(
+    input: Option<String>,
+    output: Option<String>,
+) -> CommandResult<(Box<dyn Capture>, Box<dyn Playout>)> {
     tokio::task::spawn_blocking(move || {
         let capture = CpalCapture::open(input.as_deref())
             .map_err(|e| device_error("input", input.as_deref(), e))?;
@@ -264,4 +271,93 @@ pub async fn set_audio_settings(
     }
     state.profile.update_config(|c| c.audio = settings)?;
     Ok(())
+}
+
+/// Whether the microphone test heard its playback come back into the microphone.
+#[derive(Debug, Clone, Serialize, specta::Type)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MicTestEcho {
+    /// It did: speakers the microphone hears (a call partner would hear themselves unless
+    /// echo cancellation removes it).
+    Present {
+        /// From playing to hearing it, device buffers included (ms).
+        delay_ms: f32,
+        /// How much quieter than played it came back (dB).
+        return_loss_db: f32,
+    },
+    /// It did not (headphones, or speakers the microphone cannot hear).
+    Absent,
+    /// The recording was too quiet to tell.
+    Unknown,
+}
+
+/// What the microphone test found, for the audio settings.
+#[derive(Debug, Clone, Serialize, specta::Type)]
+pub struct MicTestResult {
+    /// Level while talking (dBFS): speech sits between about −35 and −10.
+    pub level_db: f32,
+    /// Loudest sample (dBFS).
+    pub peak_db: f32,
+    /// Background level (dBFS).
+    pub noise_floor_db: f32,
+    /// Share of samples at full scale, in percent: above ~0.1 the input gain is too high.
+    pub clipped_percent: f32,
+    pub echo: MicTestEcho,
+}
+
+impl From<voice::mic_test::MicTestReport> for MicTestResult {
+    fn from(r: voice::mic_test::MicTestReport) -> Self {
+        use voice::mic_test::Echo;
+        Self {
+            level_db: r.level_db,
+            peak_db: r.peak_db,
+            noise_floor_db: r.noise_floor_db,
+            clipped_percent: r.clipped_fraction * 100.0,
+            echo: match r.echo {
+                Echo::Present {
+                    delay_ms,
+                    return_loss_db,
+                    ..
+                } => MicTestEcho::Present {
+                    delay_ms,
+                    return_loss_db,
+                },
+                Echo::Absent { .. } => MicTestEcho::Absent,
+                Echo::Unknown => MicTestEcho::Unknown,
+            },
+        }
+    }
+}
+
+/// The audio settings' microphone test on the devices of these names (what the form shows,
+/// saved or not): records 3 s, plays them back, and reports level, noise, clipping and echo.
+/// Not during a call, which is using the devices.
+#[tauri::command]
+#[specta::specta]
+pub async fn mic_test(
+    state: State<'_, AppState>,
+    input: Option<String>,
+    output: Option<String>,
+) -> CommandResult<MicTestResult> {
+    if state.call.lock().await.is_some() {
+        return Err(CommandError::new(
+            "busy",
+            "Leave the call to test the microphone.",
+        ));
+    }
+    let (mut capture, mut playout) = open_devices_named(input, output).await?;
+    let report = voice::mic_test::run(
+        capture.as_mut(),
+        playout.as_mut(),
+        voice::mic_test::MicTestConfig::default(),
+    )
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "microphone test");
+        CommandError::new(
+            "device",
+            "The microphone delivered no sound. Check that it is plugged in, or pick another.",
+        )
+    })?;
+    Ok(report.into())
 }

@@ -70,6 +70,7 @@ pub fn builder() -> Builder<tauri::Wry> {
             calls::audio_devices,
             calls::audio_settings,
             calls::set_audio_settings,
+            calls::mic_test,
         ])
         // One TypeScript type per Rust type: the wire shapes are the same both ways.
         .disable_serde_phases()

@@ -105,6 +105,12 @@ export const commands = {
 	 *  push-to-talk mode they name.
 	 */
 	setAudioSettings: (settings: AudioSettings) => __TAURI_INVOKE<null>("set_audio_settings", { settings }),
+	/**
+	 *  The audio settings' microphone test on the devices of these names (what the form shows,
+	 *  saved or not): records 3 s, plays them back, and reports level, noise, clipping and echo.
+	 *  Not during a call, which is using the devices.
+	 */
+	micTest: (input: string | null, output: string | null) => __TAURI_INVOKE<MicTestResult>("mic_test", { input, output }),
 };
 
 /* Types */
@@ -428,6 +434,35 @@ export type MessagePage = {
 	 *  `after`: newer; no cursor: older; `around`: either side).
 	 */
 	has_more: boolean,
+};
+
+/**  Whether the microphone test heard its playback come back into the microphone. */
+export type MicTestEcho = 
+/**
+ *  It did: speakers the microphone hears (a call partner would hear themselves unless
+ *  echo cancellation removes it).
+ */
+{ kind: "present"; 
+/**  From playing to hearing it, device buffers included (ms). */
+delay_ms: number | null; 
+/**  How much quieter than played it came back (dB). */
+return_loss_db: number | null } | 
+/**  It did not (headphones, or speakers the microphone cannot hear). */
+{ kind: "absent" } | 
+/**  The recording was too quiet to tell. */
+{ kind: "unknown" };
+
+/**  What the microphone test found, for the audio settings. */
+export type MicTestResult = {
+	/**  Level while talking (dBFS): speech sits between about −35 and −10. */
+	level_db: number | null,
+	/**  Loudest sample (dBFS). */
+	peak_db: number | null,
+	/**  Background level (dBFS). */
+	noise_floor_db: number | null,
+	/**  Share of samples at full scale, in percent: above ~0.1 the input gain is too high. */
+	clipped_percent: number | null,
+	echo: MicTestEcho,
 };
 
 /**  A DM call nobody answered. */
