@@ -18,9 +18,11 @@ pub struct PeerReceiver {
     decoder: OpusDecoder,
     /// The frame handed out.
     frame: [f32; FRAME_SAMPLES],
-    /// Audio decoded from the last packet (or concealed in its place) not yet handed out: a
-    /// sender's packets need not be 20 ms long.
-    decoded: Vec<f32>,
+    /// Audio decoded from the last packet (or concealed in its place), the first
+    /// `decoded_len` samples of it, not yet handed out: a sender's packets need not be 20 ms
+    /// long.
+    decoded: Box<[f32]>,
+    decoded_len: usize,
     /// How much of `decoded` has been handed out.
     decoded_used: usize,
     /// Linear playback volume for this peer, set by the user.
@@ -41,8 +43,9 @@ impl PeerReceiver {
             jitter: JitterBuffer::new(),
             decoder: OpusDecoder::new()?,
             frame: [0.0; FRAME_SAMPLES],
-            decoded: vec![0.0; MAX_PACKET_SAMPLES],
-            decoded_used: MAX_PACKET_SAMPLES,
+            decoded: vec![0.0; MAX_PACKET_SAMPLES].into_boxed_slice(),
+            decoded_len: 0,
+            decoded_used: 0,
             volume: 1.0,
             level_db: -100.0,
             packets: 0,
@@ -116,11 +119,11 @@ impl PeerReceiver {
     pub fn next_frame(&mut self, now: Instant) -> &[f32] {
         let mut filled = 0;
         while filled < FRAME_SAMPLES {
-            if self.decoded_used == self.decoded.len() {
+            if self.decoded_used == self.decoded_len {
                 let offset = Duration::from_secs_f64(filled as f64 / f64::from(SAMPLE_RATE));
                 self.decode_next(now + offset);
             }
-            let n = (self.decoded.len() - self.decoded_used).min(FRAME_SAMPLES - filled);
+            let n = (self.decoded_len - self.decoded_used).min(FRAME_SAMPLES - filled);
             self.frame[filled..filled + n]
                 .copy_from_slice(&self.decoded[self.decoded_used..self.decoded_used + n]);
             self.decoded_used += n;
@@ -138,7 +141,6 @@ impl PeerReceiver {
     fn decode_next(&mut self, at: Instant) {
         let playout = self.jitter.pop(at);
         let len = self.jitter.popped_samples().clamp(1, MAX_PACKET_SAMPLES);
-        self.decoded.resize(MAX_PACKET_SAMPLES, 0.0);
         let out = &mut self.decoded[..len];
         let n = match playout {
             Playout::Frame(p) => {
@@ -152,7 +154,7 @@ impl PeerReceiver {
                 len
             }
         };
-        self.decoded.truncate(n.clamp(1, len));
+        self.decoded_len = n.clamp(1, len);
         self.decoded_used = 0;
     }
 
