@@ -489,11 +489,12 @@ async fn main() -> BenchResult<()> {
     std::fs::create_dir_all(&dir)?;
     let (speech, source) = speech(&dir)?;
     println!(
-        "voice benchmark: {source}, {:.1} s, Opus VoIP 20 ms, FEC+DTX, bitrate doubled while \
-         receivers report >= 3% loss, the default send chain (echo cancellation, noise \
-         suppression, gain, gate) \
+        "voice benchmark: {source}, {:.1} s, Opus VoIP {} ms frames, FEC+DTX, RED (one copy from \
+         3% reported loss, two from 10%), bitrate doubled while receivers without RED report >= 3% \
+         loss, the default send chain (echo cancellation, noise suppression, gain, gate) \
          in calls between our peers, loopback",
-        speech.len() as f32 / RATE as f32
+        speech.len() as f32 / RATE as f32,
+        voice::FRAME_MS
     );
     if section("echo") {
         echo_rows(&dir);
