@@ -590,10 +590,22 @@ async fn arrange(app: &TestApp, cast: &Cast, rule: &Rule, role: Role, fresh: u32
     .execute(&app.db)
     .await
     .expect("reset M and T");
-    sqlx::query("delete from chat_groups where is_direct_msg")
-        .execute(&app.db)
-        .await
-        .expect("remove the DM");
+    // Only the cast's DMs: other tests share the database and write into their own DMs
+    // meanwhile (deleting every DM deadlocked with them on a fresh machine).
+    let ours: Vec<i64> = [&cast.o, &cast.a, m, &cast.n, t, &cast.u, &cast.s]
+        .iter()
+        .map(|p| p.user.user_id)
+        .collect();
+    sqlx::query(
+        "delete from chat_groups g
+          where g.is_direct_msg
+            and exists (select 1 from group_members gm
+                         where gm.group_id = g.group_id and gm.user_id = any($1))",
+    )
+    .bind(&ours)
+    .execute(&app.db)
+    .await
+    .expect("remove the DM");
 
     let mut scene = Scene {
         fresh,

@@ -184,10 +184,12 @@ async fn add_member(
 /// DELETE /api/groups/{group_id}/members/{user_id}
 ///
 /// Removes a member of lower role than mine (admins remove members, the owner removes
-/// anyone). My own user id means leaving (see `POST /api/groups/{group_id}/leave`).
+/// anyone). My own user id means leaving (see `POST /api/groups/{group_id}/leave`), with its
+/// answers: the owner leaving a group with other members gets 409 `owner_must_transfer`.
 #[utoipa::path(delete, path = "/api/groups/{group_id}/members/{user_id}", tag = "groups",
     security(("bearer" = [])), params(("group_id" = i64, Path), ("user_id" = i64, Path)),
-    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 async fn remove_member(
     State(state): State<AppState>,
     auth: Auth,
