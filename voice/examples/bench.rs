@@ -153,9 +153,20 @@ fn codec_only(
     let mut packets: Vec<Option<bytes::Bytes>> = Vec::new();
     // Fed in 10 ms blocks, as a device delivers them.
     let block = format.sample_rate as usize / 100 * usize::from(format.channels);
+    // Packets as the engine sends them: 10 ms while RED is on, 20 ms otherwise.
+    let packet_ms = match recovery {
+        Recovery::Red { .. } if loss > 0.0 => voice::PACKET_MS_LOSSY,
+        _ => voice::PACKET_MS_CLEAN,
+    };
+    let packet = voice::FRAME_SAMPLES * (packet_ms / voice::FRAME_MS) as usize;
+    let mut pending = Vec::with_capacity(packet);
     for chunk in signal.chunks(block) {
         chain.push(chunk, settings, |f, _| {
-            packets.push(enc.encode(f).ok().flatten())
+            pending.extend_from_slice(f);
+            if pending.len() >= packet {
+                packets.push(enc.encode(&pending).ok().flatten());
+                pending.clear();
+            }
         });
     }
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
@@ -164,7 +175,7 @@ fn codec_only(
         .map(|p| p.is_some() && rng.random_bool(loss))
         .collect();
     let mut out = Vec::with_capacity(signal.len());
-    let mut frame = [0.0f32; voice::FRAME_SAMPLES];
+    let mut frame = vec![0.0f32; packet];
     for i in 0..packets.len() {
         match (&packets[i], lost[i]) {
             (Some(p), false) => {
@@ -489,12 +500,15 @@ async fn main() -> BenchResult<()> {
     std::fs::create_dir_all(&dir)?;
     let (speech, source) = speech(&dir)?;
     println!(
-        "voice benchmark: {source}, {:.1} s, Opus VoIP {} ms frames, FEC+DTX, RED (one copy from \
-         3% reported loss, two from 10%), bitrate doubled while receivers without RED report >= 3% \
+        "voice benchmark: {source}, {:.1} s, engine frames of {} ms, Opus VoIP packets of {} ms \
+         ({} ms while RED is on), FEC+DTX, RED (one copy from 3% reported loss, two from 10%), \
+         bitrate doubled while receivers without RED report >= 3% \
          loss, the default send chain (echo cancellation, noise suppression, gain, gate) \
          in calls between our peers, loopback",
         speech.len() as f32 / RATE as f32,
-        voice::FRAME_MS
+        voice::FRAME_MS,
+        voice::PACKET_MS_CLEAN,
+        voice::PACKET_MS_LOSSY
     );
     if section("echo") {
         echo_rows(&dir);

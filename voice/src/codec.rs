@@ -1,4 +1,4 @@
-//! Opus, configured for a voice call: VoIP mode, 20 ms frames, in-band FEC, DTX.
+//! Opus, configured for a voice call: VoIP mode, 10 or 20 ms frames, in-band FEC, DTX.
 
 use bytes::Bytes;
 use opus::{Application, Bitrate, Channels, Decoder, Encoder};
@@ -69,7 +69,8 @@ impl OpusEncoder {
         self.loss_percent
     }
 
-    /// Encodes one 20 ms frame; `None` when DTX says there is nothing worth sending.
+    /// Encodes one Opus frame (10 or 20 ms: the length of `frame`) into a packet; `None`
+    /// when DTX says there is nothing worth sending.
     pub fn encode(&mut self, frame: &[f32]) -> Result<Option<Bytes>> {
         let len = self.encoder.encode_float(frame, &mut self.out)?;
         if len <= DTX_MAX_PACKET {
@@ -93,7 +94,7 @@ impl OpusDecoder {
     }
 
     /// Decodes a packet into `out`, which must hold at least as much audio as the packet
-    /// (20 ms for ours); returns the samples written. A corrupt packet from the network is
+    /// (10 or 20 ms for ours); returns the samples written. A corrupt packet from the network is
     /// concealed (all of `out`) rather than reported.
     pub fn decode(&mut self, packet: &[u8], out: &mut [f32]) -> usize {
         match self.decoder.decode_float(packet, out, false) {
@@ -164,12 +165,21 @@ mod tests {
 
     #[test]
     fn dtx_sends_nothing_for_silence() -> Result<()> {
-        let mut enc = OpusEncoder::new(DEFAULT_BITRATE, true)?;
-        let silence = [0.0; FRAME_SAMPLES];
-        let sent = (0..100)
-            .filter_map(|_| enc.encode(&silence).ok().flatten())
-            .count();
-        assert!(sent < 20, "sent {sent} of 100 packets of silence");
+        // Two seconds of silence in 20 ms packets (a clean network) and in 10 ms ones (RED on).
+        for frames in [2, 1] {
+            let mut enc = OpusEncoder::new(DEFAULT_BITRATE, true)?;
+            let silence = vec![0.0; frames * FRAME_SAMPLES];
+            let packets = 100 * 2 / frames;
+            let sent = (0..packets)
+                .filter_map(|_| enc.encode(&silence).ok().flatten())
+                .count();
+            eprintln!("{} ms packets: sent {sent} of {packets}", frames * 10);
+            assert!(
+                sent < packets / 5,
+                "{} ms packets: sent {sent} of {packets} packets of silence",
+                frames * 10
+            );
+        }
         Ok(())
     }
 

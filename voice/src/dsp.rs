@@ -1,4 +1,4 @@
-//! Signal processing on the send path (device audio in, 20 ms 48 kHz mono frames out) and
+//! Signal processing on the send path (device audio in, 10 ms 48 kHz mono frames out) and
 //! the conversions the receive path needs (48 kHz mono to the device's rate and channels).
 //!
 //! Send chain, in order: downmix to mono → resample to 48 kHz → echo cancellation (SpeexDSP,
@@ -15,7 +15,7 @@ use rubato::{Fft, FixedSync, Resampler as _};
 
 use crate::audio::StreamFormat;
 use crate::echo::{EchoCanceller, AEC_FRAME};
-use crate::{Result, VoiceError, FRAME_SAMPLES, SAMPLE_RATE};
+use crate::{Result, VoiceError, FRAME_MS, FRAME_SAMPLES, SAMPLE_RATE};
 
 /// RNNoise works on 10 ms frames at 48 kHz.
 const SUBFRAME: usize = DenoiseState::FRAME_SIZE;
@@ -128,8 +128,10 @@ struct VoiceActivity {
 const VAD_MARGIN_DB: f32 = 9.0;
 /// Frames quieter than this are never speech, whatever the background.
 const VAD_ABSOLUTE_DB: f32 = -55.0;
-/// Keep "speaking" for 300 ms (15 frames) after the last voiced frame.
-const VAD_HANGOVER_FRAMES: u32 = 15;
+/// Keep "speaking" for 300 ms after the last voiced frame.
+const VAD_HANGOVER_FRAMES: u32 = (300.0 / FRAME_MS) as u32;
+/// The noise floor creeps up by this much per frame: 2.5 dB/s.
+const VAD_FLOOR_RISE_DB: f32 = 2.5 * FRAME_MS as f32 / 1000.0;
 
 impl VoiceActivity {
     fn new() -> Self {
@@ -141,12 +143,12 @@ impl VoiceActivity {
 
     /// `rnn_prob` is RNNoise's voice probability when noise suppression ran.
     fn update(&mut self, level: f32, rnn_prob: Option<f32>) -> bool {
-        // Floor falls at once to quieter frames and creeps up 0.05 dB per frame (2.5 dB/s),
-        // so steady noise is learnt within seconds but speech does not raise it much.
+        // Floor falls at once to quieter frames and creeps up 2.5 dB/s, so steady noise is
+        // learnt within seconds but speech does not raise it much.
         self.noise_floor = if level < self.noise_floor {
             level
         } else {
-            self.noise_floor + 0.05
+            self.noise_floor + VAD_FLOOR_RISE_DB
         };
         let energetic = level > VAD_ABSOLUTE_DB && level > self.noise_floor + VAD_MARGIN_DB;
         let voiced = energetic || rnn_prob.is_some_and(|p| p > 0.6 && level > VAD_ABSOLUTE_DB);
@@ -182,12 +184,13 @@ const AGC_TARGET_DB: f32 = -20.0;
 /// The gain never leaves this range, so a whisper is not blown up into noise.
 const AGC_MAX_DB: f32 = 12.0;
 const AGC_MIN_DB: f32 = -12.0;
-/// At most 0.1 dB change per voiced 20 ms frame (5 dB/s): too slow to be heard as pumping.
-const AGC_STEP_DB: f32 = 0.1;
+/// At most 5 dB/s of change during speech (0.05 dB per voiced 10 ms frame): too slow to be
+/// heard as pumping.
+const AGC_STEP_DB: f32 = 5.0 * FRAME_MS as f32 / 1000.0;
 /// Weight of each voiced frame in the smoothed speech power: about a second of speech.
-const AGC_LEVEL_SMOOTHING: f32 = 0.05;
+const AGC_LEVEL_SMOOTHING: f32 = FRAME_MS as f32 / 1000.0;
 /// Voiced frames (half a second) before the level is trusted enough to move the gain.
-const AGC_WARMUP_FRAMES: u32 = 25;
+const AGC_WARMUP_FRAMES: u32 = (500.0 / FRAME_MS) as u32;
 /// A speech level this far from where the gain puts it starts the gain moving. A
 /// conversation's level varies by more than this between talkers and sentences anyway, and
 /// a gain that keeps drifting with every sentence is itself a distortion (it cost 0.1
@@ -195,8 +198,8 @@ const AGC_WARMUP_FRAMES: u32 = 25;
 const AGC_DEADBAND_DB: f32 = 6.0;
 /// ... and once moving, the gain stops this close to its aim.
 const AGC_SETTLED_DB: f32 = 1.0;
-/// The recent peak decays by this factor per frame (halves in ~3 s).
-const AGC_PEAK_DECAY: f32 = 0.995;
+/// The recent peak decays by this factor per frame: it halves in ~3 s (0.995 per 20 ms).
+const AGC_PEAK_DECAY: f32 = 1.0 - 0.005 * FRAME_MS as f32 / 20.0;
 /// Peaks are held below this linear amplitude.
 const LIMIT: f32 = 0.95;
 
@@ -372,7 +375,7 @@ impl SendChain {
         self.echo.realigned()
     }
 
-    /// Feeds captured interleaved samples; calls `on_frame` for each finished 20 ms frame.
+    /// Feeds captured interleaved samples; calls `on_frame` for each finished 10 ms frame.
     pub fn push(
         &mut self,
         interleaved: &[f32],
@@ -505,7 +508,9 @@ mod tests {
             "noise passed the gate"
         );
         assert!(level_dbfs(&out[60_000..]) > -16.0, "tone was gated");
-        assert!(!infos[30].speaking && infos[70].speaking);
+        // Frames 0.6 s (noise) and 1.4 s (the tone) in.
+        let frame_at = |secs: f64| (secs * 1000.0 / FRAME_MS) as usize;
+        assert!(!infos[frame_at(0.6)].speaking && infos[frame_at(1.4)].speaking);
         Ok(())
     }
 
@@ -569,7 +574,7 @@ mod tests {
     fn noise_suppression_keeps_frame_size() -> Result<()> {
         let (out, infos) = run_chain(&tone(200.0, 48_000, 0.5, 0.2), SendSettings::default())?;
         assert_eq!(out.len(), 24_000);
-        assert_eq!(infos.len(), 25);
+        assert_eq!(infos.len(), 24_000 / FRAME_SAMPLES);
         Ok(())
     }
 }

@@ -133,7 +133,7 @@ impl ReportedLoss {
 }
 
 /// Our packets the loss from transport-wide feedback is judged over: the last second of
-/// 20 ms packets ...
+/// 20 ms packets (half a second once RED has them at 10 ms) ...
 const FEEDBACK_WINDOW: u64 = 50;
 /// ... once the feedback has covered at least this many of them (a loss figure from a handful
 /// of packets would switch RED on for one unlucky pair).

@@ -21,15 +21,22 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::FRAME_SAMPLES;
-
 /// RTP clock ticks per millisecond for Opus.
 const TICKS_PER_MS: f64 = 48.0;
-/// One frame in RTP ticks: what a packet holds until the stream says otherwise.
-const FRAME_TICKS: u64 = FRAME_SAMPLES as u64;
+/// One frame in RTP ticks: what a packet holds until the stream says otherwise (20 ms, what
+/// libwebrtc and our engine send on a clean network). The buffer follows the stream's packet
+/// length, not the engine's frame: a pop plays one packet, however long.
+const FRAME_TICKS: u64 = 960;
+/// [`FRAME_TICKS`] in ms.
+const FRAME_MS: f64 = 20.0;
 /// The shortest and longest audio an Opus packet can hold (2.5 and 120 ms), in RTP ticks.
 const PACKET_TICKS: (u64, u64) = (120, 5760);
-/// Transit samples kept for the percentile: 5 s of 20 ms packets.
+/// Transit samples kept for the percentile: 5 s of the stream's packets (250 of 20 ms, 500
+/// of 10 ms) ...
+const TRANSIT_WINDOW_MS: f64 = 5_000.0;
+/// ... and never more than this many (5 s of 5 ms packets).
+const MAX_TRANSITS: usize = 1_000;
+/// Packets the recent loss fraction is taken over: 5 s of 20 ms packets.
 const WINDOW: usize = 250;
 /// Most packets held: 10 s of audio, far beyond any useful delay.
 const MAX_PACKETS: usize = 500;
@@ -76,8 +83,8 @@ const RESYNC_MS: f64 = 500.0;
 /// of a long stall but leaves more delay to give back (simulated time, `VOICE_BENCH_ONLY=
 /// jitter`: unbounded waiting, up to 200 ms, gave +0.2 PESQ at 20 % loss for 8 ms more delay).
 const UNDERRUN_HOLD_MS: f64 = 20.0;
-/// After this long without any packet, stop concealing and play silence.
-const CONCEAL_LIMIT_FRAMES: u32 = 10;
+/// After this long (ms) without any packet, stop concealing and play silence.
+const CONCEAL_LIMIT_MS: f64 = 200.0;
 
 /// What the decoder should do for the next 20 ms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +132,8 @@ pub struct JitterStats {
     pub delay_ms: f64,
     /// Interarrival jitter (RFC 3550 estimator, ms).
     pub jitter_ms: f64,
+    /// Audio in the last packet played (ms): the sender's packet length.
+    pub packet_ms: f64,
     /// Loss fraction over the recent window (lost / expected).
     pub recent_loss: f64,
 }
@@ -233,7 +242,7 @@ impl JitterBuffer {
             seq: Unwrapper::default(),
             next_ts: None,
             last_seq: None,
-            transits: VecDeque::with_capacity(WINDOW + 1),
+            transits: VecDeque::with_capacity(MAX_TRANSITS + 1),
             seq_window: VecDeque::with_capacity(WINDOW + 1),
             highest_seq: None,
             first_seq: None,
@@ -283,7 +292,8 @@ impl JitterBuffer {
         }
         self.last_transit = Some(transit);
         self.transits.push_back(transit);
-        if self.transits.len() > WINDOW {
+        let window = ((TRANSIT_WINDOW_MS / self.frame_ms()) as usize).clamp(1, MAX_TRANSITS);
+        while self.transits.len() > window {
             self.transits.pop_front();
         }
         self.track_loss(seq);
@@ -295,7 +305,7 @@ impl JitterBuffer {
             let extra = transit - self.min_transit() + MIN_TARGET_MS * 0.5;
             self.target_ms = self
                 .target_ms
-                .max(extra.min(self.target_ms + crate::FRAME_MS))
+                .max(extra.min(self.target_ms + self.frame_ms()))
                 .min(MAX_TARGET_MS);
             self.stats.target_ms = self.target_ms;
             self.stats.late += 1;
@@ -407,7 +417,7 @@ impl JitterBuffer {
     fn shrink_target(&mut self) {
         self.target_ms = self
             .wanted_target()
-            .max(self.target_ms - SHRINK_PER_FRAME_MS * self.frame_ms() / crate::FRAME_MS);
+            .max(self.target_ms - SHRINK_PER_FRAME_MS * self.frame_ms() / FRAME_MS);
         self.stats.target_ms = self.target_ms;
     }
 
@@ -421,6 +431,9 @@ impl JitterBuffer {
     pub fn pop(&mut self, now: Instant) -> Playout {
         self.popped_ticks = self.frame_ticks;
         let Some(mut next) = self.next_ts else {
+            // Not started: silence for one engine frame, so the start is decided again as
+            // soon as the engine asks for more.
+            self.popped_ticks = self.hold_ticks();
             let Some(&first) = self.packets.keys().next() else {
                 return Playout::Silence;
             };
@@ -452,8 +465,12 @@ impl JitterBuffer {
             self.stats.skipped += 1;
             next += skipped.map_or(self.frame_ticks, |e| e.duration);
         } else if drift_ms < -HOLD_THRESHOLD_MS && (drift_ms < -FORCE_HOLD_MS || self.quiet(next)) {
-            // Too little delay: hold the playhead for one frame, a quiet one unless the
-            // deficit has grown large.
+            // Too little delay: hold the playhead for one engine frame, a quiet one unless
+            // the deficit has grown large. One engine frame, not one packet: holding 20 ms
+            // for a 5 ms deficit would leave 15 ms of excess delay that, in speech, nothing
+            // takes back (calls with 20 ms packets into the 10 ms engine sat 10 ms later
+            // than with the 20 ms engine until holds were this fine).
+            self.popped_ticks = self.hold_ticks();
             self.stats.played += 1;
             return if self.frames_without_packet == 0 {
                 self.stats.concealed += 1;
@@ -475,6 +492,17 @@ impl JitterBuffer {
     /// The stream's frame length in ms.
     fn frame_ms(&self) -> f64 {
         self.frame_ticks as f64 / TICKS_PER_MS
+    }
+
+    /// How long a hold (or the silence before playout starts) lasts: the engine's frame, the
+    /// finest step its playout takes, or the stream's packet if that is shorter.
+    fn hold_ticks(&self) -> u64 {
+        self.frame_ticks.min(crate::FRAME_SAMPLES as u64)
+    }
+
+    /// Whether the buffer has gone [`CONCEAL_LIMIT_MS`] without a packet.
+    fn conceal_exhausted(&self) -> bool {
+        f64::from(self.frames_without_packet) * self.frame_ms() >= CONCEAL_LIMIT_MS
     }
 
     /// Whether the frame at `ts` is near silence or part of a DTX pause, so skipping it to
@@ -511,6 +539,7 @@ impl JitterBuffer {
                     self.next_ts = Some(ts + e.duration);
                     self.frame_ticks = e.duration;
                     self.popped_ticks = e.duration;
+                    self.stats.packet_ms = e.duration as f64 / TICKS_PER_MS;
                     if self.last_seq.is_some_and(|last| e.seq == last + 1) {
                         self.stats.concealed -= self.pending_conceal.min(self.stats.concealed);
                     }
@@ -541,7 +570,7 @@ impl JitterBuffer {
         } else if self.packets.is_empty()
             && self.speech_playing
             && self.drift_ms < UNDERRUN_HOLD_MS
-            && self.frames_without_packet < CONCEAL_LIMIT_FRAMES
+            && !self.conceal_exhausted()
         {
             // Dry in the middle of speech: what comes next is more likely late than lost.
             // Conceal without moving on, so it plays if it comes within the next frame.
@@ -555,7 +584,9 @@ impl JitterBuffer {
             let following = self.packets.iter().next().map(|(&ts, e)| (ts, e));
             let dtx = match (following, self.last_seq) {
                 (Some((_, e)), Some(last)) => e.seq == last + 1,
-                (None, _) => self.frames_without_packet > CONCEAL_LIMIT_FRAMES,
+                (None, _) => {
+                    f64::from(self.frames_without_packet) * self.frame_ms() > CONCEAL_LIMIT_MS
+                }
                 _ => false,
             };
             if dtx {

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::analysis::{find_offset, to_analysis_rate, ANALYSIS_RATE};
 use crate::audio::{Capture, Playout};
 use crate::dsp::{downmix, level_dbfs, upmix, MonoResampler};
-use crate::{Result, VoiceError, FRAME_SAMPLES, SAMPLE_RATE};
+use crate::{Result, VoiceError, SAMPLE_RATE};
+
+/// Levels are read over 20 ms windows (long enough to span a pitch period or two).
+const LEVEL_WINDOW: usize = SAMPLE_RATE as usize / 50;
 
 /// How long the test records and listens.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -164,7 +167,7 @@ pub async fn run(
     let heard = to_engine_rate(&heard, input)?;
 
     let mut levels: Vec<f32> = recorded
-        .chunks_exact(FRAME_SAMPLES)
+        .chunks_exact(LEVEL_WINDOW)
         .map(level_dbfs)
         .collect();
     levels.sort_by(f32::total_cmp);

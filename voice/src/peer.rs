@@ -47,20 +47,25 @@ pub(crate) enum PeerEvent {
 #[derive(Debug, Clone)]
 pub(crate) struct OutFrame {
     pub payload: bytes::Bytes,
-    /// Index of the 20 ms frame since the call started (timestamps follow it, so DTX and
-    /// mute gaps show as timestamp jumps with consecutive sequence numbers).
+    /// Index since the call started of the first 10 ms engine frame the packet holds
+    /// (timestamps follow it, so DTX and mute gaps show as timestamp jumps with consecutive
+    /// sequence numbers).
     pub frame_index: u64,
+    /// How many engine frames the packet holds: 2 (20 ms) on a clean network, 1 while RED
+    /// is on.
+    pub frames: u64,
     /// First packet after a gap: the start of a talk spurt.
     pub marker: bool,
 }
 
-/// Packets queued to a peer's sender task; 10 frames (200 ms). When full the newest frame is
-/// dropped and counted: old audio is worth less than keeping other peers on time.
-pub(crate) const OUT_QUEUE: usize = 10;
+/// Packets queued to a peer's sender task: 20 (200 ms of 10 ms packets). When full the
+/// newest packet is dropped and counted: old audio is worth less than keeping other peers
+/// on time.
+pub(crate) const OUT_QUEUE: usize = 20;
 
-/// Most earlier frames a RED packet repeats. One covers every isolated loss with a copy that
-/// arrives 20 ms after the lost packet, inside the frame of headroom the jitter buffer keeps
-/// under loss anyway; the second, sent only at heavy loss (see `feedback`), covers two
+/// Most earlier packets a RED packet repeats. One covers every isolated loss with a copy that
+/// arrives a packet (10 ms while RED is on) after the lost one, inside the headroom the
+/// jitter buffer keeps under loss anyway; the second, sent only at heavy loss (see `feedback`), covers two
 /// losses in a row when the network's jitter leaves it in time. libwebrtc sends one by
 /// default (up to nine through a field trial) and reads any number.
 pub(crate) const MAX_RED_DISTANCE: u8 = 2;
@@ -433,6 +438,30 @@ struct Redundancy {
     distance: Arc<AtomicU8>,
 }
 
+/// The earlier packets a RED packet starting at frame `index` repeats, at most `distance`,
+/// oldest first, each with how much earlier it starts (RTP ticks), from `sent` (first frame
+/// index, frames, payload; newest last). Only the packets just before it, with no gap
+/// between them and it: older ones (before a DTX pause) would arrive after their slot, and
+/// the receiver takes the copies for the packets right before the one carrying them.
+fn red_copies(
+    sent: &VecDeque<(u64, u64, bytes::Bytes)>,
+    index: u64,
+    distance: usize,
+) -> Vec<(u32, &[u8])> {
+    let mut copies = Vec::with_capacity(distance);
+    let mut follows = index;
+    for (start, frames, payload) in sent.iter().rev().take(distance) {
+        if start + frames != follows {
+            break;
+        }
+        let age = (index - start) * FRAME_SAMPLES as u64;
+        copies.push((u32::try_from(age).unwrap_or(u32::MAX), &payload[..]));
+        follows = *start;
+    }
+    copies.reverse();
+    copies
+}
+
 /// Packetizes frames for one peer: one Opus frame per RTP packet (RFC 7587), or, while the
 /// peer's reports ask for it and the peer accepts RED, a RED packet (RFC 2198) carrying the
 /// frame and copies of the frames sent just before it.
@@ -445,8 +474,9 @@ async fn send_loop(
 ) {
     let ts_base = rand::random::<u32>();
     let mut seq = rand::random::<u16>();
-    // The last frames sent (index, payload), newest last: the copies RED repeats.
-    let mut sent: VecDeque<(u64, bytes::Bytes)> =
+    // The last packets sent (first frame index, frames, payload), newest last: the copies
+    // RED repeats.
+    let mut sent: VecDeque<(u64, u64, bytes::Bytes)> =
         VecDeque::with_capacity(usize::from(MAX_RED_DISTANCE) + 1);
     while let Some(frame) = frames.recv().await {
         // Known once negotiation is done; until then frames are dropped.
@@ -464,16 +494,7 @@ async fn send_loop(
         let distance = u64::from(depth);
         let (payload_type, payload) = match types.red.filter(|_| distance > 0) {
             Some(red_pt) => {
-                // Only copies of the frames just before this one: older ones (before a DTX
-                // pause) would arrive after their slot.
-                let copies: Vec<(u32, &[u8])> = sent
-                    .iter()
-                    .filter(|(index, _)| frame.frame_index - index <= distance)
-                    .map(|(index, p)| {
-                        let age = (frame.frame_index - index) * FRAME_SAMPLES as u64;
-                        (u32::try_from(age).unwrap_or(u32::MAX), &p[..])
-                    })
-                    .collect();
+                let copies = red_copies(&sent, frame.frame_index, distance as usize);
                 (red_pt, red::build(types.opus, &copies, &frame.payload))
             }
             None => (types.opus, frame.payload.clone()),
@@ -497,7 +518,45 @@ async fn send_loop(
             if sent.len() > usize::from(MAX_RED_DISTANCE) {
                 sent.pop_front();
             }
-            sent.push_back((frame.frame_index, frame.payload));
+            sent.push_back((frame.frame_index, frame.frames, frame.payload));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(packets: &[(u64, u64, u8)]) -> VecDeque<(u64, u64, bytes::Bytes)> {
+        packets
+            .iter()
+            .map(|&(i, n, b)| (i, n, bytes::Bytes::from(vec![b; 3])))
+            .collect()
+    }
+
+    #[test]
+    fn red_repeats_the_packets_just_before_whatever_their_length() {
+        // A 20 ms packet (frames 0–1), then 10 ms ones once RED came on.
+        let history = sent(&[(0, 2, 1), (2, 1, 2), (3, 1, 3)]);
+        let copies = red_copies(&history, 4, 2);
+        let f = FRAME_SAMPLES as u32;
+        assert_eq!(copies, vec![(2 * f, &[2u8; 3][..]), (f, &[3u8; 3][..])]);
+        // Reaching back over the length change: the 20 ms packet starts 3 frames earlier.
+        let before = sent(&[(0, 2, 1), (2, 1, 2)]);
+        let copies = red_copies(&before, 3, 2);
+        assert_eq!(copies, vec![(3 * f, &[1u8; 3][..]), (f, &[2u8; 3][..])]);
+        assert!(red_copies(&history, 4, 0).is_empty());
+    }
+
+    #[test]
+    fn red_repeats_nothing_from_before_a_gap() {
+        // Frames 4–5 were DTX: the packet at 6 follows a gap, the one at 7 only packet 6.
+        let history = sent(&[(2, 1, 2), (3, 1, 3)]);
+        assert!(red_copies(&history, 6, 2).is_empty());
+        let history = sent(&[(2, 1, 2), (3, 1, 3), (6, 1, 6)]);
+        assert_eq!(
+            red_copies(&history, 7, 2),
+            vec![(FRAME_SAMPLES as u32, &[6u8; 3][..])]
+        );
     }
 }

@@ -12,15 +12,15 @@ use crate::{Result, FRAME_SAMPLES, SAMPLE_RATE};
 /// The longest audio one Opus packet holds: 120 ms at 48 kHz.
 const MAX_PACKET_SAMPLES: usize = 5760;
 
-/// One remote peer's incoming audio: packets in (of any length), 20 ms frames out.
+/// One remote peer's incoming audio: packets in (of any length), 10 ms engine frames out.
 pub struct PeerReceiver {
     jitter: JitterBuffer,
     decoder: OpusDecoder,
     /// The frame handed out.
     frame: [f32; FRAME_SAMPLES],
     /// Audio decoded from the last packet (or concealed in its place), the first
-    /// `decoded_len` samples of it, not yet handed out: a sender's packets need not be 20 ms
-    /// long.
+    /// `decoded_len` samples of it, not yet handed out: a packet may hold more than a frame
+    /// (20 ms ones do) or less.
     decoded: Box<[f32]>,
     decoded_len: usize,
     /// How much of `decoded` has been handed out.
@@ -114,7 +114,7 @@ impl PeerReceiver {
         self.red_packets
     }
 
-    /// Decodes the next 20 ms (with volume applied) and returns it; `now` is when its first
+    /// Decodes the next frame (with volume applied) and returns it; `now` is when its first
     /// sample will play.
     pub fn next_frame(&mut self, now: Instant) -> &[f32] {
         let mut filled = 0;
@@ -191,7 +191,7 @@ impl Default for Mixer {
 }
 
 impl Mixer {
-    /// Starts a new 20 ms mix.
+    /// Starts a new frame's mix.
     pub fn clear(&mut self) {
         self.sum.fill(0.0);
     }
@@ -224,6 +224,17 @@ mod tests {
     use crate::codec::OpusEncoder;
     use std::time::Duration;
 
+    /// 20 ms: the packets senders send on a clean network, two engine frames each.
+    const PACKET: usize = 960;
+
+    /// The 20 ms the engine takes from `rx` in two frames, the first at `at`.
+    fn take_20_ms(rx: &mut PeerReceiver, at: Instant, out: &mut Vec<f32>) {
+        for k in 0..PACKET / FRAME_SAMPLES {
+            let offset = Duration::from_secs_f64((k * FRAME_SAMPLES) as f64 / 48_000.0);
+            out.extend_from_slice(rx.next_frame(at + offset));
+        }
+    }
+
     /// Plays `packets` through a receiver in simulated time with every fifth packet lost
     /// (20 %, never two in a row), sent as RED (each carrying a copy of the one before) or
     /// as plain Opus; returns what it played and its counters.
@@ -233,7 +244,7 @@ mod tests {
         let at = |ms: usize| start + Duration::from_millis(ms as u64);
         let mut out = Vec::new();
         for (i, p) in packets.iter().enumerate() {
-            let (seq, ts) = (i as u16, (i * FRAME_SAMPLES) as u32);
+            let (seq, ts) = (i as u16, (i * PACKET) as u32);
             if i % 5 != 2 {
                 match i.checked_sub(1).filter(|_| red) {
                     Some(prev) => {
@@ -243,7 +254,7 @@ mod tests {
                     None => rx.push_rtp(at(20 * i + 1), seq, ts, p.clone()),
                 }
             }
-            out.extend_from_slice(rx.next_frame(at(20 * i + 7)));
+            take_20_ms(&mut rx, at(20 * i + 7), &mut out);
         }
         Ok((out, rx.stats()))
     }
@@ -257,13 +268,13 @@ mod tests {
     }
 
     /// Signal-to-error ratio (dB) of `out` against `reference`, at the whole-frame delay
-    /// that matches best, over all but the first second.
+    /// (up to 100 ms) that matches best, over all but the first second.
     fn snr_db(reference: &[f32], out: &[f32]) -> f32 {
         let f = FRAME_SAMPLES;
-        (0..6)
+        (0..=100 / crate::FRAME_MS as usize)
             .map(|shift| {
                 let (mut sig, mut err) = (0.0f64, 0.0f64);
-                for j in 50 * f..out.len() {
+                for j in SAMPLE_RATE as usize..out.len() {
                     let r = f64::from(reference[j - shift * f]);
                     sig += r * r;
                     err += (f64::from(out[j]) - r).powi(2);
@@ -279,12 +290,12 @@ mod tests {
         let mut encoder = OpusEncoder::new(64_000, false)?;
         encoder.set_expected_loss(0.2)?;
         let packets: Vec<Bytes> = speech
-            .chunks_exact(FRAME_SAMPLES)
+            .chunks_exact(PACKET)
             .filter_map(|f| encoder.encode(f).ok().flatten())
             .collect();
         let mut clean_decoder = OpusDecoder::new()?;
         let mut clean = Vec::new();
-        let mut frame = [0.0; FRAME_SAMPLES];
+        let mut frame = [0.0; PACKET];
         for p in &packets {
             clean_decoder.decode(p, &mut frame);
             clean.extend_from_slice(&frame);
@@ -315,7 +326,8 @@ mod tests {
 
     /// Plays a stream of `ms`-long packets of `speech` and half a second of silence after it
     /// (sent as RED with a copy of the packet before when `red`, the packets in `lost` never
-    /// arriving) into a receiver asked for 20 ms every 20 ms, until the speech has played;
+    /// arriving) into a receiver asked for a frame every 10 ms, as the engine asks, until the
+    /// speech has played;
     /// returns what it played, a clean decode of every packet, and the jitter buffer's
     /// counters.
     fn play_packets_of(
@@ -348,8 +360,8 @@ mod tests {
         let mut next = 0;
         // Until the speech has played (with 200 ms for the delay), not to the end of the
         // packets, where concealment would follow.
-        for tick in 0..(speech.len() / FRAME_SAMPLES + 10) {
-            let now_us = tick * 20_000 + 7_000;
+        for tick in 0..(speech.len() / FRAME_SAMPLES + 20) {
+            let now_us = tick * 10_000 + 7_000;
             // A packet leaves once its audio is captured and arrives 1 ms later.
             while next < packets.len() && (next + 1) * ms * 1000 + 1000 <= now_us {
                 let (seq, ts) = (next as u16, (next * len) as u32);
@@ -409,10 +421,8 @@ mod tests {
     #[test]
     fn a_lost_10_ms_packet_is_rebuilt_from_its_red_copy_or_fec() -> Result<()> {
         let speech = synth_speech(12, crate::SAMPLE_RATE, 3.0);
-        // Lost inside the second second, where the comparison runs, each the first of the two
-        // packets a 20 ms output frame takes: the next packet, which carries its copy, has
-        // come when it is decided. (The second is decided 10 ms before it plays, and when it
-        // is lost the buffer waits a frame for its copy: `jitter`'s tests cover that.)
+        // Lost inside the second second, where the comparison runs: the next packet, which
+        // carries its copy, has come when the lost one's slot is decided.
         let lost = [130, 150];
         let (out, clean, stats) = play_packets_of(10, &speech, &lost, true)?;
         let snr = snr_at_best_delay(&clean, &out);
@@ -436,7 +446,7 @@ mod tests {
         let frame = |i: u64| opus_like(i, 120);
         let (mut sent, mut lost) = (0u64, 0u64);
         for i in 2..1002u64 {
-            let (seq, ts) = (i as u16, (i * FRAME_SAMPLES as u64) as u32);
+            let (seq, ts) = (i as u16, (i * PACKET as u64) as u32);
             let at = start + Duration::from_millis(20 * i);
             sent += 1;
             if rng.random_bool(0.1) {
@@ -449,7 +459,7 @@ mod tests {
                 );
                 rx.push_red(at, seq, ts, &payload, 111);
             }
-            rx.next_frame(at + Duration::from_millis(7));
+            take_20_ms(&mut rx, at + Duration::from_millis(7), &mut Vec::new());
         }
         let stats = rx.stats();
         let real = lost as f64 / sent as f64;
@@ -477,7 +487,7 @@ mod tests {
             let mut played = Vec::new();
             for i in 0..200u64 {
                 let at = start + Duration::from_millis(20 * i);
-                let ts = (i * FRAME_SAMPLES as u64) as u32;
+                let ts = (i * PACKET as u64) as u32;
                 let frame = opus_like(i, 100);
                 if red {
                     rx.push_red(at, seq, ts, &crate::red::build(111, &[], &frame), 111);
@@ -516,8 +526,8 @@ mod tests {
 
     /// A hostile or broken sender: packets whose table of contents claims anything from
     /// 2.5 to 120 ms (or does not parse) with garbage after it, at 20 ms timestamps. The
-    /// receiver must hand out 20 ms of finite audio every time without stalling, and a real
-    /// stream that follows plays.
+    /// receiver must hand out a frame of finite audio every time without stalling, and a
+    /// real stream that follows plays.
     #[test]
     fn packets_claiming_any_length_never_stall_the_receiver() -> Result<()> {
         use rand::{Rng, SeedableRng};
@@ -529,36 +539,33 @@ mod tests {
         for i in 0..250usize {
             let mut p = vec![0u8; rng.random_range(1..400)];
             rng.fill(&mut p[..]);
-            rx.push_rtp(
-                at(20 * i + 1),
-                i as u16,
-                (i * FRAME_SAMPLES) as u32,
-                p.into(),
-            );
-            let out = rx.next_frame(at(20 * i + 7));
-            assert_eq!(out.len(), FRAME_SAMPLES);
-            assert!(out.iter().all(|s| s.is_finite()), "frame {i}");
-            // Garbage can decode to anything loud (so can a real sender); the mix that
-            // reaches the device stays within full scale.
-            mixer.clear();
-            mixer.add(out);
-            assert!(mixer.finish().iter().all(|s| s.abs() <= 1.0), "frame {i}");
+            rx.push_rtp(at(20 * i + 1), i as u16, (i * PACKET) as u32, p.into());
+            for half in [7, 17] {
+                let out = rx.next_frame(at(20 * i + half));
+                assert_eq!(out.len(), FRAME_SAMPLES);
+                assert!(out.iter().all(|s| s.is_finite()), "frame {i}");
+                // Garbage can decode to anything loud (so can a real sender); the mix that
+                // reaches the device stays within full scale.
+                mixer.clear();
+                mixer.add(out);
+                assert!(mixer.finish().iter().all(|s| s.abs() <= 1.0), "frame {i}");
+            }
         }
         // Then a real 20 ms stream from the same sender, sequence and timestamps going on.
         let speech = synth_speech(13, SAMPLE_RATE, 3.0);
         let mut encoder = OpusEncoder::new(64_000, false)?;
         let (mut out, mut clean) = (Vec::new(), Vec::new());
         let mut decoder = OpusDecoder::new()?;
-        let mut frame = [0.0; FRAME_SAMPLES];
-        for (k, chunk) in speech.chunks_exact(FRAME_SAMPLES).enumerate() {
+        let mut frame = [0.0; PACKET];
+        for (k, chunk) in speech.chunks_exact(PACKET).enumerate() {
             let i = 250 + k;
             let Some(p) = encoder.encode(chunk)? else {
                 continue;
             };
             decoder.decode(&p, &mut frame);
             clean.extend_from_slice(&frame);
-            rx.push_rtp(at(20 * i + 1), i as u16, (i * FRAME_SAMPLES) as u32, p);
-            out.extend_from_slice(rx.next_frame(at(20 * i + 7)));
+            rx.push_rtp(at(20 * i + 1), i as u16, (i * PACKET) as u32, p);
+            take_20_ms(&mut rx, at(20 * i + 7), &mut out);
         }
         let snr = snr_at_best_delay(&clean, &out);
         assert!(

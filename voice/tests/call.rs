@@ -30,11 +30,17 @@ async fn two_peers_hear_each_other() {
     assert!(a_from_b > 0.8, "alice hears bob with similarity {a_from_b}");
     assert!(b_from_a > 0.8, "bob hears alice with similarity {b_from_a}");
     assert!(a_from_self < 0.4, "alice hears herself: {a_from_self}");
-    // A clean network costs no redundancy: RED is negotiated but not sent.
+    // A clean network costs no redundancy: RED is negotiated but not sent, and packets are
+    // 20 ms long.
     for s in mesh.peers.iter().flat_map(|p| p.call.stats()) {
         assert!(
             !s.sending_red && s.red_received == 0,
             "RED without loss: {s:?}"
+        );
+        assert_eq!(
+            (s.sending_packet_ms, s.received_packet_ms),
+            (20.0, 20.0),
+            "packet length on a clean network: {s:?}"
         );
     }
 }
@@ -471,6 +477,13 @@ async fn red_rebuilds_lost_frames_under_twenty_percent_loss() {
     );
     // Bob reported the loss, so alice sent RED, and bob played lost frames from its copies.
     assert!(tx.sending_red, "alice did not switch RED on: {tx:?}");
+    // ... and with it 10 ms packets, so a lost packet's copy comes 10 ms after it; bob's
+    // receiver played them as such.
+    assert_eq!(
+        (tx.sending_packet_ms, rx.received_packet_ms),
+        (10.0, 10.0),
+        "packet length under loss with RED: {tx:?} / {rx:?}"
+    );
     let lost = rx.loss * (rx.packets_received as f64 / (1.0 - rx.loss).max(0.01));
     assert!(
         rx.red_received > 0 && rx.red_frames as f64 > 0.3 * lost,
@@ -483,5 +496,11 @@ async fn red_rebuilds_lost_frames_under_twenty_percent_loss() {
     );
     // With RED turned off the same loss gets plain Opus (FEC and concealment only).
     assert!(!plain_tx.sending_red && plain_rx.red_received == 0);
+    // Without RED the packets stay 20 ms long: shorter ones only pay with RED's copies.
+    assert_eq!(
+        (plain_tx.sending_packet_ms, plain_rx.received_packet_ms),
+        (20.0, 20.0),
+        "packet length under loss without RED: {plain_tx:?} / {plain_rx:?}"
+    );
     assert!(plain_rx.fec_frames > 0, "no FEC without RED: {plain_rx:?}");
 }

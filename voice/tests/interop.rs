@@ -79,6 +79,8 @@ struct LossyCall {
     they_hear_us: f32,
     stats: voice::PeerStats,
     sent_red: bool,
+    /// Whether we sent RED in 10 ms packets at some point.
+    sent_10_ms: bool,
 }
 
 /// A call with Chromium through 10 % loss each way, Chromium answering with RED preferred
@@ -106,9 +108,13 @@ async fn chromium_call_under_loss(red: &str) -> LossyCall {
     // Watched while it runs, not only at the end.
     let end = tokio::time::Instant::now()
         + std::time::Duration::from_secs_f32(ours.len() as f32 / RATE as f32 + 0.5);
-    let mut sent_red = false;
+    let (mut sent_red, mut sent_10_ms) = (false, false);
     while tokio::time::Instant::now() < end {
-        sent_red |= peer.call.stats().iter().any(|s| s.sending_red);
+        let now = peer.call.stats();
+        sent_red |= now.iter().any(|s| s.sending_red);
+        sent_10_ms |= now
+            .iter()
+            .any(|s| s.sending_red && s.sending_packet_ms == 10.0);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let we_heard = peer.heard.samples();
@@ -134,6 +140,7 @@ async fn chromium_call_under_loss(red: &str) -> LossyCall {
         they_hear_us,
         stats,
         sent_red,
+        sent_10_ms,
     }
 }
 
@@ -144,6 +151,7 @@ async fn chromium_and_we_exchange_red_under_loss() {
         they_hear_us,
         stats,
         sent_red,
+        sent_10_ms,
     } = chromium_call_under_loss("prefer").await;
     // Chromium sent RED, and we read it: lost packets came back from its copies.
     assert!(stats.red_received > 0, "no RED from Chromium: {stats:?}");
@@ -151,8 +159,9 @@ async fn chromium_and_we_exchange_red_under_loss() {
         stats.red_frames > 0,
         "no frame rebuilt from Chromium's RED: {stats:?}"
     );
-    // Chromium reported the loss, so we sent RED, and Chromium played it.
+    // Chromium reported the loss, so we sent RED, in 10 ms packets, and Chromium played it.
     assert!(sent_red, "we did not switch RED on: {stats:?}");
+    assert!(sent_10_ms, "RED went out in 20 ms packets: {stats:?}");
     assert!(
         we_hear_them > 0.6,
         "we hear Chromium with similarity {we_hear_them}"
@@ -170,6 +179,7 @@ async fn chromium_without_red_gets_plain_opus_under_loss() {
         they_hear_us,
         stats,
         sent_red,
+        ..
     } = chromium_call_under_loss("off").await;
     assert_eq!(
         stats.red_received, 0,

@@ -3,12 +3,12 @@
 //! through the relay scatter by several tenths of PESQ.
 //!
 //! Speech is encoded as our sender encodes it (Opus at the default bitrate, FEC planned for
-//! the loss, DTX) and packetized as it sends it (RED with one copy from 3 % loss, two from
-//! 10 %, as the peers' reports would ask). Each packet is lost at random or delayed by a
+//! the loss RED leaves, DTX) and packetized as it sends it (20 ms packets on a clean network; 10 ms
+//! ones with RED, one copy from 3 % loss, two from 10 %, as the peers' reports would ask). Each packet is lost at random or delayed by a
 //! uniform 0–20 ms (so packets overtake each other); in the "stalls" rows, moreover, the
 //! path stops now and then (every 2 s on average, for 40–120 ms) and what was sent
 //! meanwhile arrives in one burst when it resumes, as a busy sender or receiver, or a
-//! Wi-Fi link, delivers it. The packets feed a receiver ticked every 20 ms, as the playout
+//! Wi-Fi link, delivers it. The packets feed a receiver ticked every 10 ms, as the playout
 //! loop does. What it played is scored with PESQ-WB against the speech; the receive delay
 //! is how long after the sender finished a frame it was played, less the fastest possible
 //! network (0 ms): jitter buffer and playout together; "from arrival" is how long after its
@@ -50,30 +50,47 @@ struct Sent {
     red: bool,
 }
 
-/// `signal` encoded and packetized as our sender would at `loss` (reported by the peer).
-fn send(signal: &[f32], loss: f64) -> Vec<Sent> {
-    let Ok(mut enc) = OpusEncoder::new(voice::codec::DEFAULT_BITRATE, true) else {
-        return Vec::new();
-    };
-    let _ = enc.set_expected_loss(loss as f32);
-    let depth = if loss >= 0.10 {
+/// Redundant copies our sender puts in each packet at `loss` (reported by the peer).
+fn red_depth(loss: f64) -> usize {
+    if loss >= 0.10 {
         2
     } else if loss >= 0.03 {
         1
     } else {
         0
+    }
+}
+
+/// Audio per packet (ms) our sender sends at `loss`: shorter while RED is on.
+fn packet_ms(loss: f64) -> f64 {
+    if red_depth(loss) > 0 {
+        voice::PACKET_MS_LOSSY
+    } else {
+        voice::PACKET_MS_CLEAN
+    }
+}
+
+/// `signal` encoded and packetized as our sender would at `loss` (reported by the peer).
+fn send(signal: &[f32], loss: f64) -> Vec<Sent> {
+    let Ok(mut enc) = OpusEncoder::new(voice::codec::DEFAULT_BITRATE, true) else {
+        return Vec::new();
     };
+    let depth = red_depth(loss);
+    // FEC planned for what RED's copies leave, as the engine plans it.
+    let _ = enc.set_expected_loss(loss.powi(depth as i32 + 1) as f32);
+    let packet_ms = packet_ms(loss);
+    let packet = FRAME_SAMPLES * (packet_ms / voice::FRAME_MS) as usize;
     let mut history: Vec<(usize, Bytes)> = Vec::new();
     let mut sent = Vec::new();
     let mut seq = 0u16;
-    for (index, frame) in signal.chunks_exact(FRAME_SAMPLES).enumerate() {
+    for (index, frame) in signal.chunks_exact(packet).enumerate() {
         let Ok(Some(payload)) = enc.encode(frame) else {
             continue; // DTX
         };
         let copies: Vec<(u32, &[u8])> = history
             .iter()
             .filter(|(i, _)| index - i <= depth)
-            .map(|(i, p)| (((index - i) * FRAME_SAMPLES) as u32, &p[..]))
+            .map(|(i, p)| (((index - i) * packet) as u32, &p[..]))
             .collect();
         let red = depth > 0;
         let wire = if red {
@@ -83,9 +100,9 @@ fn send(signal: &[f32], loss: f64) -> Vec<Sent> {
         };
         sent.push(Sent {
             // A frame leaves once all of it has been captured.
-            at_ms: (index + 1) as f64 * voice::FRAME_MS,
+            at_ms: (index + 1) as f64 * packet_ms,
             seq,
-            ts: (index * FRAME_SAMPLES) as u32,
+            ts: (index * packet) as u32,
             payload: wire,
             red,
         });
@@ -168,7 +185,7 @@ fn play(sent: &[Sent], arrivals: &[Option<f64>], phase_ms: f64) -> Option<Played
 
 /// Median receive delay (ms) over the speech's 100 ms windows found in `audio`: when each
 /// was played, less when its frame was sent, for the signal `signal` that was sent.
-fn receive_delay_ms(signal: &[f32], audio: &[f32], phase_ms: f64) -> Option<f64> {
+fn receive_delay_ms(signal: &[f32], audio: &[f32], phase_ms: f64, packet_ms: f64) -> Option<f64> {
     let sent = to_analysis_rate(signal, RATE).ok()?;
     let heard = to_analysis_rate(audio, RATE).ok()?;
     let per_ms = f64::from(ANALYSIS_RATE) / 1000.0;
@@ -177,11 +194,11 @@ fn receive_delay_ms(signal: &[f32], audio: &[f32], phase_ms: f64) -> Option<f64>
         .filter(|m| m.score > 0.5)
         .filter_map(|m| {
             // Played at the tick phase plus its place in the output; captured at its place
-            // in the input; its frame left 20 ms after the frame's first sample, which plays
-            // as far into the frame as this one.
+            // in the input; its packet left `packet_ms` after the packet's first sample,
+            // which plays as far into the packet as this one.
             let played = phase_ms + m.received? as f64 / per_ms;
             let captured = m.sent as f64 / per_ms;
-            Some(played - captured - voice::FRAME_MS)
+            Some(played - captured - packet_ms)
         })
         .collect();
     delays.sort_by(f64::total_cmp);
@@ -220,7 +237,7 @@ pub fn rows(speech: &[f32], dir: &Path) {
                 };
                 let tag = format!("jitter-{}-{stalls}-{seed}", (loss * 100.0) as u32);
                 let score = crate::pesq(speech, &played.audio, dir, &tag);
-                let d = receive_delay_ms(&signal, &played.audio, phase);
+                let d = receive_delay_ms(&signal, &played.audio, phase, packet_ms(loss));
                 let s = played.stats;
                 if std::env::var_os("VOICE_BENCH_VERBOSE").is_some() {
                     println!(
