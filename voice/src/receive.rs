@@ -386,7 +386,13 @@ mod tests {
     /// Signal-to-error ratio (dB) of `out` against `reference` at the delay (in 2.5 ms steps,
     /// up to 200 ms) that matches best, over `reference`'s second second.
     fn snr_at_best_delay(reference: &[f32], out: &[f32]) -> f32 {
-        let (from, to) = (SAMPLE_RATE as usize, 2 * SAMPLE_RATE as usize);
+        snr_at_best_delay_in(reference, out, 1.0, 2.0)
+    }
+
+    /// [`snr_at_best_delay`] over `reference`'s seconds `from` to `to`.
+    fn snr_at_best_delay_in(reference: &[f32], out: &[f32], from: f32, to: f32) -> f32 {
+        let second = SAMPLE_RATE as f32;
+        let (from, to) = ((from * second) as usize, (to * second) as usize);
         (0..=80)
             .map(|step| step * 120)
             .filter(|&d| to + d <= out.len())
@@ -414,6 +420,63 @@ mod tests {
                 (0, 0, 0, 0),
                 "{ms} ms packets: {stats:?}"
             );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_stream_switching_between_20_and_10_ms_packets_plays_whole() -> Result<()> {
+        // 20 ms packets, then 10 ms ones from 0.8 s to 1.6 s (a sender whose RED came on and
+        // went off again), through a receiver asked for a frame every 10 ms.
+        let speech = synth_speech(14, SAMPLE_RATE, 3.0);
+        let rate = SAMPLE_RATE as usize;
+        let mut encoder = OpusEncoder::new(64_000, false)?;
+        let (mut packets, mut clean) = (Vec::new(), Vec::new());
+        let mut decoder = OpusDecoder::new()?;
+        let mut pos = 0;
+        while pos + PACKET <= speech.len() {
+            let short = (rate * 8 / 10..rate * 16 / 10).contains(&pos);
+            let len = if short { FRAME_SAMPLES } else { PACKET };
+            let payload = encoder
+                .encode(&speech[pos..pos + len])?
+                .expect("speech is sent");
+            let mut buf = vec![0.0; len];
+            assert_eq!(decoder.decode(&payload, &mut buf), len);
+            clean.extend_from_slice(&buf);
+            packets.push((pos, payload));
+            pos += len;
+        }
+        let mut rx = PeerReceiver::new()?;
+        let start = Instant::now();
+        let at = |us: usize| start + Duration::from_micros(us as u64);
+        let (mut out, mut next, mut lengths) = (Vec::new(), 0, Vec::new());
+        for tick in 0..(speech.len() / FRAME_SAMPLES + 20) {
+            let now_us = tick * 10_000 + 7_000;
+            // A packet leaves once its audio is captured and arrives 1 ms later.
+            while let Some((pos, payload)) = packets.get(next) {
+                let len = opus::packet::get_nb_samples(payload, SAMPLE_RATE).unwrap_or(0);
+                let arrives = (pos + len) * 1000 / 48 + 1000;
+                if arrives > now_us {
+                    break;
+                }
+                rx.push_rtp(at(arrives), next as u16, *pos as u32, payload.clone());
+                next += 1;
+            }
+            out.extend_from_slice(rx.next_frame(at(now_us)));
+            lengths.push(rx.stats().packet_ms);
+        }
+        let stats = rx.stats();
+        assert!(
+            lengths.contains(&10.0) && lengths.last() == Some(&20.0),
+            "{stats:?}"
+        );
+        assert_eq!((stats.lost, stats.late), (0, 0), "{stats:?}");
+        // Bit-exact before, between and after the switches. Shorter packets leave 10 ms
+        // sooner after their first sample, so at the first switch the buffer sheds 10 ms,
+        // in the pause the speech has there (0.79–0.85 s): not compared.
+        for (from, to) in [(0.3, 0.79), (0.85, 1.55), (1.55, 1.7), (1.7, 2.5)] {
+            let snr = snr_at_best_delay_in(&clean, &out, from, to);
+            assert!(snr > 30.0, "{from}–{to} s: {snr:.1} dB, {stats:?}");
         }
         Ok(())
     }
