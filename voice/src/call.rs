@@ -1255,6 +1255,13 @@ mod packetizer_tests {
             .collect()
     }
 
+    /// Each packet's (first frame, frames, marker).
+    fn packets(out: &[OutFrame]) -> Vec<(u64, u64, bool)> {
+        out.iter()
+            .map(|f| (f.frame_index, f.frames, f.marker))
+            .collect()
+    }
+
     /// Audio per packet (ms), read back from each Opus packet's table of contents.
     fn packet_ms(out: &[OutFrame]) -> Vec<f64> {
         out.iter()
@@ -1286,10 +1293,7 @@ mod packetizer_tests {
             });
         }
         assert_eq!(packet_ms(&out), vec![20.0, 20.0, 20.0, 10.0, 10.0]);
-        let starts: Vec<(u64, u64, bool)> = out
-            .iter()
-            .map(|f| (f.frame_index, f.frames, f.marker))
-            .collect();
+        let starts = packets(&out);
         assert_eq!(
             starts,
             vec![
@@ -1320,10 +1324,7 @@ mod packetizer_tests {
         p.reset();
         push(&mut p, 6, &mut out);
         push(&mut p, 7, &mut out);
-        let starts: Vec<(u64, u64, bool)> = out
-            .iter()
-            .map(|f| (f.frame_index, f.frames, f.marker))
-            .collect();
+        let starts = packets(&out);
         assert_eq!(starts, vec![(0, 2, true), (6, 2, true)]);
         // Frames skipped without a reset (nothing encoded for them) count as a gap too.
         let mut q = Packetizer::default();
@@ -1331,10 +1332,7 @@ mod packetizer_tests {
         push(&mut q, 0, &mut out);
         push(&mut q, 5, &mut out);
         push(&mut q, 6, &mut out);
-        let starts: Vec<(u64, u64, bool)> = out
-            .iter()
-            .map(|f| (f.frame_index, f.frames, f.marker))
-            .collect();
+        let starts = packets(&out);
         assert_eq!(starts, vec![(5, 2, true)]);
         Ok(())
     }
@@ -1349,10 +1347,7 @@ mod packetizer_tests {
                 (index != 3).then(|| bytes::Bytes::from_static(b"abc"))
             });
         }
-        let starts: Vec<(u64, u64, bool)> = out
-            .iter()
-            .map(|f| (f.frame_index, f.frames, f.marker))
-            .collect();
+        let starts = packets(&out);
         assert_eq!(starts, vec![(0, 2, true), (4, 2, true)]);
     }
 }
